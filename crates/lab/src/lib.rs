@@ -1,0 +1,1 @@
+//! The PC/SC lab (in progress).

@@ -1,0 +1,2 @@
+//! `vcard`: provision, insert, remove and inspect virtual PIV cards.
+fn main() {}
