@@ -1,1 +1,96 @@
-//! Shared helpers for the end-to-end suites.
+//! Shared helpers for the end-to-end suites: running a test body against a fresh [`Lab`]
+//! (with pcscd's log attached to any failure) and a plain PC/SC client, the kind of program
+//! the agent competes with for the card, to check what pcscd really reports.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use cardgate_lab::{Lab, ReaderSlot};
+use libtest_mimic::{Failed, Trial};
+
+/// A libtest-mimic test that gets its own freshly started [`Lab`]; when the body fails,
+/// the failure message ends with pcscd's log.
+pub fn lab_trial(
+    name: &str,
+    body: impl FnOnce(&mut Lab) -> Result<(), Failed> + Send + 'static,
+) -> Trial {
+    Trial::test(name, move || {
+        let mut lab = Lab::start().map_err(|e| Failed::from(format!("starting the lab: {e}")))?;
+        body(&mut lab).map_err(|failure| {
+            let message = failure.message().unwrap_or("test failed");
+            Failed::from(format!(
+                "{message}\n---- pcscd log ({}) ----\n{}",
+                lab.pcscd_log_path().display(),
+                lab.pcscd_log()
+            ))
+        })
+    })
+}
+
+/// A plain PC/SC client with its own context (`SCardEstablishContext`), as an independent
+/// program on the workstation would have.
+pub struct PcscClient {
+    context: pcsc::Context,
+}
+
+impl PcscClient {
+    /// Establishes a new context with pcscd.
+    pub fn new() -> Result<PcscClient, Failed> {
+        let context = pcsc::Context::establish(pcsc::Scope::User)
+            .map_err(|e| Failed::from(format!("SCardEstablishContext: {e}")))?;
+        Ok(PcscClient { context })
+    }
+
+    /// The reader names pcscd lists (`SCardListReaders`); none is an empty list.
+    pub fn readers(&self) -> Result<Vec<String>, pcsc::Error> {
+        match self.context.list_readers_owned() {
+            Ok(names) => Ok(names
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()),
+            Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The reader's state and ATR right now (`SCardGetStatusChange` with no wait).
+    pub fn reader_state(&self, slot: ReaderSlot) -> Result<(pcsc::State, Vec<u8>), Failed> {
+        let name = CString::new(slot.to_string()).map_err(|e| Failed::from(e.to_string()))?;
+        let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+        self.context
+            .get_status_change(Duration::ZERO, &mut states)
+            .map_err(|e| Failed::from(format!("SCardGetStatusChange({slot}): {e}")))?;
+        Ok((states[0].event_state(), states[0].atr().to_vec()))
+    }
+
+    /// Connects to the card in `slot` in shared mode (`SCardConnect`), as the agent will:
+    /// exclusive mode locks other programs out.
+    pub fn connect(&self, slot: ReaderSlot) -> Result<pcsc::Card, Failed> {
+        let name = CString::new(slot.to_string()).map_err(|e| Failed::from(e.to_string()))?;
+        self.context
+            .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+            .map_err(|e| Failed::from(format!("SCardConnect({slot}): {e}")))
+    }
+}
+
+/// Sends one APDU (`SCardTransmit`) and returns the whole response, status word included.
+pub fn transmit(card: &pcsc::Card, command: &[u8]) -> Result<Vec<u8>, Failed> {
+    let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+    card.transmit(command, &mut buffer)
+        .map(<[u8]>::to_vec)
+        .map_err(|e| Failed::from(format!("SCardTransmit {}: {e}", hex::encode(command))))
+}
+
+/// SELECT of the PIV card application (NIST SP 800-73-4 AID `A0 00 00 03 08 00 00 10 00`).
+pub const SELECT_PIV: [u8; 15] = [
+    0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x00,
+];
+
+/// Asserts `condition`, failing the test with `message` otherwise.
+pub fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
+    if condition {
+        Ok(())
+    } else {
+        Err(Failed::from(message()))
+    }
+}

@@ -1,0 +1,1 @@
+//! PIV card application client (in progress).
