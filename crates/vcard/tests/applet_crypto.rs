@@ -2,6 +2,7 @@
 //! public key, the raw RSA operation inverts under the public exponent, generated keys sign,
 //! and the management key authenticates (AES-128 and 3DES, mutual and external, right and
 //! wrong).
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is the failure report.
 
 mod applet_support;
 
@@ -20,6 +21,7 @@ use des::TdesEde3;
 use ecdsa::signature::hazmat::PrehashVerifier;
 use rsa::BigUint;
 use rsa::traits::PublicKeyParts;
+use sha2::Digest;
 
 /// The value of the single child `tag` inside a `7C` answer.
 fn dynamic_authentication_value(data: &[u8], tag: u32) -> Vec<u8> {
@@ -56,7 +58,7 @@ fn verify_ecdsa(public: &p256::PublicKey, digest: &[u8; 32], der: &[u8]) {
 fn ecdsa_signature_verifies_under_the_slot_public_key() {
     let (mut card, keys) = powered_applet();
     assert_eq!(verify(&mut card, applet_support::PIN), 0x9000);
-    let digest: [u8; 32] = sha2::Sha256::digest_bytes(b"prescription 1234");
+    let digest: [u8; 32] = sha2::Sha256::digest(b"prescription 1234").into();
     let (data, sw) = send_bytes(&mut card, &sign_apdu(0x11, 0x9A, &digest));
     assert_eq!(sw, 0x9000);
     let der = dynamic_authentication_value(&data, 0x82);
@@ -68,18 +70,6 @@ fn ecdsa_signature_verifies_under_the_slot_public_key() {
             .verify_prehash(&digest, &signature)
             .is_err()
     );
-}
-
-/// SHA-256 in one call for the tests.
-trait DigestBytes {
-    fn digest_bytes(data: &[u8]) -> [u8; 32];
-}
-
-impl DigestBytes for sha2::Sha256 {
-    fn digest_bytes(data: &[u8]) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(data).into()
-    }
 }
 
 #[test]
@@ -131,19 +121,32 @@ fn raw_rsa_operation_inverts_under_the_public_key_and_arrives_through_a_chain() 
 }
 
 /// Encrypts or decrypts one block with a management key, as the host does.
-fn host_cipher(algorithm: ManagementKeyAlgorithm, key: &[u8], block: &[u8], encrypt: bool) -> Vec<u8> {
+fn host_cipher(
+    algorithm: ManagementKeyAlgorithm,
+    key: &[u8],
+    block: &[u8],
+    encrypt: bool,
+) -> Vec<u8> {
     let mut out = block.to_vec();
-    let b = GenericArray::from_mut_slice(&mut out);
     match algorithm {
         ManagementKeyAlgorithm::Aes128 => {
             let c = Aes128::new_from_slice(key).unwrap();
-            if encrypt { c.encrypt_block(b) } else { c.decrypt_block(b) }
+            let b = GenericArray::from_mut_slice(&mut out);
+            if encrypt {
+                c.encrypt_block(b)
+            } else {
+                c.decrypt_block(b)
+            }
         }
         ManagementKeyAlgorithm::Tdes => {
             let c = TdesEde3::new_from_slice(key).unwrap();
-            if encrypt { c.encrypt_block(b) } else { c.decrypt_block(b) }
+            let b = GenericArray::from_mut_slice(&mut out);
+            if encrypt {
+                c.encrypt_block(b)
+            } else {
+                c.decrypt_block(b)
+            }
         }
-        _ => unreachable!(),
     }
     out
 }
@@ -201,10 +204,16 @@ fn management_key_mutual_authentication_with_aes_and_3des() {
         let (mut card, key, id) = card_with_management_key(algorithm);
         assert_eq!(put_printed_information(&mut card), 0x6982, "{algorithm:?}");
         // A wrong witness: 6982, and the card is still not authenticated.
-        assert_eq!(mutual_authentication(&mut card, algorithm, &key, id, true), 0x6982);
+        assert_eq!(
+            mutual_authentication(&mut card, algorithm, &key, id, true),
+            0x6982
+        );
         assert_eq!(put_printed_information(&mut card), 0x6982, "{algorithm:?}");
         // Right: PUT DATA works, and the object reads back.
-        assert_eq!(mutual_authentication(&mut card, algorithm, &key, id, false), 0x9000);
+        assert_eq!(
+            mutual_authentication(&mut card, algorithm, &key, id, false),
+            0x9000
+        );
         assert_eq!(put_printed_information(&mut card), 0x9000, "{algorithm:?}");
         assert_eq!(verify(&mut card, applet_support::PIN), 0x9000);
         assert_eq!(
@@ -212,10 +221,16 @@ fn management_key_mutual_authentication_with_aes_and_3des() {
             (hex("5302AABB"), 0x9000)
         );
         // A failed attempt afterwards drops the authentication.
-        assert_eq!(mutual_authentication(&mut card, algorithm, &key, id, true), 0x6982);
+        assert_eq!(
+            mutual_authentication(&mut card, algorithm, &key, id, true),
+            0x6982
+        );
         assert_eq!(put_printed_information(&mut card), 0x6982, "{algorithm:?}");
         // So does power-off.
-        assert_eq!(mutual_authentication(&mut card, algorithm, &key, id, false), 0x9000);
+        assert_eq!(
+            mutual_authentication(&mut card, algorithm, &key, id, false),
+            0x9000
+        );
         card.power_off();
         card.power_on();
         assert_eq!(put_printed_information(&mut card), 0x6982, "{algorithm:?}");
@@ -258,13 +273,21 @@ fn another_command_between_the_steps_cancels_the_authentication() {
     let algorithm = ManagementKeyAlgorithm::Aes128;
     let (mut card, key, id) = card_with_management_key(algorithm);
     let (data, _) = send(&mut card, "0087089B 04 7C028000 00");
-    let witness = host_cipher(algorithm, &key, &dynamic_authentication_value(&data, 0x80), false);
+    let witness = host_cipher(
+        algorithm,
+        &key,
+        &dynamic_authentication_value(&data, 0x80),
+        false,
+    );
     send(&mut card, "00CB3FFF 03 5C017E 00");
     let mut inner = cardgate_apdu::tlv::encode(Tag(0x80), &witness);
     inner.extend(cardgate_apdu::tlv::encode(Tag(0x81), &[7u8; 16]));
     let command = cardgate_apdu::CommandApdu::new(0x00, 0x87, id, 0x9B)
         .with_data(cardgate_apdu::tlv::encode(Tag(0x7C), &inner));
-    assert_eq!(send_bytes(&mut card, &command.to_bytes().unwrap()).1, 0x6985);
+    assert_eq!(
+        send_bytes(&mut card, &command.to_bytes().unwrap()).1,
+        0x6985
+    );
 }
 
 fn authenticate(card: &mut PivApplet) {
@@ -297,7 +320,10 @@ fn generated_ec_key_signs_verifiably_and_keeps_the_slot_pin_policy() {
     assert_eq!(sw, 0x9000);
     verify_ecdsa(&public, &digest, &dynamic_authentication_value(&data, 0x82));
     // PIN always still holds for the new key.
-    assert_eq!(send_bytes(&mut card, &sign_apdu(0x11, 0x9C, &digest)).1, 0x6982);
+    assert_eq!(
+        send_bytes(&mut card, &sign_apdu(0x11, 0x9C, &digest)).1,
+        0x6982
+    );
 }
 
 #[test]
@@ -306,7 +332,11 @@ fn generated_rsa_key_answers_modulus_and_exponent_and_its_operation_inverts() {
     authenticate(&mut card);
     // Into the empty 9D slot, with a Yubico PIN policy "never".
     let (mut data, sw) = send(&mut card, "0047009D 08 AC06 800107 AA0101 00");
-    assert_eq!(sw >> 8, 0x61, "the public key template is longer than 256 bytes");
+    assert_eq!(
+        sw >> 8,
+        0x61,
+        "the public key template is longer than 256 bytes"
+    );
     let (rest, sw) = send(&mut card, &format!("00C00000 {:02X}", sw & 0xFF));
     assert_eq!(sw, 0x9000);
     data.extend(rest);
@@ -336,7 +366,10 @@ fn generated_rsa_key_answers_modulus_and_exponent_and_its_operation_inverts() {
         assert_eq!(sw, 0x9000);
     }
     let output = dynamic_authentication_value(&data, 0x82);
-    assert_eq!(BigUint::from_bytes_be(&output).modpow(&e, &n), BigUint::from_bytes_be(&block));
+    assert_eq!(
+        BigUint::from_bytes_be(&output).modpow(&e, &n),
+        BigUint::from_bytes_be(&block)
+    );
 }
 
 #[test]
@@ -367,6 +400,7 @@ fn ecdh_with_the_key_management_slot() {
     let (data, sw) = send_bytes(&mut card, &command.to_bytes().unwrap());
     assert_eq!(sw, 0x9000);
     let shared = dynamic_authentication_value(&data, 0x82);
-    let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), secret.public_key().as_affine());
-    assert_eq!(shared, expected.raw_secret_bytes().to_vec());
+    use p256::elliptic_curve::point::AffineCoordinates;
+    let expected = (secret.public_key().to_projective() * *peer.to_nonzero_scalar()).to_affine();
+    assert_eq!(shared, expected.x().to_vec());
 }

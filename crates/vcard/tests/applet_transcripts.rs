@@ -12,6 +12,7 @@
 //! - `! power-off`, `! power-on`, `! reset`: what the reader does to the card.
 //!
 //! Every `>` is followed by exactly one `<`.
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is the failure report.
 
 mod applet_support;
 
@@ -66,7 +67,9 @@ fn parse_pattern(text: &str) -> Result<Vec<Pattern>, String> {
 fn matches(pattern: &[Pattern], bytes: &[u8]) -> bool {
     match pattern.split_first() {
         None => bytes.is_empty(),
-        Some((Pattern::AnyRun, tail)) => (0..=bytes.len()).any(|skip| matches(tail, &bytes[skip..])),
+        Some((Pattern::AnyRun, tail)) => {
+            (0..=bytes.len()).any(|skip| matches(tail, &bytes[skip..]))
+        }
         Some((Pattern::AnyByte, tail)) => !bytes.is_empty() && matches(tail, &bytes[1..]),
         Some((Pattern::Byte(b), tail)) => bytes.first() == Some(b) && matches(tail, &bytes[1..]),
     }

@@ -1,6 +1,7 @@
 //! Test cards for the applet tests, built directly (no CA, no provisioning): fresh keys in
 //! the slots, a short CHUID and a long certificate object that needs GET RESPONSE.
 #![allow(dead_code)] // Each test binary uses its own part of the helpers.
+#![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is the failure report.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +21,7 @@ pub const PIN: &str = "7391";
 pub const PUK: &str = "80264513";
 /// The test card's AES-128 management key.
 pub const AES_MANAGEMENT_KEY: [u8; 16] = [
-    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E,
-    0x0F,
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
 ];
 /// Yubico's default 3DES management key.
 pub const TDES_MANAGEMENT_KEY: [u8; 24] = [
