@@ -9,22 +9,31 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::ExitCode;
 
+use cardgate_e2e::tools::{TestCard, pem_certificate};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_lab::{Lab, ReaderSlot, setup_script};
-use cardgate_vcard::applet::PivApplet;
-use cardgate_vcard::card_file::{CardFile, KeyAlgorithm, Slot};
-use cardgate_vcard::provision::{CardSpec, TestCa, provision};
-use cardgate_vcard::vpcd::InsertedCard;
+use cardgate_vcard::card_file::{KeyAlgorithm, Slot};
 use libtest_mimic::{Arguments, Failed};
 use ring::signature::{self, VerificationAlgorithm};
 
 /// OpenSC's PKCS#11 module as Debian's `opensc-pkcs11` package installs it.
 const PKCS11_MODULE: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+
+/// OpenSC's PKCS#11 module, or a loud failure saying how to install it.
+fn pkcs11_module() -> Result<&'static str, Failed> {
+    if Path::new(PKCS11_MODULE).is_file() {
+        Ok(PKCS11_MODULE)
+    } else {
+        Err(Failed::from(format!(
+            "OpenSC's PKCS#11 module {PKCS11_MODULE} is not installed: run {} (it installs the \
+             opensc package)",
+            setup_script().display()
+        )))
+    }
+}
 /// The passcode the test cards get: not the PIV factory default, so a tool that silently
 /// falls back to `123456` is caught.
 const PASSCODE: &str = "739146";
@@ -32,9 +41,6 @@ const PASSCODE: &str = "739146";
 const WRONG_PASSCODE: &str = "246810";
 /// The reader every test card goes into.
 const READER: ReaderSlot = ReaderSlot::First;
-/// How long one tool run may take before it counts as hung (RSA signing on a loaded
-/// 2-core machine included).
-const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The card name OpenSC's PIV driver gives a PIV card (card-piv.c, `piv_match_card`).
 const OPENSC_PIV_NAME: &str = "Personal Identity Verification Card";
 
@@ -78,8 +84,8 @@ fn main() -> ExitCode {
 /// ATR: it recognises the card by its Discovery Object, `7E`, and the PIV AID in it), and
 /// `opensc-tool -a` sees the card's ATR.
 fn opensc_tool_names_the_card(lab: &mut Lab) -> Result<(), Failed> {
-    let card = TestCard::provision(KeyAlgorithm::EccP256, "555000111201")?;
-    let _inserted = card.insert(lab)?;
+    let card = TestCard::provision(KeyAlgorithm::EccP256, "555000111201", PASSCODE)?;
+    let _inserted = card.insert(lab, READER)?;
     let reader = reader_index();
 
     let named = card
@@ -111,8 +117,8 @@ fn pkcs15_tool_reads_certificates(lab: &mut Lab, algorithm: KeyAlgorithm) -> Res
         KeyAlgorithm::EccP256 => "555000111202",
         KeyAlgorithm::Rsa2048 => "555000111203",
     };
-    let card = TestCard::provision(algorithm, uuid)?;
-    let inserted = card.insert(lab)?;
+    let card = TestCard::provision(algorithm, uuid, PASSCODE)?;
+    let inserted = card.insert(lab, READER)?;
     let reader = reader_index();
 
     let before = inserted.apdu_count();
@@ -213,15 +219,15 @@ fn pkcs11_tool_signs(
     mechanism: &SigningMechanism,
     uuid: &str,
 ) -> Result<(), Failed> {
-    let card = TestCard::provision(mechanism.algorithm, uuid)?;
-    let _inserted = card.insert(lab)?;
+    let card = TestCard::provision(mechanism.algorithm, uuid, PASSCODE)?;
+    let _inserted = card.insert(lab, READER)?;
 
     let offered = card
         .run(
             "pkcs11-tool",
             &[
                 "--module",
-                PKCS11_MODULE,
+                pkcs11_module()?,
                 "--slot-index",
                 "0",
                 "--list-mechanisms",
@@ -241,13 +247,13 @@ fn pkcs11_tool_signs(
         "cardgate conformance: {} by the card's 9A key",
         mechanism.name
     );
-    let input = card.dir.path().join("message.bin");
-    let output = card.dir.path().join("signature.bin");
+    let input = card.scratch("message.bin");
+    let output = card.scratch("signature.bin");
     std::fs::write(&input, &message)
         .map_err(|e| Failed::from(format!("writing the message: {e}")))?;
     let mut args = vec![
         "--module",
-        PKCS11_MODULE,
+        pkcs11_module()?,
         "--slot-index",
         "0",
         "--login",
@@ -293,14 +299,14 @@ fn pkcs11_tool_signs(
 /// report the card locked (`CKR_PIN_LOCKED`) by the fourth attempt at the latest, the right
 /// passcode must be refused, and the card file must hold the counter at 0.
 fn three_wrong_passcodes_block_the_card(lab: &mut Lab) -> Result<(), Failed> {
-    let card = TestCard::provision(KeyAlgorithm::EccP256, "555000111207")?;
-    let _inserted = card.insert(lab)?;
+    let card = TestCard::provision(KeyAlgorithm::EccP256, "555000111207", PASSCODE)?;
+    let _inserted = card.insert(lab, READER)?;
     let login = |passcode: &str| {
         card.run(
             "pkcs11-tool",
             &[
                 "--module",
-                PKCS11_MODULE,
+                pkcs11_module()?,
                 "--slot-index",
                 "0",
                 "--login",
@@ -368,191 +374,6 @@ fn three_wrong_passcodes_block_the_card(lab: &mut Lab) -> Result<(), Failed> {
     })
 }
 
-/// A provisioned card file in its own temporary directory, with the certificates it was
-/// issued and a private `HOME` for the tools that use it.
-struct TestCard {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    certificates: BTreeMap<Slot, Vec<u8>>,
-}
-
-impl TestCard {
-    /// Provisions a card with keys of `algorithm` for holder `uuid`, passcode [`PASSCODE`].
-    fn provision(algorithm: KeyAlgorithm, uuid: &str) -> Result<TestCard, Failed> {
-        let ca = TestCa::generate("Cardgate Conformance CA")
-            .map_err(|e| Failed::from(format!("generating the test CA: {e}")))?;
-        let spec = CardSpec::new("Conformance Holder", uuid)
-            .key_algorithm(algorithm)
-            .pin(PASSCODE);
-        let provisioned =
-            provision(&ca, &spec).map_err(|e| Failed::from(format!("provisioning: {e}")))?;
-        let dir = tempfile::Builder::new()
-            .prefix("cardgate-opensc-")
-            .tempdir()
-            .map_err(|e| Failed::from(format!("creating the card directory: {e}")))?;
-        let path = dir.path().join("card.json");
-        provisioned
-            .card
-            .save(&path)
-            .map_err(|e| Failed::from(format!("saving the card file: {e}")))?;
-        std::fs::create_dir(dir.path().join("home"))
-            .map_err(|e| Failed::from(format!("creating the tools' HOME: {e}")))?;
-        Ok(TestCard {
-            dir,
-            path,
-            certificates: provisioned.certificates,
-        })
-    }
-
-    /// Opens the card file as a PIV applet (which writes its counters back to the file) and
-    /// inserts it into [`READER`].
-    fn insert(&self, lab: &Lab) -> Result<InsertedCard, Failed> {
-        let applet = PivApplet::open(&self.path)
-            .map_err(|e| Failed::from(format!("opening {}: {e}", self.path.display())))?;
-        lab.insert(READER, Box::new(applet))
-            .map_err(|e| Failed::from(format!("inserting the card: {e}")))
-    }
-
-    /// The card file as the applet last wrote it.
-    fn file(&self) -> Result<CardFile, Failed> {
-        CardFile::load(&self.path).map_err(|e| Failed::from(format!("reading the card file: {e}")))
-    }
-
-    /// The DER certificate provisioned for `slot`.
-    fn certificate(&self, slot: Slot) -> Result<&[u8], Failed> {
-        self.certificates
-            .get(&slot)
-            .map(Vec::as_slice)
-            .ok_or_else(|| Failed::from(format!("no certificate was provisioned for {slot:?}")))
-    }
-
-    /// Runs an independent tool with this card's private `HOME`, so OpenSC's file cache
-    /// (under `~/.cache/opensc`) starts empty for every test card.
-    fn run(&self, program: &str, args: &[&str], secret: Option<&str>) -> Result<ToolRun, Failed> {
-        run_tool(&self.dir.path().join("home"), program, args, secret)
-    }
-}
-
-/// One finished run of a tool: the command line (passcode redacted), how it ended, and what
-/// it printed.
-struct ToolRun {
-    command: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl ToolRun {
-    /// Everything needed to diagnose a run, for failure messages.
-    fn report(&self) -> String {
-        format!(
-            "---- {} ({}) ----\n-- stdout --\n{}\n-- stderr --\n{}",
-            self.command, self.status, self.stdout, self.stderr
-        )
-    }
-
-    /// stdout and stderr together, for finding an error name wherever the tool printed it.
-    fn output(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-
-    /// The run, if the tool exited successfully; a failure with its report otherwise.
-    fn succeeded(self) -> Result<ToolRun, Failed> {
-        if self.status.success() {
-            Ok(self)
-        } else {
-            Err(Failed::from(format!(
-                "{} failed\n{}",
-                self.command,
-                self.report()
-            )))
-        }
-    }
-}
-
-/// Runs `program` with `args` and `HOME=home`, with stdout and stderr in files (no pipe
-/// can fill up), killing it after [`TOOL_TIMEOUT`]. `secret` is replaced in the recorded
-/// command line. A missing program is a failure naming `scripts/setup`.
-fn run_tool(
-    home: &Path,
-    program: &str,
-    args: &[&str],
-    secret: Option<&str>,
-) -> Result<ToolRun, Failed> {
-    let executable = find_program(program)?;
-    if args.contains(&PKCS11_MODULE) && !Path::new(PKCS11_MODULE).is_file() {
-        return Err(Failed::from(format!(
-            "OpenSC's PKCS#11 module {PKCS11_MODULE} is not installed: run {} (it installs \
-             the opensc package)",
-            setup_script().display()
-        )));
-    }
-    let command = std::iter::once(program)
-        .chain(
-            args.iter()
-                .map(|a| if Some(*a) == secret { "<passcode>" } else { a }),
-        )
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out_path = home.join(format!("{program}.stdout"));
-    let err_path = home.join(format!("{program}.stderr"));
-    let io = |what: &str, e: std::io::Error| Failed::from(format!("{command}: {what}: {e}"));
-    let stdout = File::create(&out_path).map_err(|e| io("creating its stdout file", e))?;
-    let stderr = File::create(&err_path).map_err(|e| io("creating its stderr file", e))?;
-    let mut child = Command::new(executable)
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| io("starting it", e))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| io("waiting for it", e))? {
-            break status;
-        }
-        if started.elapsed() > TOOL_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let out = std::fs::read_to_string(&out_path).unwrap_or_default();
-            let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-            return Err(Failed::from(format!(
-                "{command} hung for {TOOL_TIMEOUT:?} and was killed\n-- stdout --\n{out}\n-- stderr --\n{err}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |path: &Path| {
-        std::fs::read(path)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .map_err(|e| io("reading its output", e))
-    };
-    Ok(ToolRun {
-        stdout: read(&out_path)?,
-        stderr: read(&err_path)?,
-        command,
-        status,
-    })
-}
-
-/// Finds a tool on PATH or in /usr/bin; a missing one is a loud failure that says how to
-/// install it.
-fn find_program(name: &str) -> Result<PathBuf, Failed> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            Failed::from(format!(
-                "{name} is not installed: run {} (it installs the opensc package)",
-                setup_script().display()
-            ))
-        })
-}
-
 /// OpenSC's reader number for [`READER`] (pcscd lists the two vpcd readers in order).
 fn reader_index() -> String {
     READER.index().to_string()
@@ -595,23 +416,6 @@ fn listed_certificates(stdout: &str) -> BTreeMap<String, String> {
         }
     }
     found
-}
-
-/// The DER of the one certificate in PEM text.
-fn pem_certificate(text: &str) -> Result<Vec<u8>, String> {
-    let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(text.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("output is not PEM: {e}"))?;
-    let mut certificates: Vec<Vec<u8>> = blocks
-        .into_iter()
-        .filter(|pem| pem.label == "CERTIFICATE")
-        .map(|pem| pem.contents)
-        .collect();
-    match (certificates.pop(), certificates.len()) {
-        (Some(der), 0) => Ok(der),
-        (None, _) => Err("no PEM certificate in the output".to_owned()),
-        (Some(_), more) => Err(format!("expected one PEM certificate, found {}", more + 1)),
-    }
 }
 
 /// The subjectPublicKey bits of a DER certificate: an uncompressed EC point or an
