@@ -268,6 +268,30 @@ fn management_key_external_authentication_right_and_wrong() {
     }
 }
 
+/// OpenSC's `C_GenerateRandom` asks the 9B key for a challenge with P1 `00`, the deprecated
+/// SP 800-78-4 identifier of 3DES: a 3DES card answers an 8-byte challenge that completes
+/// external authentication as usual; an AES card refuses `00` (6A80), as real AES cards do.
+#[test]
+fn legacy_3des_algorithm_id_00_is_accepted_only_for_a_3des_management_key() {
+    let (mut card, key, _) = card_with_management_key(ManagementKeyAlgorithm::Tdes);
+    let (data, sw) = send(&mut card, "0087009B 04 7C028100 00");
+    assert_eq!(sw, 0x9000);
+    let challenge = dynamic_authentication_value(&data, 0x81);
+    assert_eq!(challenge.len(), 8);
+    let response = host_cipher(ManagementKeyAlgorithm::Tdes, &key, &challenge, true);
+    let command = cardgate_apdu::CommandApdu::new(0x00, 0x87, 0x00, 0x9B).with_data(
+        cardgate_apdu::tlv::encode(Tag(0x7C), &cardgate_apdu::tlv::encode(Tag(0x82), &response)),
+    );
+    assert_eq!(
+        send_bytes(&mut card, &command.to_bytes().unwrap()).1,
+        0x9000
+    );
+    assert_eq!(put_printed_information(&mut card), 0x9000);
+
+    let (mut card, _, _) = card_with_management_key(ManagementKeyAlgorithm::Aes128);
+    assert_eq!(send(&mut card, "0087009B 04 7C028100 00").1, 0x6A80);
+}
+
 #[test]
 fn another_command_between_the_steps_cancels_the_authentication() {
     let algorithm = ManagementKeyAlgorithm::Aes128;

@@ -167,6 +167,15 @@ pub(crate) fn management_algorithm_id(algorithm: ManagementKeyAlgorithm) -> u8 {
     }
 }
 
+/// Whether P1 of a GENERAL AUTHENTICATE names this management key's algorithm. SP 800-78-4
+/// table 6-2 keeps `00` as the deprecated identifier of 3-key 3DES, and OpenSC still sends it
+/// (its `C_GenerateRandom` asks a 9B challenge with P1 `00`), so a 3DES card accepts both; an
+/// AES card refuses `00`, as AES-keyed hardware does.
+pub(crate) fn names_management_algorithm(p1: u8, algorithm: ManagementKeyAlgorithm) -> bool {
+    p1 == management_algorithm_id(algorithm)
+        || (p1 == 0x00 && algorithm == ManagementKeyAlgorithm::Tdes)
+}
+
 /// Which way the management key's block cipher runs.
 #[derive(Clone, Copy)]
 pub(crate) enum Direction {

@@ -354,7 +354,7 @@ impl PivApplet {
     fn authenticate_management_key(&mut self, algorithm: u8, step: AuthenticationStep) -> Outcome {
         let pending = std::mem::take(&mut self.session.management_challenge);
         let key = &self.card.management_key;
-        if algorithm != keys::management_algorithm_id(key.algorithm) {
+        if !keys::names_management_algorithm(algorithm, key.algorithm) {
             self.session.management_authenticated = false;
             return Err(StatusWord::IncorrectData);
         }
