@@ -1,0 +1,2 @@
+//! `spine-sim`: the Spine-like endpoint (in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! The Spine-like endpoint (in progress).
