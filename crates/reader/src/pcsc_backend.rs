@@ -501,7 +501,8 @@ impl CardConnection for PcscConnection {
             .map_err(|e| ReaderError::from_pcsc("SCardStatus", Some(&self.reader), e))
     }
 
-    /// Wraps `SCardControl` (see [`read_features`]); cached per connection.
+    /// Wraps `SCardControl` (`CM_IOCTL_GET_FEATURE_REQUEST`, then `FEATURE_GET_TLV_PROPERTIES`);
+    /// cached per connection.
     fn features(&mut self) -> Result<ReaderFeatures, ReaderError> {
         if self.features.is_none() {
             self.features = Some(read_features(&self.card, &self.reader)?);
