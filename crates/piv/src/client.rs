@@ -19,12 +19,12 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::channel::{CardChannel, Transport};
-use crate::error::{Operation, PivError, exchange_error, status_error};
+use crate::error::{ChannelError, Operation, PivError, exchange_error, status_error};
 use crate::guard::{AGENT_MAX_CONSECUTIVE_FAILURES, PasscodeGuard, Reference};
 use crate::identity::{CardIdentity, CardSerial, card_serial_from_chuid, holder_from_certificate};
 use crate::management::ManagementKey;
 use crate::passcode::{
-    FinalTry, PADDED_LEN, Passcode, PasscodeStatus, PasscodeTriesLeft, UnlockCode,
+    FinalTry, PADDED_LEN, Passcode, PasscodeStatus, PasscodeTriesLeft, ReaderEntry, UnlockCode,
 };
 use crate::sign::{RSA_2048_BYTES, SignInput};
 use crate::slot::{KeyAlgorithm, PublicKey, Slot};
@@ -196,10 +196,55 @@ impl<C: CardChannel> PivClient<C> {
         passcode: &Passcode,
         final_try: FinalTry,
     ) -> Result<(), PivError> {
-        let serial = self.passcode_preflight(passcode, final_try)?;
+        let serial = self.passcode_preflight(Some(passcode), final_try)?;
         let mut apdu = Zeroizing::new(vec![0x00, INS_VERIFY, 0x00, KEY_REF_PIN, 0x08]);
         apdu.extend_from_slice(&*passcode.padded());
         self.send_passcode(Operation::VerifyPasscode, &serial, apdu, passcode)
+    }
+
+    /// Checks the holder's passcode with a reader that takes it on its own PIN pad and builds
+    /// the VERIFY itself, so the passcode never passes through this host.
+    ///
+    /// The same policy as [`PivClient::verify_passcode`] runs before `send` is called: the
+    /// agent's ledger, the card's counter read without spending a try (blocked: nothing is
+    /// asked of the reader; one try left: only with [`FinalTry::Confirmed`]). `send` gets the
+    /// channel with PIV selected and returns what the reader reported. A wrong passcode goes
+    /// to the ledger like one typed on the host; entry that ended at the reader costs nothing
+    /// ([`PivError::PinPadEntryEnded`]). The no-re-send rule cannot apply: the host never
+    /// sees the value.
+    pub fn verify_passcode_on_reader(
+        &mut self,
+        final_try: FinalTry,
+        send: impl FnOnce(&mut C) -> Result<ReaderEntry, ChannelError>,
+    ) -> Result<(), PivError> {
+        let operation = Operation::VerifyPasscode;
+        let serial = self.passcode_preflight(None, final_try)?;
+        self.ensure_selected()?;
+        let raw = match send(&mut self.channel) {
+            Ok(ReaderEntry::CardAnswered(raw)) => raw,
+            Ok(ReaderEntry::EndedAtReader(how)) => return Err(PivError::PinPadEntryEnded { how }),
+            Err(e) => {
+                // The card may or may not have counted it: count it, to stay on the safe side.
+                self.guard.record_unknown(&serial, Reference::Passcode);
+                return Err(e.into());
+            }
+        };
+        let response = ResponseApdu::parse(&raw).map_err(|e| PivError::MalformedResponse {
+            operation,
+            reason: e.to_string(),
+        })?;
+        match response.status {
+            StatusWord::Success => self.guard.record_success(&serial, Reference::Passcode),
+            StatusWord::VerificationFailed { tries_left } => {
+                let failures = self.guard.record_unseen_failure(&serial)?;
+                let agent_left = AGENT_MAX_CONSECUTIVE_FAILURES.saturating_sub(failures);
+                Err(PivError::WrongPasscode {
+                    tries_left: PasscodeTriesLeft::new(tries_left.min(agent_left)),
+                    status: response.status,
+                })
+            }
+            other => Err(status_error(operation, other)),
+        }
     }
 
     /// Changes the passcode, under the same policy as [`PivClient::verify_passcode`] for the
@@ -210,7 +255,7 @@ impl<C: CardChannel> PivClient<C> {
         new: &Passcode,
         final_try: FinalTry,
     ) -> Result<(), PivError> {
-        let serial = self.passcode_preflight(current, final_try)?;
+        let serial = self.passcode_preflight(Some(current), final_try)?;
         let mut apdu = Zeroizing::new(vec![
             0x00,
             INS_CHANGE_REFERENCE_DATA,
@@ -468,9 +513,10 @@ impl<C: CardChannel> PivClient<C> {
     // ----- internals -----
 
     /// The checks before a passcode is sent; returns the card serial they were made for.
+    /// `passcode` is `None` when a PIN pad takes it (no repeat check is possible then).
     fn passcode_preflight(
         &mut self,
-        passcode: &Passcode,
+        passcode: Option<&Passcode>,
         final_try: FinalTry,
     ) -> Result<CardSerial, PivError> {
         let serial = self.card_serial()?;
@@ -481,9 +527,10 @@ impl<C: CardChannel> PivClient<C> {
                 status: None,
             });
         }
-        if self
-            .guard
-            .is_repeat(&serial, Reference::Passcode, passcode.expose())
+        if let Some(passcode) = passcode
+            && self
+                .guard
+                .is_repeat(&serial, Reference::Passcode, passcode.expose())
         {
             return Err(PivError::RepeatedFailedValue {
                 what: Reference::Passcode.name(),

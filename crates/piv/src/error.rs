@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use cardgate_apdu::{ExchangeError, StatusWord};
 
-use crate::passcode::PasscodeTriesLeft;
+use crate::passcode::{PasscodeTriesLeft, PinPadEnd};
 use crate::slot::Slot;
 
 /// Why the transport could not carry an APDU. The agent reacts differently to each: a
@@ -149,6 +149,13 @@ pub enum PivError {
     FinalTryNotConfirmed {
         /// "passcode" or "unlock code".
         what: &'static str,
+    },
+    /// Passcode entry on the reader's PIN pad ended before anything reached the card
+    /// (cancelled, timed out, wrong length): no try was used.
+    #[error("{how} (no try was used)")]
+    PinPadEntryEnded {
+        /// How entry ended.
+        how: PinPadEnd,
     },
     /// The value just failed on this card; sending it again would only burn a try.
     #[error(

@@ -135,6 +135,12 @@ impl PasscodeGuard {
         }
     }
 
+    /// Records a wrong passcode whose value the host never saw (keyed on a PIN pad): a
+    /// failure in the ledger, no hash. Returns the ledger's new count.
+    pub(crate) fn record_unseen_failure(&self, card: &CardSerial) -> Result<u8, PivError> {
+        self.lock().ledger.record_failure(card)
+    }
+
     /// Records an attempt whose outcome is unknown (the card left mid-command): counted as a
     /// failure in the ledger, because the card may have counted it.
     pub(crate) fn record_unknown(&self, card: &CardSerial, reference: Reference) {

@@ -17,6 +17,9 @@
 //!   ([`JsonFileLedger`]).
 //! - After each failure the caller learns the exact tries left
 //!   ([`PivError::WrongPasscode`]).
+//! - On a PIN-pad reader ([`PivClient::verify_passcode_on_reader`]) the same checks run
+//!   before the reader takes the passcode, and the outcome goes to the same ledger; only the
+//!   no-re-send rule cannot apply, since the value never reaches the host.
 //!
 //! The `ledger` module ([`JsonFileLedger`]) is the one place this crate touches the
 //! filesystem; nothing here opens a reader.
@@ -41,6 +44,8 @@ pub use guard::{AGENT_MAX_CONSECUTIVE_FAILURES, PasscodeGuard};
 pub use identity::{CardIdentity, CardSerial, HolderUuid};
 pub use ledger::{FailureLedger, JsonFileLedger, MemoryLedger};
 pub use management::ManagementKey;
-pub use passcode::{FinalTry, Passcode, PasscodeStatus, PasscodeTriesLeft, UnlockCode};
+pub use passcode::{
+    FinalTry, Passcode, PasscodeStatus, PasscodeTriesLeft, PinPadEnd, ReaderEntry, UnlockCode,
+};
 pub use sign::{Sha256Digest, SignInput};
 pub use slot::{KeyAlgorithm, PublicKey, Slot};

@@ -162,6 +162,44 @@ pub enum PasscodeStatus {
     Blocked,
 }
 
+/// What a reader that collects the passcode on its own PIN pad reports back: the passcode
+/// never passes through the host, so the client sees only the card's answer, or that entry
+/// ended at the reader before anything reached the card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReaderEntry {
+    /// The reader sent VERIFY with the keyed passcode; this is the card's raw answer (data,
+    /// SW1, SW2).
+    CardAnswered(Vec<u8>),
+    /// Entry ended at the reader and no VERIFY reached the card: no try was spent.
+    EndedAtReader(PinPadEnd),
+}
+
+/// How passcode entry on a PIN pad ended without reaching the card (PC/SC part 10 reader
+/// answers `64 00`, `64 01`, `64 03`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PinPadEnd {
+    /// The holder pressed Cancel.
+    Cancelled,
+    /// Nobody keyed a passcode in time.
+    TimedOut,
+    /// The keyed passcode had a length the reader was told not to accept (4 to 8).
+    InvalidLength,
+}
+
+impl fmt::Display for PinPadEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PinPadEnd::Cancelled => "passcode entry was cancelled on the reader's keypad",
+            PinPadEnd::TimedOut => "no passcode was entered on the reader's keypad in time",
+            PinPadEnd::InvalidLength => {
+                "the passcode keyed on the reader must be 4 to 8 characters"
+            }
+        })
+    }
+}
+
 /// Whether the caller agreed to spend the last try. The last try is precious (a locked card
 /// means a trip to the Sponsor or RA), so spending it is an explicit choice the user makes,
 /// never a default.

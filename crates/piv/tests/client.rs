@@ -11,8 +11,8 @@ use std::sync::Arc;
 use cardgate_apdu::StatusWord;
 use cardgate_piv::{
     CardChannel, ChannelError, FinalTry, JsonFileLedger, KeyAlgorithm, ManagementKey, Passcode,
-    PasscodeGuard, PasscodeStatus, PivClient, PivError, PublicKey, Sha256Digest, SignInput, Slot,
-    UnlockCode,
+    PasscodeGuard, PasscodeStatus, PinPadEnd, PivClient, PivError, PublicKey, ReaderEntry,
+    Sha256Digest, SignInput, Slot, UnlockCode,
 };
 use cardgate_vcard::card_file::{self, HexBytes, ObjectTag};
 use ring::signature::{self, UnparsedPublicKey};
@@ -690,4 +690,103 @@ fn a_card_without_piv_is_named_as_such() {
         ),
         "{e:?}"
     );
+}
+
+/// A PIN pad as the reader crate drives it, reduced to what the client sees: it gets the
+/// channel, "keys" `pin` into a VERIFY the reader builds, and returns the card's answer.
+fn pad_keys(
+    pin: &'static str,
+) -> impl FnOnce(&mut AppletChannel) -> Result<ReaderEntry, ChannelError> {
+    move |channel| {
+        let mut apdu = vec![0x00, 0x20, 0x00, 0x80, 0x08];
+        let mut block = [0xFF; 8];
+        block[..pin.len()].copy_from_slice(pin.as_bytes());
+        apdu.extend_from_slice(&block);
+        channel.transmit(&apdu).map(ReaderEntry::CardAnswered)
+    }
+}
+
+#[test]
+fn a_pin_pad_verification_follows_the_same_lockout_policy() {
+    let card = support::provisioned(&support::spec());
+    let guard = Arc::new(PasscodeGuard::in_memory().unwrap());
+    let mut client = PivClient::new(
+        AppletChannel::new(support::applet(&card)),
+        Arc::clone(&guard),
+    );
+    let serial = client.card_serial().unwrap();
+
+    // Entry that ended at the reader costs nothing and is not a failure.
+    let before = client.channel().count();
+    let e = client
+        .verify_passcode_on_reader(FinalTry::NotConfirmed, |_| {
+            Ok(ReaderEntry::EndedAtReader(PinPadEnd::Cancelled))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PivError::PinPadEntryEnded {
+                how: PinPadEnd::Cancelled
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no try was used"), "{e}");
+    assert_eq!(guard.consecutive_failures(&serial), 0);
+    assert_eq!(client.channel().card_pin_tries(), 3);
+    // Only the status query went to the card before the pad was asked.
+    let sent: Vec<_> = client.channel().exchanges[before..].to_vec();
+    assert!(
+        sent.iter().all(|(c, _)| c == &[0x00, 0x20, 0x00, 0x80]),
+        "{sent:02X?}"
+    );
+
+    // Two wrong passcodes on the pad count in the ledger like host ones.
+    for expected in [2, 1] {
+        let e = client
+            .verify_passcode_on_reader(FinalTry::NotConfirmed, pad_keys("1111"))
+            .unwrap_err();
+        assert_eq!(tries(&e), Some(expected), "{e:?}");
+    }
+    assert_eq!(guard.consecutive_failures(&serial), 2);
+
+    // The final try needs confirmation: the pad is not even asked.
+    let mut asked = false;
+    let e = client
+        .verify_passcode_on_reader(FinalTry::NotConfirmed, |_| {
+            asked = true;
+            Ok(ReaderEntry::EndedAtReader(PinPadEnd::TimedOut))
+        })
+        .unwrap_err();
+    assert!(matches!(e, PivError::FinalTryNotConfirmed { .. }), "{e:?}");
+    assert!(!asked, "the pad was asked for the unconfirmed final try");
+
+    // The right one, confirmed, resets the ledger and the card's counter.
+    client
+        .verify_passcode_on_reader(FinalTry::Confirmed, pad_keys(PIN))
+        .unwrap();
+    assert_eq!(guard.consecutive_failures(&serial), 0);
+    assert_eq!(client.channel().card_pin_tries(), 3);
+    assert_eq!(client.passcode_status().unwrap(), PasscodeStatus::Verified);
+}
+
+#[test]
+fn a_pin_pad_is_never_asked_for_a_card_the_agent_counts_as_locked() {
+    let card = support::provisioned(&support::spec().pin_tries(5));
+    let mut client = support::client(support::applet(&card));
+    client.card_serial().unwrap();
+    wrong(&mut client, "1111", FinalTry::NotConfirmed);
+    wrong(&mut client, "2222", FinalTry::NotConfirmed);
+    wrong(&mut client, "3333", FinalTry::Confirmed);
+    assert_eq!(client.channel().card_pin_tries(), 2);
+    let before = client.channel().count();
+    let e = client
+        .verify_passcode_on_reader(FinalTry::Confirmed, |_| panic!("the pad was asked"))
+        .unwrap_err();
+    assert!(
+        matches!(e, PivError::CardBlocked { by_agent: true, .. }),
+        "{e:?}"
+    );
+    assert_eq!(client.channel().count(), before, "nothing was sent");
 }

@@ -141,7 +141,7 @@ impl ReaderBackend for PcscBackend {
             .ok()
             .map(|()| watch.event_count());
         Ok(Box::new(PcscConnection {
-            card,
+            card: Some(card),
             reader: reader.clone(),
             features: None,
             removal: RemovalCheck {
@@ -397,7 +397,8 @@ fn name_of(name: &CStr) -> String {
 
 /// A shared-mode connection through pcscd.
 pub struct PcscConnection {
-    card: pcsc::Card,
+    /// Always `Some` until dropped: taken out only to disconnect it without a reset.
+    card: Option<pcsc::Card>,
     reader: ReaderName,
     features: Option<ReaderFeatures>,
     removal: RemovalCheck,
@@ -488,6 +489,27 @@ fn read_features(card: &pcsc::Card, reader: &ReaderName) -> Result<ReaderFeature
     Ok(features.with_properties(properties))
 }
 
+impl PcscConnection {
+    fn card(&self) -> Result<&pcsc::Card, ReaderError> {
+        self.card.as_ref().ok_or_else(|| ReaderError::NoCard {
+            reader: self.reader.clone(),
+        })
+    }
+}
+
+impl Drop for PcscConnection {
+    /// Wraps `SCardDisconnect(SCARD_LEAVE_CARD)`. pcsc-rust's own drop resets the card,
+    /// which would log the holder out (the verified passcode gone) and reset the card under
+    /// every other program sharing it; leaving it as it is is what shared mode promises.
+    fn drop(&mut self) {
+        if let Some(card) = self.card.take()
+            && let Err((_card, e)) = card.disconnect(pcsc::Disposition::LeaveCard)
+        {
+            tracing::debug!(reader = %self.reader, "SCardDisconnect failed: {e}");
+        }
+    }
+}
+
 impl CardConnection for PcscConnection {
     fn reader(&self) -> &ReaderName {
         &self.reader
@@ -495,7 +517,7 @@ impl CardConnection for PcscConnection {
 
     /// Wraps `SCardStatus`.
     fn atr(&mut self) -> Result<Vec<u8>, ReaderError> {
-        self.card
+        self.card()?
             .status2_owned()
             .map(|s| s.atr().to_vec())
             .map_err(|e| ReaderError::from_pcsc("SCardStatus", Some(&self.reader), e))
@@ -505,7 +527,7 @@ impl CardConnection for PcscConnection {
     /// cached per connection.
     fn features(&mut self) -> Result<ReaderFeatures, ReaderError> {
         if self.features.is_none() {
-            self.features = Some(read_features(&self.card, &self.reader)?);
+            self.features = Some(read_features(self.card()?, &self.reader)?);
         }
         Ok(self.features.clone().unwrap_or_default())
     }
@@ -513,8 +535,10 @@ impl CardConnection for PcscConnection {
     /// Wraps `SCardBeginTransaction`; dropping the guard calls `SCardEndTransaction`
     /// (leaving the card as it is).
     fn transaction(&mut self) -> Result<Box<dyn CardTransaction + '_>, ReaderError> {
-        let transaction = self
-            .card
+        let card = self.card.as_mut().ok_or_else(|| ReaderError::NoCard {
+            reader: self.reader.clone(),
+        })?;
+        let transaction = card
             .transaction()
             .map_err(|e| ReaderError::from_pcsc("SCardBeginTransaction", Some(&self.reader), e))?;
         Ok(Box::new(PcscTransaction {
@@ -541,6 +565,13 @@ impl Transmit for PcscTransaction<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ReaderError> {
         let mut buffer = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
         match self.transaction.transmit(command, &mut buffer) {
+            // vpcd (and a reader losing the card mid-exchange) can complete the call with no
+            // status word at all; if the card left, say so rather than hand up a husk.
+            Ok(response) if response.len() < 2 && self.removal.card_left() => {
+                Err(ReaderError::CardRemoved {
+                    reader: self.reader.clone(),
+                })
+            }
             Ok(response) => Ok(response.to_vec()),
             Err(pcsc::Error::NotTransacted | pcsc::Error::CommError)
                 if self.removal.card_left() =>

@@ -1,1 +1,253 @@
-//! The Spine-like endpoint (in progress).
+//! spine-sim: a Spine-like national endpoint for tests and the demo, speaking
+//! docs/spine-protocol.md over real HTTPS: the mode A broker flow (CMS over a challenge), mode
+//! B TLS client authentication with the card, sessions with role profiles and an idle
+//! timeout, introspection, the card CA's CRL, certificate renewal, both unlock paths and
+//! Temporary Access Cards.
+//!
+//! A library with a thin `main` (the mini-redis shape), so tests and the daemon's demo run
+//! it in-process on loopback ports:
+//!
+//! ```no_run
+//! # async fn demo(config: cardgate_spine_sim::SimConfig) -> Result<(), cardgate_spine_sim::SimError> {
+//! let sim = cardgate_spine_sim::SpineSim::start(config).await?;
+//! println!("mode A/API on {}, mode B on {}", sim.addr(), sim.mtls_addr());
+//! // ... agents pin sim.service_ca_pem() ...
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod api;
+mod authority;
+mod cms_verify;
+pub mod config;
+mod error;
+pub mod identity;
+mod serve;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::SimConfig;
+pub use error::SimError;
+pub use identity::ServiceIdentity;
+
+use crate::api::AppState;
+use crate::authority::CardAuthority;
+use crate::state::{Clock, Directory, Inner};
+
+/// The crypto provider: ring, explicitly (LAB.md: never rely on a process default).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Writes a new service identity (service CA and server certificate for the loopback
+/// names) into `dir`: what `spine-sim init --dir DIR` does.
+pub fn init_service_dir(dir: &std::path::Path) -> Result<ServiceIdentity, SimError> {
+    let identity = ServiceIdentity::generate()?;
+    identity.save(dir)?;
+    Ok(identity)
+}
+
+/// Everything loaded from a configuration, ready to serve on any listeners.
+struct Prepared {
+    state: Arc<AppState>,
+    api_tls: Arc<rustls::ServerConfig>,
+    mtls_tls: Arc<rustls::ServerConfig>,
+    service_ca_pem: String,
+    card_ca_pem: String,
+}
+
+fn prepare(config: &SimConfig) -> Result<Prepared, SimError> {
+    config.check()?;
+    let provider = provider();
+    let identity = ServiceIdentity::load(&config.server.service_dir)?;
+    let authority = Arc::new(CardAuthority::load(
+        &config.server.card_ca_dir,
+        provider.clone(),
+    )?);
+    let api_tls = serve::server_config(provider.clone(), &identity, None)?;
+    let mtls_tls = serve::server_config(provider, &identity, Some(authority.client_verifier()))?;
+    let card_ca_pem = authority.ca_pem();
+    let state = Arc::new(AppState {
+        directory: Directory::new(config),
+        authority,
+        clock: Arc::new(Clock::default()),
+        inner: Mutex::new(Inner::default()),
+        max_idle: Duration::from_secs(config.server.max_idle_time),
+        outbox: config.server.outbox.clone(),
+        rng: ring::rand::SystemRandom::new(),
+    });
+    Ok(Prepared {
+        state,
+        api_tls,
+        mtls_tls,
+        service_ca_pem: identity.ca_pem.clone(),
+        card_ca_pem,
+    })
+}
+
+/// Serves `config` on the given listeners (API and mode A on `listener`, mode B on
+/// `mtls_listener`) until `shutdown` completes: the entry point for a caller that binds its
+/// own sockets. Open connections get a few seconds to finish.
+pub async fn run(
+    config: SimConfig,
+    listener: TcpListener,
+    mtls_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SimError> {
+    let prepared = prepare(&config)?;
+    let (tx, rx) = watch::channel(false);
+    let router = api::router(prepared.state.clone());
+    let api = tokio::spawn(serve::accept_loop(
+        "listen",
+        listener,
+        prepared.api_tls,
+        router.clone(),
+        rx.clone(),
+    ));
+    let mtls = tokio::spawn(serve::accept_loop(
+        "listen_mtls",
+        mtls_listener,
+        prepared.mtls_tls,
+        router,
+        rx,
+    ));
+    shutdown.await;
+    let _ = tx.send(true);
+    let _ = tokio::join!(api, mtls);
+    Ok(())
+}
+
+/// Entry point for starting spine-sim in-process.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SpineSim;
+
+impl SpineSim {
+    /// Loads `config`, binds both listeners (port 0 picks free ports) and serves in the
+    /// background until the returned handle is shut down or dropped.
+    pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
+        let prepared = prepare(&config)?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| SimError::Listen {
+                what: "listen",
+                source,
+            })?;
+        let mtls_listener =
+            TcpListener::bind(config.server.listen_mtls)
+                .await
+                .map_err(|source| SimError::Listen {
+                    what: "listen_mtls",
+                    source,
+                })?;
+        let local = |l: &TcpListener, what| {
+            l.local_addr()
+                .map_err(|source| SimError::Listen { what, source })
+        };
+        let addr = local(&listener, "listen")?;
+        let mtls_addr = local(&mtls_listener, "listen_mtls")?;
+        let (tx, rx) = watch::channel(false);
+        let router = api::router(prepared.state.clone());
+        let tasks = vec![
+            tokio::spawn(serve::accept_loop(
+                "listen",
+                listener,
+                prepared.api_tls,
+                router.clone(),
+                rx.clone(),
+            )),
+            tokio::spawn(serve::accept_loop(
+                "listen_mtls",
+                mtls_listener,
+                prepared.mtls_tls,
+                router,
+                rx,
+            )),
+        ];
+        tracing::info!(%addr, %mtls_addr, "spine-sim serving");
+        Ok(RunningSim {
+            addr,
+            mtls_addr,
+            service_ca_pem: prepared.service_ca_pem,
+            card_ca_pem: prepared.card_ca_pem,
+            clock: prepared.state.clock.clone(),
+            shutdown: tx,
+            tasks,
+        })
+    }
+}
+
+/// A spine-sim serving in the background. Dropping it stops the listeners too.
+#[derive(Debug)]
+pub struct RunningSim {
+    addr: SocketAddr,
+    mtls_addr: SocketAddr,
+    service_ca_pem: String,
+    card_ca_pem: String,
+    clock: Arc<Clock>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningSim {
+    /// The API and mode A listener (server authentication only).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The mode B listener (client certificate required).
+    pub fn mtls_addr(&self) -> SocketAddr {
+        self.mtls_addr
+    }
+
+    /// `https://<addr>`, for clients.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// `https://<mtls_addr>`, for clients.
+    pub fn mtls_url(&self) -> String {
+        format!("https://{}", self.mtls_addr)
+    }
+
+    /// The service CA (PEM) that agents pin.
+    pub fn service_ca_pem(&self) -> &str {
+        &self.service_ca_pem
+    }
+
+    /// The card CA (PEM) the sim trusts cards from.
+    pub fn card_ca_pem(&self) -> &str {
+        &self.card_ca_pem
+    }
+
+    /// Moves the sim's clock forward: sessions idle out and challenges expire as if `by`
+    /// had passed, without sleeping. Certificate validity keeps the real clock.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Stops accepting, lets open connections finish (a few seconds at most) and waits.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

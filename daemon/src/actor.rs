@@ -1,0 +1,239 @@
+//! The card actor: one thread per reader through which every operation on that reader's card
+//! goes (inspection, passcode verification, signatures for the endpoint login), one at a time
+//! in arrival order. Two passcode attempts can therefore never race, and no client can spend
+//! a try behind another's back (ARCHITECTURE.md, "one card actor per reader").
+//!
+//! A thread, not a tokio task, because every card operation blocks in PC/SC for up to half a
+//! second; async callers wait on a oneshot, rustls' synchronous signer on a std channel.
+//!
+//! Each job carries the [`Insertion`] it is for; the card layer refuses a job whose insertion
+//! ended (`CardError::StaleInsertion`) before sending anything, so a job queued before a
+//! removal can never reach the next card.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cardgate_card::{
+    CardError, CardInspector, CardReport, Insertion, PasscodeSource, TransactionChannel,
+};
+use cardgate_piv::{FinalTry, KeyAlgorithm, PasscodeGuard, PivClient, SignInput, Slot};
+use cardgate_reader::{ReaderBackend, ReaderName};
+use cardgate_spine::{CardSigner, SpineError};
+use tokio::sync::oneshot;
+
+/// One operation for the card actor.
+enum Job {
+    Inspect {
+        insertion: Insertion,
+        reply: oneshot::Sender<Result<CardReport, CardError>>,
+    },
+    Verify {
+        insertion: Insertion,
+        source: PasscodeSource,
+        final_try: FinalTry,
+        reply: oneshot::Sender<Result<(), CardError>>,
+    },
+    Sign {
+        insertion: Insertion,
+        input: SignInput,
+        reply: mpsc::SyncSender<Result<Vec<u8>, SpineError>>,
+    },
+}
+
+/// The handle to one reader's card actor; dropping every handle ends the thread.
+#[derive(Clone, Debug)]
+pub(crate) struct CardActor {
+    reader: ReaderName,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Inspect { .. } => "Inspect",
+            Job::Verify { .. } => "Verify(<redacted>)",
+            Job::Sign { .. } => "Sign",
+        })
+    }
+}
+
+/// The answer when the actor thread is gone (it never should be while the daemon runs).
+fn actor_gone(reader: &ReaderName) -> CardError {
+    CardError::StaleInsertion {
+        reader: reader.clone(),
+    }
+}
+
+impl CardActor {
+    /// Starts the actor thread for `reader`.
+    pub(crate) fn spawn(
+        reader: ReaderName,
+        inspector: Arc<CardInspector>,
+        backend: Arc<dyn ReaderBackend>,
+        guard: Arc<PasscodeGuard>,
+    ) -> std::io::Result<CardActor> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let name = reader.clone();
+        std::thread::Builder::new()
+            .name(format!("card-actor {reader}"))
+            .spawn(move || serve(&name, &inspector, backend.as_ref(), &guard, &queue))?;
+        Ok(CardActor { reader, jobs })
+    }
+
+    /// Reads and checks the card of `insertion`.
+    pub(crate) async fn inspect(&self, insertion: Insertion) -> Result<CardReport, CardError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Inspect { insertion, reply })
+            .map_err(|_| actor_gone(&self.reader))?;
+        answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// Verifies the passcode on the card of `insertion` (the card layer's policy applies).
+    pub(crate) async fn verify(
+        &self,
+        insertion: Insertion,
+        source: PasscodeSource,
+        final_try: FinalTry,
+    ) -> Result<(), CardError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Verify {
+                insertion,
+                source,
+                final_try,
+                reply,
+            })
+            .map_err(|_| actor_gone(&self.reader))?;
+        answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// A [`CardSigner`] for the endpoint login, signing with the card of `insertion` through
+    /// this actor.
+    pub(crate) fn signer(
+        &self,
+        insertion: Insertion,
+        certificate_der: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ActorSigner, SpineError> {
+        let algorithm = cardgate_spine::key_algorithm_of(&certificate_der)?;
+        Ok(ActorSigner {
+            actor: self.clone(),
+            insertion,
+            certificate_der,
+            algorithm,
+            timeout,
+        })
+    }
+}
+
+/// Signs for a login through the card actor, so the signature is one more job in the
+/// reader's queue and can never interleave with a passcode attempt.
+#[derive(Debug)]
+pub(crate) struct ActorSigner {
+    actor: CardActor,
+    insertion: Insertion,
+    certificate_der: Vec<u8>,
+    algorithm: KeyAlgorithm,
+    timeout: Duration,
+}
+
+impl CardSigner for ActorSigner {
+    fn certificate_der(&self) -> &[u8] {
+        &self.certificate_der
+    }
+
+    fn key_algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    fn sign(&self, input: SignInput) -> Result<Vec<u8>, SpineError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.actor
+            .jobs
+            .send(Job::Sign {
+                insertion: self.insertion.clone(),
+                input,
+                reply,
+            })
+            .map_err(|_| SpineError::CardUnavailable {
+                reason: "the card's actor has stopped",
+            })?;
+        match answer.recv_timeout(self.timeout) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(SpineError::TimedOut {
+                step: cardgate_spine::Step::CardSignature,
+                after: self.timeout,
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(SpineError::CardUnavailable {
+                reason: "the card's actor has stopped",
+            }),
+        }
+    }
+}
+
+/// The actor thread: one job at a time until every handle is dropped.
+fn serve(
+    reader: &ReaderName,
+    inspector: &CardInspector,
+    backend: &dyn ReaderBackend,
+    guard: &Arc<PasscodeGuard>,
+    queue: &mpsc::Receiver<Job>,
+) {
+    while let Ok(job) = queue.recv() {
+        tracing::debug!(%reader, ?job, "card job");
+        match job {
+            Job::Inspect { insertion, reply } => {
+                let _ = reply.send(inspector.inspect(&insertion));
+            }
+            Job::Verify {
+                insertion,
+                source,
+                final_try,
+                reply,
+            } => {
+                let _ = reply.send(inspector.verify_passcode(&insertion, source, final_try));
+            }
+            Job::Sign {
+                insertion,
+                input,
+                reply,
+            } => {
+                let result = if inspector.is_current(&insertion) {
+                    sign(reader, backend, guard, input)
+                } else {
+                    Err(SpineError::CardRemoved)
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// One signature with the PIV Authentication key, in one shared-mode transaction. The
+/// passcode was verified by the login just before, in this same card session.
+fn sign(
+    reader: &ReaderName,
+    backend: &dyn ReaderBackend,
+    guard: &Arc<PasscodeGuard>,
+    input: SignInput,
+) -> Result<Vec<u8>, SpineError> {
+    let unavailable = |e: cardgate_reader::ReaderError| {
+        if e.is_card_gone() {
+            SpineError::CardRemoved
+        } else {
+            tracing::warn!(%reader, error = %e, "the reader failed while signing");
+            SpineError::CardUnavailable {
+                reason: "the reader failed while the card was signing",
+            }
+        }
+    };
+    let mut connection = backend.connect(reader).map_err(unavailable)?;
+    let transaction = connection.transaction().map_err(unavailable)?;
+    let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
+    client.select().map_err(SpineError::from_card)?;
+    client
+        .sign(Slot::Authentication, input)
+        .map_err(SpineError::from_card)
+}

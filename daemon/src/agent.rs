@@ -1,0 +1,1512 @@
+//! The agent core: the readers and their cards, the session state machine with its
+//! generation counter, the answers to every D-Bus method, the audit trail and the timers.
+//! The D-Bus layer (`dbus.rs`) only translates; everything decided is decided here.
+//!
+//! # Rules this module keeps
+//!
+//! - **Removal first.** A card removal bumps the session generation and drops the session
+//!   under one lock, before anything else (audit, signals, endpoint logout) happens; any
+//!   `Authorise` after that sees no card, and any decision made before is void.
+//! - **A session is bound to one insertion** (reader, event count, card serial, certificate
+//!   serial): a swapped card never inherits it, and an endpoint login that completes after
+//!   the card left is logged out at once, never installed.
+//! - **Fail closed on audit.** A decision or log-in attempt that cannot be written to the
+//!   audit trail is refused with `AuditUnavailable`.
+//! - **Bad input costs nothing.** Arguments are checked (passcode shape, action, ODS code,
+//!   role id) before the card or the endpoint is touched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cardgate_audit::{AuditEvent, AuditLog, CallerIdentity, EntryMethod, PasscodeOutcome};
+use cardgate_card::{CardError, CardInspector, CardReport, Insertion, PasscodeSource};
+use cardgate_certs::{FindingKind, Verdict};
+use cardgate_ipc::{
+    AgentError, AgentState, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
+    SessionEndReason, Ticket,
+};
+use cardgate_piv::{FinalTry, Passcode, PasscodeGuard, PasscodeStatus, PinPadEnd, PivError};
+use cardgate_policy::{
+    Action, Activity, CardState, CertificateStatus, Generation, OdsCode, RoleProfileId,
+    RoleProfileView, SessionView, decide,
+};
+use cardgate_reader::{ReaderBackend, ReaderEvent, ReaderEventKind, ReaderName};
+use cardgate_spine::SpineError;
+use cardgate_spine::wire::{RoleProfile, Session as SpineSession};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::actor::CardActor;
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+
+/// How long the card may take to sign during a login before the login gives up.
+const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something the D-Bus layer turns into a signal (and a `PropertiesChanged`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentEvent {
+    /// A card was read.
+    CardInserted {
+        /// The reader.
+        reader: String,
+        /// The card serial from the CHUID.
+        card_serial: String,
+        /// The holder's UUID.
+        holder_uuid: String,
+    },
+    /// A card left a reader; `generation` is the one already bumped.
+    CardRemoved {
+        /// The reader.
+        reader: String,
+        /// The generation after the bump.
+        generation: u64,
+    },
+    /// A log-in succeeded.
+    SessionStarted {
+        /// The holder's UUID.
+        holder_uuid: String,
+        /// The session's generation.
+        generation: u64,
+    },
+    /// A session ended.
+    SessionEnded {
+        /// Why.
+        reason: SessionEndReason,
+        /// The generation after the end.
+        generation: u64,
+    },
+    /// At insertion: the certificate expires soon.
+    CertificateExpiring {
+        /// Days left.
+        days_left: i32,
+        /// For the holder.
+        message: String,
+    },
+    /// The workstation was idle with a card in the reader.
+    CardLeftInReader {
+        /// The reader.
+        reader: String,
+        /// How long it was idle.
+        idle_seconds: u32,
+    },
+    /// Some property changed (every signal above implies this too).
+    PropertiesChanged,
+}
+
+/// Everything the properties and `Status` report, read under one lock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Each reader.
+    pub readers: Vec<ReaderInfo>,
+    /// A card is in the active reader.
+    pub card_present: bool,
+    /// The holder's UUID, `""` when none.
+    pub holder_uuid: String,
+    /// The holder's name, `""` when none.
+    pub holder_name: String,
+    /// The state.
+    pub state: AgentState,
+    /// Tries left, `-1` when unknown.
+    pub passcode_tries_left: i32,
+    /// The selected role profile (empty when none).
+    pub selected_role_profile: SelectedRoleProfile,
+    /// Certificate expiry, Unix seconds, `0` when none.
+    pub certificate_not_after: i64,
+    /// The session generation.
+    pub session_generation: u64,
+    /// Warnings for the holder (certificate expiry, few tries left, card problems).
+    pub warnings: Vec<String>,
+}
+
+/// The card in one reader, as far as it has been read.
+#[derive(Debug)]
+struct CardSlot {
+    insertion: Insertion,
+    report: Option<CardReport>,
+    /// Why the card could not be read, for `Status`.
+    problem: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct ReaderSlot {
+    card: Option<CardSlot>,
+    pin_pad: bool,
+}
+
+/// A session: the endpoint's session bound to one insertion of one card.
+#[derive(Debug)]
+struct Session {
+    reader: ReaderName,
+    insertion: Insertion,
+    card_serial: cardgate_piv::CardSerial,
+    holder: cardgate_piv::HolderUuid,
+    certificate_serial: String,
+    spine: SpineSession,
+    selected: Option<RoleProfile>,
+    max_idle: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    generation: u64,
+    readers: BTreeMap<ReaderName, ReaderSlot>,
+    session: Option<Session>,
+    /// The last authorised activity (log-in, role selection, an allowed `Authorise`, a card
+    /// insertion): the start of every idle timer.
+    last_activity: Instant,
+    /// `CardLeftInReader` was signalled for the current idle period.
+    card_left_signalled: bool,
+    /// The last endpoint call failed for want of the endpoint.
+    endpoint_unreachable: bool,
+}
+
+impl State {
+    /// The reader the agent acts on: the session's, else the first with a card in it.
+    fn active_card(&self) -> Option<(&ReaderName, &CardSlot)> {
+        if let Some(session) = &self.session
+            && let Some(card) = self
+                .readers
+                .get(&session.reader)
+                .and_then(|slot| slot.card.as_ref())
+        {
+            return Some((&session.reader, card));
+        }
+        self.readers
+            .iter()
+            .find_map(|(name, slot)| slot.card.as_ref().map(|card| (name, card)))
+    }
+
+    /// The session, if it is bound to the card now in its reader.
+    fn live_session(&self) -> Option<&Session> {
+        let session = self.session.as_ref()?;
+        let card = self.readers.get(&session.reader)?.card.as_ref()?;
+        (card.insertion == session.insertion).then_some(session)
+    }
+}
+
+/// The agent: cheap to clone, shared by the D-Bus layer, the reader event loop and the timers.
+#[derive(Clone)]
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    config: Config,
+    backend: Arc<dyn ReaderBackend>,
+    inspector: Arc<CardInspector>,
+    guard: Arc<PasscodeGuard>,
+    endpoint: Arc<dyn Endpoint>,
+    audit: Mutex<AuditLog>,
+    state: Mutex<State>,
+    actors: Mutex<HashMap<ReaderName, CardActor>>,
+    events: broadcast::Sender<AgentEvent>,
+    /// One log-in (or role change) at a time: the card and the endpoint see them in order.
+    session_changes: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+impl Agent {
+    /// An agent over `backend` (its monitor events come through [`Agent::handle_reader_event`]),
+    /// checking cards with `inspector` (which must use the same backend and `guard`),
+    /// logging in at `endpoint`, auditing to `audit`.
+    pub fn new(
+        config: Config,
+        backend: Arc<dyn ReaderBackend>,
+        inspector: Arc<CardInspector>,
+        guard: Arc<PasscodeGuard>,
+        endpoint: Arc<dyn Endpoint>,
+        audit: AuditLog,
+    ) -> Agent {
+        let (events, _) = broadcast::channel(256);
+        Agent {
+            shared: Arc::new(Shared {
+                config,
+                backend,
+                inspector,
+                guard,
+                endpoint,
+                audit: Mutex::new(audit),
+                state: Mutex::new(State {
+                    generation: 1,
+                    readers: BTreeMap::new(),
+                    session: None,
+                    last_activity: Instant::now(),
+                    card_left_signalled: false,
+                    endpoint_unreachable: false,
+                }),
+                actors: Mutex::new(HashMap::new()),
+                events,
+                session_changes: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Subscribes to the agent's events (for signals).
+    pub fn subscribe(&self) -> broadcast::Receiver<AgentEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn emit(&self, event: AgentEvent) {
+        // No subscriber is fine (no D-Bus layer in unit tests).
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Appends to the audit trail; a failure refuses the action (fail closed).
+    fn audit(&self, event: &AuditEvent) -> Result<(), AgentError> {
+        lock(&self.shared.audit)
+            .append(now(), event)
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, kind = event.kind(), "audit trail write failed");
+                AgentError::AuditUnavailable(format!(
+                    "the audit trail cannot be written ({e}); nothing was done"
+                ))
+            })
+    }
+
+    /// Appends where the action has already happened and cannot be refused (a removal):
+    /// the failure is logged loudly.
+    fn audit_after_the_fact(&self, event: &AuditEvent) {
+        let _ = self.audit(event);
+    }
+
+    fn actor(&self, reader: &ReaderName) -> Result<CardActor, AgentError> {
+        let mut actors = lock(&self.shared.actors);
+        if let Some(actor) = actors.get(reader) {
+            return Ok(actor.clone());
+        }
+        let actor = CardActor::spawn(
+            reader.clone(),
+            Arc::clone(&self.shared.inspector),
+            Arc::clone(&self.shared.backend),
+            Arc::clone(&self.shared.guard),
+        )
+        .map_err(|e| AgentError::Internal(format!("starting the card actor: {e}")))?;
+        actors.insert(reader.clone(), actor.clone());
+        Ok(actor)
+    }
+
+    // ---------------------------------------------------------------- reader events
+
+    /// Takes one monitor event. Every event of the backend's monitor must come through here,
+    /// in order.
+    pub fn handle_reader_event(&self, event: &ReaderEvent) {
+        match &event.kind {
+            ReaderEventKind::CardRemoved { .. } | ReaderEventKind::ReaderDetached => {
+                // The generation is bumped (and the session dropped) before the card layer
+                // even hears of it.
+                self.card_gone(
+                    &event.reader,
+                    matches!(event.kind, ReaderEventKind::ReaderDetached),
+                );
+                self.shared.inspector.track(event);
+            }
+            ReaderEventKind::ServiceLost => {
+                let readers: Vec<ReaderName> = lock(&self.shared.state)
+                    .readers
+                    .iter()
+                    .filter(|(_, slot)| slot.card.is_some())
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for reader in readers {
+                    self.card_gone(&reader, false);
+                }
+                self.shared.inspector.track(event);
+            }
+            ReaderEventKind::ReaderAttached => {
+                self.shared.inspector.track(event);
+                lock(&self.shared.state)
+                    .readers
+                    .entry(event.reader.clone())
+                    .or_default();
+                self.emit(AgentEvent::PropertiesChanged);
+            }
+            ReaderEventKind::CardInserted { .. } => {
+                // A card arriving where a session's card was (a swap the monitor saw only as
+                // an insertion) ends that session first.
+                self.card_gone(&event.reader, false);
+                if let Some(insertion) = self.shared.inspector.track(event) {
+                    self.card_arrived(insertion);
+                }
+            }
+            _ => {
+                self.shared.inspector.track(event);
+            }
+        }
+    }
+
+    /// A card left `reader` (or the reader itself went). Generation first.
+    fn card_gone(&self, reader: &ReaderName, detached: bool) {
+        let (generation, removed, session) = {
+            let mut state = lock(&self.shared.state);
+            let had_card = state
+                .readers
+                .get(reader)
+                .is_some_and(|slot| slot.card.is_some());
+            let session_here = state.session.as_ref().is_some_and(|s| &s.reader == reader);
+            if !had_card && !session_here {
+                if detached {
+                    state.readers.remove(reader);
+                }
+                return;
+            }
+            state.generation += 1;
+            let generation = state.generation;
+            let removed = state
+                .readers
+                .get_mut(reader)
+                .and_then(|slot| slot.card.take());
+            let session = if session_here {
+                state.session.take()
+            } else {
+                None
+            };
+            if detached {
+                state.readers.remove(reader);
+            }
+            (generation, removed, session)
+        };
+        tracing::info!(%reader, generation, "card removed");
+        let identity = removed
+            .as_ref()
+            .and_then(|card| card.report.as_ref())
+            .map(|report| &report.identity);
+        self.audit_after_the_fact(&AuditEvent::CardRemoved {
+            reader: reader.to_string(),
+            card_serial: identity.map(|i| i.card_serial.clone()),
+            holder: identity.map(|i| i.holder_uuid.clone()),
+        });
+        self.emit(AgentEvent::CardRemoved {
+            reader: reader.to_string(),
+            generation,
+        });
+        if let Some(session) = session {
+            self.session_over(session, SessionEndReason::CardRemoved, generation);
+        }
+        self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    /// After a session was taken out of the state: audit, signal, endpoint logout.
+    fn session_over(&self, session: Session, reason: SessionEndReason, generation: u64) {
+        tracing::info!(reason = reason.as_str(), generation, "session ended");
+        self.audit_after_the_fact(&AuditEvent::SessionEnded {
+            card_serial: session.card_serial.clone(),
+            holder: session.holder.clone(),
+            session_generation: generation,
+            reason: audit_end_reason(reason),
+        });
+        self.emit(AgentEvent::SessionEnded { reason, generation });
+        let endpoint = Arc::clone(&self.shared.endpoint);
+        // The endpoint is told without holding anything up; a failure is logged (the session
+        // idles out there).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = endpoint.logout(&session.spine).await {
+                    tracing::warn!(error = %e, "endpoint logout failed; the session will idle out there");
+                }
+            });
+        }
+    }
+
+    /// A new card: remember the insertion, read it on the reader's actor.
+    fn card_arrived(&self, insertion: Insertion) {
+        let reader = insertion.reader().clone();
+        {
+            let mut state = lock(&self.shared.state);
+            state.readers.entry(reader.clone()).or_default().card = Some(CardSlot {
+                insertion: insertion.clone(),
+                report: None,
+                problem: None,
+            });
+            state.last_activity = Instant::now();
+            state.card_left_signalled = false;
+        }
+        self.emit(AgentEvent::PropertiesChanged);
+        let actor = match self.actor(&reader) {
+            Ok(actor) => actor,
+            Err(e) => {
+                tracing::error!(error = %e, "no card actor");
+                return;
+            }
+        };
+        let agent = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let result = actor.inspect(insertion.clone()).await;
+                agent.card_read(insertion, result);
+            });
+        }
+    }
+
+    /// The card of `insertion` has been read (or could not be).
+    fn card_read(&self, insertion: Insertion, result: Result<CardReport, CardError>) {
+        let reader = insertion.reader().clone();
+        {
+            let mut state = lock(&self.shared.state);
+            let Some(slot) = state.readers.get_mut(&reader) else {
+                return;
+            };
+            let Some(card) = slot.card.as_mut().filter(|c| c.insertion == insertion) else {
+                return; // removed meanwhile
+            };
+            match &result {
+                Ok(report) => {
+                    card.report = Some(report.clone());
+                    slot.pin_pad = report.pin_pad;
+                }
+                Err(e) => card.problem = Some(e.to_string()),
+            }
+        }
+        match result {
+            Ok(report) => {
+                tracing::info!(%reader, card = %report.identity.card_serial.as_str(), "card read");
+                self.audit_after_the_fact(&AuditEvent::CardInserted {
+                    reader: reader.to_string(),
+                    card_serial: Some(report.identity.card_serial.clone()),
+                    holder: Some(report.identity.holder_uuid.clone()),
+                });
+                self.emit(AgentEvent::CardInserted {
+                    reader: reader.to_string(),
+                    card_serial: report.identity.card_serial.as_str().to_owned(),
+                    holder_uuid: report.identity.holder_uuid.as_str().to_owned(),
+                });
+                if let Some(days_left) = days_left(report.certificate.not_after)
+                    && report
+                        .certificate
+                        .findings
+                        .iter()
+                        .any(|f| matches!(f.kind, FindingKind::ExpiresSoon(_)))
+                {
+                    let message = report
+                        .certificate
+                        .findings
+                        .iter()
+                        .find(|f| matches!(f.kind, FindingKind::ExpiresSoon(_)))
+                        .map(|f| format!("{} {}", f.message, f.next_step))
+                        .unwrap_or_default();
+                    self.emit(AgentEvent::CertificateExpiring { days_left, message });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%reader, error = %e, "card could not be read");
+                self.audit_after_the_fact(&AuditEvent::CardInserted {
+                    reader: reader.to_string(),
+                    card_serial: None,
+                    holder: None,
+                });
+            }
+        }
+        self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    // ---------------------------------------------------------------- read side
+
+    /// Everything the properties say, under one lock.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = lock(&self.shared.state);
+        let readers = state
+            .readers
+            .iter()
+            .map(|(name, slot)| ReaderInfo {
+                name: name.to_string(),
+                card_present: slot.card.is_some(),
+                pin_pad: slot.pin_pad,
+            })
+            .collect();
+        let active = state.active_card();
+        let report = active.and_then(|(_, card)| card.report.as_ref());
+        let session = state.live_session();
+        let blocked = report.is_some_and(|r| r.passcode == PasscodeStatus::Blocked);
+        let agent_state = match (active, session) {
+            (None, _) => AgentState::NoCard,
+            (Some(_), Some(_)) if state.endpoint_unreachable => AgentState::EndpointUnavailable,
+            (Some(_), Some(_)) => AgentState::LoggedIn,
+            (Some(_), None) if blocked => AgentState::CardLocked,
+            (Some(_), None) => AgentState::CardPresent,
+        };
+        let mut warnings: Vec<String> = report
+            .map(|r| {
+                r.warnings
+                    .iter()
+                    .map(|w| format!("{} {}", w.message, w.next_step))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some((_, card)) = active
+            && let Some(problem) = &card.problem
+        {
+            warnings.push(problem.clone());
+        }
+        let selected = session
+            .and_then(|s| s.selected.as_ref())
+            .map(|p| SelectedRoleProfile {
+                id: p.id.clone(),
+                job_role: p.job_role.clone(),
+                ods_code: p.ods_code.clone(),
+                organisation_name: p.organisation_name.clone(),
+            })
+            .unwrap_or_default();
+        Snapshot {
+            readers,
+            card_present: active.is_some(),
+            holder_uuid: report
+                .map(|r| r.identity.holder_uuid.as_str().to_owned())
+                .unwrap_or_default(),
+            holder_name: report
+                .map(|r| r.identity.holder_name.clone())
+                .unwrap_or_default(),
+            state: agent_state,
+            passcode_tries_left: match report.map(|r| r.passcode) {
+                Some(PasscodeStatus::TriesLeft(t)) => i32::from(t.get()),
+                Some(PasscodeStatus::Blocked) => 0,
+                Some(PasscodeStatus::Verified) | None => -1,
+            },
+            selected_role_profile: selected,
+            certificate_not_after: report
+                .map(|r| r.certificate.not_after.unix_timestamp())
+                .unwrap_or(0),
+            session_generation: state.generation,
+            warnings,
+        }
+    }
+
+    // ---------------------------------------------------------------- methods
+
+    /// `Authorise`: the policy's answer under the current generation, audited.
+    pub fn authorise(
+        &self,
+        caller: &CallerIdentity,
+        action: &str,
+        ods_code: &str,
+    ) -> Result<AuthoriseAnswer, AgentError> {
+        let parsed_action: Action = action.parse().map_err(|_| {
+            AgentError::InvalidArgument(format!(
+                "action: \"{}\" is not one of {}",
+                printable(action),
+                Action::valid_names()
+            ))
+        })?;
+        let ods = OdsCode::new(ods_code)
+            .map_err(|e| AgentError::InvalidArgument(format!("ods_code: {e}")))?;
+        let decision = {
+            let state = lock(&self.shared.state);
+            let view = self.view(&state);
+            decide(&self.shared.config.policy, &view, parsed_action, &ods)
+        };
+        self.audit(&AuditEvent::AuthorisationDecision {
+            holder: decision
+                .holder()
+                .and_then(|h| cardgate_piv::HolderUuid::new(h.as_str()).ok()),
+            caller: caller.clone(),
+            action: parsed_action.name().to_owned(),
+            ods: Some(ods.as_str().to_owned()),
+            allowed: decision.is_allowed(),
+            reason_code: decision.reason().code().to_owned(),
+            session_generation: Some(decision.generation().get()),
+        })?;
+        if decision.is_allowed() {
+            let mut state = lock(&self.shared.state);
+            // Only a decision still current counts as activity.
+            if state.generation == decision.generation().get() {
+                state.last_activity = Instant::now();
+                state.card_left_signalled = false;
+            }
+        }
+        Ok(AuthoriseAnswer {
+            allowed: decision.is_allowed(),
+            reason: decision.reason().code().to_owned(),
+            message: decision.message().to_owned(),
+            generation: decision.generation().get(),
+        })
+    }
+
+    /// The policy's snapshot of the state.
+    fn view(&self, state: &State) -> SessionView {
+        let active = state.active_card();
+        let report = active.and_then(|(_, card)| card.report.as_ref());
+        let card = match (active, report) {
+            (None, _) => CardState::Absent,
+            (Some(_), Some(r)) if r.passcode == PasscodeStatus::Blocked => CardState::Blocked,
+            (Some(_), _) => CardState::Present,
+        };
+        let certificate = match report.map(|r| r.certificate.verdict()) {
+            None => CertificateStatus::Unchecked,
+            Some(Verdict::Unusable { reason }) => match reason.kind {
+                FindingKind::Expired => CertificateStatus::Expired,
+                FindingKind::Revoked => CertificateStatus::Revoked,
+                FindingKind::NotYetValid => CertificateStatus::NotYetValid,
+                FindingKind::ChainNotVerified => CertificateStatus::Untrusted,
+                FindingKind::RevocationUnknown => CertificateStatus::RevocationUnknown,
+                _ => CertificateStatus::Unchecked,
+            },
+            Some(_) => CertificateStatus::Usable,
+        };
+        let session = state.live_session();
+        let session_expired = session.is_some_and(|s| state.last_activity.elapsed() >= s.max_idle);
+        SessionView {
+            card,
+            certificate,
+            logged_in: session.is_some(),
+            session_expired,
+            endpoint_reachable: !state.endpoint_unreachable,
+            selected_role: session
+                .and_then(|s| s.selected.as_ref())
+                .and_then(role_view),
+            holder: report.and_then(|r| {
+                cardgate_policy::HolderUuid::new(r.identity.holder_uuid.as_str()).ok()
+            }),
+            generation: Generation::new(state.generation),
+        }
+    }
+
+    /// `Login` / `LoginWithPinPad`: verify the passcode on the card, log in at the endpoint
+    /// with the card signing, and bind the session to this insertion.
+    pub async fn login(
+        &self,
+        caller: &CallerIdentity,
+        passcode: Option<&str>,
+        confirm_final_try: bool,
+    ) -> Result<Vec<RoleProfileInfo>, AgentError> {
+        // The shape first: a malformed passcode never costs a try, nor a queue slot.
+        let source = match passcode {
+            Some(value) => PasscodeSource::Host(
+                Passcode::new(value.to_owned())
+                    .map_err(|e| AgentError::InvalidArgument(format!("passcode: {e}")))?,
+            ),
+            None => PasscodeSource::PinPad,
+        };
+        let method = match source {
+            PasscodeSource::Host(_) => EntryMethod::HostKeyboard,
+            PasscodeSource::PinPad => EntryMethod::ReaderKeypad,
+        };
+        let final_try = if confirm_final_try {
+            FinalTry::Confirmed
+        } else {
+            FinalTry::NotConfirmed
+        };
+        tracing::info!(
+            uid = caller.uid,
+            pid = caller.pid,
+            ?method,
+            "log-in requested"
+        );
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+
+        let (reader, insertion, report, generation) = {
+            let state = lock(&self.shared.state);
+            let Some((reader, card)) = state.active_card() else {
+                return Err(AgentError::NoCard(
+                    "Insert your smartcard to log in.".into(),
+                ));
+            };
+            let Some(report) = card.report.clone() else {
+                return Err(AgentError::NoCard(match &card.problem {
+                    Some(problem) => format!("The card could not be read: {problem}"),
+                    None => "The card is still being read; try again in a moment.".into(),
+                }));
+            };
+            if state.live_session().is_some() {
+                return Err(AgentError::InvalidArgument(
+                    "Login: a session is already open for this card; log out first".into(),
+                ));
+            }
+            (
+                reader.clone(),
+                card.insertion.clone(),
+                report,
+                state.generation,
+            )
+        };
+        if let Verdict::Unusable { reason } = report.certificate.verdict() {
+            return Err(AgentError::Card(format!(
+                "{} {} (no passcode try was used)",
+                reason.message, reason.next_step
+            )));
+        }
+        let identity = &report.identity;
+        let actor = self.actor(&reader)?;
+
+        let verified = actor.verify(insertion.clone(), source, final_try).await;
+        let (outcome, tries_left) = passcode_outcome(&verified);
+        if let Some(outcome) = outcome {
+            self.audit(&AuditEvent::PasscodeAttempt {
+                reader: reader.to_string(),
+                card_serial: Some(identity.card_serial.clone()),
+                holder: Some(identity.holder_uuid.clone()),
+                entry_method: method,
+                outcome,
+                tries_left,
+            })?;
+        }
+        if let Err(e) = verified {
+            if e.piv().is_some_and(|p| {
+                matches!(
+                    p,
+                    PivError::WrongPasscode { .. } | PivError::CardBlocked { .. }
+                )
+            }) {
+                // The tries left changed: read the card again for the properties.
+                self.reinspect(&actor, insertion.clone());
+            }
+            return Err(card_error(e));
+        }
+
+        let signer = actor
+            .signer(
+                insertion.clone(),
+                identity.auth_certificate_der.clone(),
+                SIGN_TIMEOUT,
+            )
+            .map_err(|e| AgentError::Card(e.to_string()))?;
+        let spine = match self.shared.endpoint.login(Arc::new(signer)).await {
+            Ok(session) => {
+                lock(&self.shared.state).endpoint_unreachable = false;
+                session
+            }
+            Err(e) => return Err(self.endpoint_error(e)),
+        };
+
+        // Install the session only if the card of this insertion is still in the reader.
+        let installed = {
+            let mut state = lock(&self.shared.state);
+            let still_here = state
+                .readers
+                .get(&reader)
+                .and_then(|slot| slot.card.as_ref())
+                .is_some_and(|card| card.insertion == insertion);
+            if still_here && self.shared.inspector.is_current(&insertion) {
+                state.generation += 1;
+                let max_idle = Duration::from_secs(spine.max_idle_time.max(1))
+                    .min(self.shared.config.max_idle());
+                let selected = spine
+                    .selected_role_profile
+                    .as_ref()
+                    .and_then(|id| spine.role_profiles.iter().find(|p| &p.id == id).cloned());
+                state.session = Some(Session {
+                    reader: reader.clone(),
+                    insertion: insertion.clone(),
+                    card_serial: identity.card_serial.clone(),
+                    holder: identity.holder_uuid.clone(),
+                    certificate_serial: report.certificate.certificate_serial.clone(),
+                    spine: spine.clone(),
+                    selected,
+                    max_idle,
+                });
+                state.last_activity = Instant::now();
+                state.card_left_signalled = false;
+                Some(state.generation)
+            } else {
+                None
+            }
+        };
+        let Some(session_generation) = installed else {
+            let endpoint = Arc::clone(&self.shared.endpoint);
+            tokio::spawn(async move {
+                let _ = endpoint.logout(&spine).await;
+            });
+            return Err(AgentError::NoCard(
+                "The card was removed during log-in; insert it and log in again.".into(),
+            ));
+        };
+        tracing::info!(
+            generation = session_generation,
+            previous = generation,
+            "session started"
+        );
+        if let Err(e) = self.audit(&AuditEvent::SessionStarted {
+            card_serial: identity.card_serial.clone(),
+            holder: identity.holder_uuid.clone(),
+            session_generation,
+        }) {
+            // Fail closed: a session that is not on the audit trail must not exist.
+            self.end_session(SessionEndReason::LoggedOut);
+            return Err(e);
+        }
+        self.emit(AgentEvent::SessionStarted {
+            holder_uuid: identity.holder_uuid.as_str().to_owned(),
+            generation: session_generation,
+        });
+        self.reinspect(&actor, insertion);
+        self.emit(AgentEvent::PropertiesChanged);
+        Ok(spine.role_profiles.iter().map(role_info).collect())
+    }
+
+    /// Reads the card again in the background (tries left after an attempt).
+    fn reinspect(&self, actor: &CardActor, insertion: Insertion) {
+        let agent = self.clone();
+        let actor = actor.clone();
+        tokio::spawn(async move {
+            let result = actor.inspect(insertion.clone()).await;
+            if result.is_ok() {
+                agent.card_read_quietly(insertion, result);
+            }
+        });
+    }
+
+    /// Like [`Agent::card_read`] without the insertion signals (the same card, read again).
+    fn card_read_quietly(&self, insertion: Insertion, result: Result<CardReport, CardError>) {
+        if let Ok(report) = result {
+            let mut state = lock(&self.shared.state);
+            if let Some(card) = state
+                .readers
+                .get_mut(insertion.reader())
+                .and_then(|slot| slot.card.as_mut())
+                .filter(|c| c.insertion == insertion)
+            {
+                card.report = Some(report);
+            }
+        }
+        self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    fn endpoint_error(&self, e: SpineError) -> AgentError {
+        match e {
+            SpineError::CardRemoved => {
+                AgentError::NoCard("The card was removed during log-in.".into())
+            }
+            e => {
+                tracing::warn!(error = %e, "endpoint call failed");
+                if matches!(
+                    e,
+                    SpineError::Unreachable { .. } | SpineError::TimedOut { .. }
+                ) {
+                    lock(&self.shared.state).endpoint_unreachable = true;
+                    self.emit(AgentEvent::PropertiesChanged);
+                }
+                AgentError::EndpointUnavailable(e.to_string())
+            }
+        }
+    }
+
+    /// `SelectRoleProfile`: selects or switches the role within the session.
+    pub async fn select_role_profile(
+        &self,
+        _caller: &CallerIdentity,
+        id: &str,
+    ) -> Result<(), AgentError> {
+        if id.is_empty() || id.len() > 128 {
+            return Err(AgentError::InvalidArgument(
+                "id: a role profile id from Login's answer (1 to 128 characters)".into(),
+            ));
+        }
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+        let (spine, generation) = {
+            let state = lock(&self.shared.state);
+            let Some(session) = state.live_session() else {
+                return Err(AgentError::NotLoggedIn(
+                    "Log in before choosing a role.".into(),
+                ));
+            };
+            if !session.spine.role_profiles.iter().any(|p| p.id == id) {
+                return Err(AgentError::UnknownRoleProfile(format!(
+                    "id: the holder has no role profile \"{}\"",
+                    printable(id)
+                )));
+            }
+            (session.spine.clone(), state.generation)
+        };
+        let updated = match self.shared.endpoint.select_role(&spine, id).await {
+            Ok(session) => session,
+            Err(e) => return Err(self.endpoint_error(e)),
+        };
+        let (holder, profile, previous, new_generation) = {
+            let mut state = lock(&self.shared.state);
+            if state.generation != generation {
+                return Err(AgentError::NoCard(
+                    "The card was removed while the role was being selected.".into(),
+                ));
+            }
+            state.generation += 1;
+            let new_generation = state.generation;
+            state.last_activity = Instant::now();
+            let Some(session) = state.session.as_mut() else {
+                return Err(AgentError::NotLoggedIn("The session has ended.".into()));
+            };
+            let profile = updated
+                .role_profiles
+                .iter()
+                .find(|p| p.id == id)
+                .cloned()
+                .ok_or_else(|| AgentError::UnknownRoleProfile(format!("id: {}", printable(id))))?;
+            let previous = session.selected.replace(profile.clone());
+            session.spine = updated;
+            (session.holder.clone(), profile, previous, new_generation)
+        };
+        let audit_profile = |p: &RoleProfile| cardgate_audit::RoleProfile {
+            role: p.job_role.clone(),
+            ods: p.ods_code.clone(),
+        };
+        self.audit(&AuditEvent::RoleSelected {
+            holder,
+            session_generation: new_generation,
+            profile: audit_profile(&profile),
+            previous: previous.as_ref().map(audit_profile),
+        })?;
+        self.emit(AgentEvent::PropertiesChanged);
+        Ok(())
+    }
+
+    /// `Logout`.
+    pub async fn logout(&self, _caller: &CallerIdentity) -> Result<(), AgentError> {
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+        if lock(&self.shared.state).session.is_none() {
+            return Err(AgentError::NotLoggedIn(
+                "There is no session to log out of.".into(),
+            ));
+        }
+        self.end_session(SessionEndReason::LoggedOut);
+        Ok(())
+    }
+
+    /// Ends the session (if any) for `reason`: generation first.
+    fn end_session(&self, reason: SessionEndReason) {
+        let ended = {
+            let mut state = lock(&self.shared.state);
+            state.session.take().map(|session| {
+                state.generation += 1;
+                (session, state.generation)
+            })
+        };
+        if let Some((session, generation)) = ended {
+            self.session_over(session, reason, generation);
+            self.emit(AgentEvent::PropertiesChanged);
+        }
+    }
+
+    /// `GetTicket`.
+    pub fn ticket(&self) -> Result<Ticket, AgentError> {
+        let state = lock(&self.shared.state);
+        let Some(session) = state.live_session() else {
+            return Err(AgentError::NotLoggedIn("Log in to get a ticket.".into()));
+        };
+        let Some(role) = &session.selected else {
+            return Err(AgentError::NotLoggedIn(
+                "Choose a role profile before asking for a ticket.".into(),
+            ));
+        };
+        Ok(Ticket {
+            token: session.spine.token.expose().to_owned(),
+            holder_uuid: session.holder.as_str().to_owned(),
+            role_profile_id: role.id.clone(),
+            job_role: role.job_role.clone(),
+            ods_code: role.ods_code.clone(),
+        })
+    }
+
+    /// `ChangePasscode`: the shapes are checked; the card operation is not in this build.
+    pub fn change_passcode(
+        &self,
+        current: &str,
+        new: &str,
+        _confirm_final_try: bool,
+    ) -> Result<(), AgentError> {
+        Passcode::new(current.to_owned())
+            .map_err(|e| AgentError::InvalidArgument(format!("current: {e}")))?;
+        Passcode::new(new.to_owned())
+            .map_err(|e| AgentError::InvalidArgument(format!("new: {e}")))?;
+        Err(AgentError::Internal(
+            "ChangePasscode is not available in this build of cardgated (nothing was sent to the card)"
+                .into(),
+        ))
+    }
+
+    /// The certificate serial bound to the session (diagnostics).
+    pub fn session_binding(&self) -> Option<(String, String, Option<u16>)> {
+        let state = lock(&self.shared.state);
+        state.session.as_ref().map(|s| {
+            (
+                s.card_serial.as_str().to_owned(),
+                s.certificate_serial.clone(),
+                s.insertion.event_count(),
+            )
+        })
+    }
+
+    /// Stops the agent: the session (if any) ends and the endpoint is told (for at most
+    /// five seconds), and the stop is audited.
+    pub async fn stop(&self) {
+        let ended = {
+            let mut state = lock(&self.shared.state);
+            state.session.take().map(|session| {
+                state.generation += 1;
+                (session, state.generation)
+            })
+        };
+        if let Some((session, generation)) = ended {
+            self.audit_after_the_fact(&AuditEvent::SessionEnded {
+                card_serial: session.card_serial.clone(),
+                holder: session.holder.clone(),
+                session_generation: generation,
+                reason: cardgate_audit::SessionEndReason::AgentStopping,
+            });
+            let logout = self.shared.endpoint.logout(&session.spine);
+            if tokio::time::timeout(Duration::from_secs(5), logout)
+                .await
+                .is_err()
+            {
+                tracing::warn!("endpoint logout at stop timed out");
+            }
+        }
+        self.audit_after_the_fact(&AuditEvent::DaemonStopped {
+            reason: "shutdown requested".into(),
+        });
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Checks the idle timers once: the session's idle limit and a card left in an idle
+    /// workstation. Called every second by [`Agent::run_timers`]; public so tests can drive
+    /// it under paused time.
+    pub fn check_timers(&self) {
+        let config = &self.shared.config.session;
+        let (idle_out, card_left) = {
+            let mut state = lock(&self.shared.state);
+            let idle = state.last_activity.elapsed();
+            let idle_out = state.session.as_ref().is_some_and(|s| idle >= s.max_idle);
+            let card_left = if config.card_left_idle_time > 0
+                && !state.card_left_signalled
+                && idle >= Duration::from_secs(config.card_left_idle_time)
+            {
+                state
+                    .active_card()
+                    .map(|(reader, _)| (reader.to_string(), idle))
+            } else {
+                None
+            };
+            if card_left.is_some() {
+                state.card_left_signalled = true;
+            }
+            (idle_out, card_left)
+        };
+        if idle_out {
+            self.end_session(SessionEndReason::IdleTimeout);
+        }
+        if let Some((reader, idle)) = card_left {
+            self.emit(AgentEvent::CardLeftInReader {
+                reader,
+                idle_seconds: u32::try_from(idle.as_secs()).unwrap_or(u32::MAX),
+            });
+            if config.end_session_when_card_left {
+                self.end_session(SessionEndReason::CardLeftInReader);
+            }
+        }
+    }
+
+    /// Runs the timers until the task is dropped.
+    pub async fn run_timers(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.check_timers();
+        }
+    }
+}
+
+/// The audit trail's name for a session end.
+fn audit_end_reason(reason: SessionEndReason) -> cardgate_audit::SessionEndReason {
+    use cardgate_audit::SessionEndReason as A;
+    match reason {
+        SessionEndReason::CardRemoved | SessionEndReason::CardSwapped => A::CardRemoved,
+        SessionEndReason::LoggedOut => A::Logout,
+        SessionEndReason::IdleTimeout | SessionEndReason::CardLeftInReader => A::IdleTimeout,
+        SessionEndReason::EndpointEnded => A::EndpointEnded,
+        _ => A::TicketExpired,
+    }
+}
+
+/// What a passcode attempt's result is on the audit trail (`None`: nothing about the
+/// passcode happened, e.g. the card was gone).
+fn passcode_outcome(result: &Result<(), CardError>) -> (Option<PasscodeOutcome>, Option<u8>) {
+    let error = match result {
+        Ok(()) => return (Some(PasscodeOutcome::Accepted), None),
+        Err(e) => e,
+    };
+    match error.piv() {
+        Some(PivError::WrongPasscode { tries_left, .. }) => {
+            (Some(PasscodeOutcome::Wrong), Some(tries_left.get()))
+        }
+        Some(PivError::CardBlocked { .. }) => (Some(PasscodeOutcome::CardBlocked), Some(0)),
+        Some(PivError::FinalTryNotConfirmed { .. }) => {
+            (Some(PasscodeOutcome::RefusedFinalTry), Some(1))
+        }
+        Some(PivError::RepeatedFailedValue { .. }) => (Some(PasscodeOutcome::RefusedRepeat), None),
+        Some(PivError::InvalidPasscode { .. }) => (Some(PasscodeOutcome::RefusedShape), None),
+        Some(PivError::PinPadEntryEnded { how }) => (
+            Some(match how {
+                PinPadEnd::TimedOut => PasscodeOutcome::TimedOut,
+                _ => PasscodeOutcome::Cancelled,
+            }),
+            None,
+        ),
+        _ => (None, None),
+    }
+}
+
+/// The named D-Bus error for a card-layer failure (its text never holds a passcode).
+fn card_error(error: CardError) -> AgentError {
+    if error.is_card_gone() {
+        return AgentError::NoCard(format!("{error}"));
+    }
+    match &error {
+        CardError::UsePinPad { .. } => {
+            return AgentError::InvalidArgument(format!("{error}; call LoginWithPinPad"));
+        }
+        CardError::NoPinPad { .. } => {
+            return AgentError::InvalidArgument(format!("{error}; call Login"));
+        }
+        _ => {}
+    }
+    let message = error.to_string();
+    match error.piv() {
+        Some(PivError::WrongPasscode { .. }) => AgentError::WrongPasscode(message),
+        Some(PivError::CardBlocked { .. }) => AgentError::CardBlocked(message),
+        Some(PivError::FinalTryNotConfirmed { .. }) => AgentError::FinalTryNotConfirmed(format!(
+            "{message}; call again with confirm_final_try = true"
+        )),
+        Some(PivError::RepeatedFailedValue { .. }) => AgentError::RepeatedPasscode(message),
+        Some(PivError::InvalidPasscode { .. }) => {
+            AgentError::InvalidArgument(format!("passcode: {message}"))
+        }
+        Some(PivError::Ledger { .. }) => AgentError::Internal(message),
+        _ => AgentError::Card(message),
+    }
+}
+
+fn role_info(p: &RoleProfile) -> RoleProfileInfo {
+    RoleProfileInfo {
+        id: p.id.clone(),
+        job_role: p.job_role.clone(),
+        ods_code: p.ods_code.clone(),
+        organisation_name: p.organisation_name.clone(),
+        activities: p.activities.clone(),
+    }
+}
+
+/// The policy's view of a role profile; `None` when the endpoint sent ids the policy cannot
+/// accept (then no role counts as selected, which refuses, never allows).
+fn role_view(p: &RoleProfile) -> Option<RoleProfileView> {
+    Some(RoleProfileView {
+        id: RoleProfileId::new(&p.id).ok()?,
+        ods_code: OdsCode::new(&p.ods_code).ok()?,
+        activities: p
+            .activities
+            .iter()
+            .filter_map(|a| Activity::new(a).ok())
+            .collect(),
+    })
+}
+
+/// Whole days from now to `not_after`, for the expiry signal.
+fn days_left(not_after: OffsetDateTime) -> Option<i32> {
+    i32::try_from((not_after - now()).whole_days()).ok()
+}
+
+/// A caller's string made safe to quote in an error: at most 64 characters, control
+/// characters replaced.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The core's state machine without a bus: removal ordering, the idle timers under paused
+    //! tokio time (never sleeps), and argument checks that cost nothing.
+
+    use std::path::Path;
+
+    use cardgate_certs::TrustAnchors;
+    use cardgate_reader::VirtualBackend;
+    use cardgate_spine::CardSigner;
+    use cardgate_spine::wire::Secret;
+
+    use super::*;
+    use crate::endpoint::BoxFuture;
+
+    /// An endpoint that is never reached in these tests except for logouts.
+    struct NoEndpoint;
+
+    impl Endpoint for NoEndpoint {
+        fn login(&self, _: Arc<dyn CardSigner>) -> BoxFuture<'_, Result<SpineSession, SpineError>> {
+            Box::pin(async { Err(SpineError::SessionExpired) })
+        }
+        fn select_role<'a>(
+            &'a self,
+            _: &'a SpineSession,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<SpineSession, SpineError>> {
+            Box::pin(async { Err(SpineError::SessionExpired) })
+        }
+        fn logout<'a>(&'a self, _: &'a SpineSession) -> BoxFuture<'a, Result<(), SpineError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn agent(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Agent {
+        let mut config = Config::demo(dir, "https://127.0.0.1:1", "https://127.0.0.1:2").unwrap();
+        adjust(&mut config);
+        let ca = cardgate_vcard::provision::TestCa::generate("Agent Core Test CA").unwrap();
+        let backend: Arc<dyn ReaderBackend> = Arc::new(VirtualBackend::new());
+        let guard = Arc::new(PasscodeGuard::in_memory().unwrap());
+        let inspector = Arc::new(CardInspector::new(
+            Arc::clone(&backend),
+            Arc::clone(&guard),
+            cardgate_card::TrustConfig {
+                anchors: TrustAnchors::from_der([ca.certificate_der()]).unwrap(),
+                crl: None,
+                policy: cardgate_certs::CheckPolicy::default(),
+            },
+        ));
+        let audit = AuditLog::open(dir.join("audit.jsonl")).unwrap();
+        Agent::new(
+            config,
+            backend,
+            inspector,
+            guard,
+            Arc::new(NoEndpoint),
+            audit,
+        )
+    }
+
+    fn event(reader: &str, kind: ReaderEventKind) -> ReaderEvent {
+        ReaderEvent {
+            reader: ReaderName::new(reader),
+            at: std::time::Instant::now(),
+            kind,
+        }
+    }
+
+    fn inserted(reader: &str) -> ReaderEvent {
+        event(
+            reader,
+            ReaderEventKind::CardInserted {
+                atr: vec![0x3B],
+                event_count: Some(1),
+            },
+        )
+    }
+
+    /// Puts a session on the card now in `reader`, as a login would.
+    fn install_session(agent: &Agent, reader: &str, max_idle: Duration) {
+        let mut state = lock(&agent.shared.state);
+        let insertion = state.readers[&ReaderName::new(reader)]
+            .card
+            .as_ref()
+            .unwrap()
+            .insertion
+            .clone();
+        state.generation += 1;
+        state.session = Some(Session {
+            reader: ReaderName::new(reader),
+            insertion,
+            card_serial: cardgate_piv::CardSerial::new("4455667788").unwrap(),
+            holder: cardgate_piv::HolderUuid::new("555000111222").unwrap(),
+            certificate_serial: "01".into(),
+            spine: SpineSession {
+                session_id: "s-1".into(),
+                token: Secret::new("t"),
+                uid: "555000111222".into(),
+                name: "Asha Patel".into(),
+                max_idle_time: max_idle.as_secs(),
+                logout_url: "/v1/sessions/s-1".into(),
+                certificate_not_after: now(),
+                role_profiles: Vec::new(),
+                selected_role_profile: None,
+            },
+            selected: None,
+            max_idle,
+        });
+        state.last_activity = Instant::now();
+    }
+
+    fn drain(events: &mut broadcast::Receiver<AgentEvent>) -> Vec<AgentEvent> {
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if e != AgentEvent::PropertiesChanged {
+                seen.push(e);
+            }
+        }
+        seen
+    }
+
+    fn caller() -> CallerIdentity {
+        CallerIdentity {
+            uid: 1000,
+            pid: 42,
+            executable: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn removal_bumps_the_generation_before_the_session_ends_and_answers_turn_to_no_card() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path(), |_| {});
+        let mut events = agent.subscribe();
+        agent.handle_reader_event(&inserted("R"));
+        install_session(&agent, "R", Duration::from_secs(900));
+        let before = agent.snapshot().session_generation;
+        drain(&mut events);
+
+        agent.handle_reader_event(&event(
+            "R",
+            ReaderEventKind::CardRemoved {
+                event_count: Some(2),
+            },
+        ));
+        let seen = drain(&mut events);
+        let after = agent.snapshot().session_generation;
+        assert!(after > before);
+        assert_eq!(
+            seen,
+            vec![
+                AgentEvent::CardRemoved {
+                    reader: "R".into(),
+                    generation: after
+                },
+                AgentEvent::SessionEnded {
+                    reason: SessionEndReason::CardRemoved,
+                    generation: after
+                },
+            ]
+        );
+        let answer = agent.authorise(&caller(), "download", "FA123").unwrap();
+        assert_eq!((answer.allowed, answer.reason.as_str()), (false, "no-card"));
+        assert_eq!(answer.generation, after);
+        let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        assert!(audit.contains("\"card_removed\"") && audit.contains("\"session_ended\""));
+    }
+
+    #[tokio::test]
+    async fn a_card_arriving_in_the_sessions_reader_never_inherits_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path(), |_| {});
+        agent.handle_reader_event(&inserted("R"));
+        install_session(&agent, "R", Duration::from_secs(900));
+        // The monitor saw only the new insertion (no removal in between).
+        agent.handle_reader_event(&inserted("R"));
+        assert_eq!(agent.snapshot().state, AgentState::CardPresent);
+        assert!(agent.session_binding().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_session_idles_out_at_its_limit_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path(), |c| c.session.card_left_idle_time = 0);
+        let mut events = agent.subscribe();
+        agent.handle_reader_event(&inserted("R"));
+        install_session(&agent, "R", Duration::from_secs(300));
+        drain(&mut events);
+
+        tokio::time::advance(Duration::from_secs(299)).await;
+        agent.check_timers();
+        assert!(drain(&mut events).is_empty());
+        assert_eq!(agent.snapshot().state, AgentState::LoggedIn);
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        agent.check_timers();
+        let seen = drain(&mut events);
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [AgentEvent::SessionEnded {
+                    reason: SessionEndReason::IdleTimeout,
+                    ..
+                }]
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(agent.snapshot().state, AgentState::CardPresent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_card_left_in_an_idle_workstation_is_signalled_once_and_ends_the_session_if_configured()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path(), |c| {
+            c.session.card_left_idle_time = 60;
+            c.session.end_session_when_card_left = true;
+        });
+        let mut events = agent.subscribe();
+        agent.handle_reader_event(&inserted("R"));
+        install_session(&agent, "R", Duration::from_secs(900));
+        drain(&mut events);
+
+        tokio::time::advance(Duration::from_secs(59)).await;
+        agent.check_timers();
+        assert!(drain(&mut events).is_empty());
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        agent.check_timers();
+        let seen = drain(&mut events);
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [
+                    AgentEvent::CardLeftInReader {
+                        idle_seconds: 60,
+                        ..
+                    },
+                    AgentEvent::SessionEnded {
+                        reason: SessionEndReason::CardLeftInReader,
+                        ..
+                    }
+                ]
+            ),
+            "{seen:?}"
+        );
+
+        tokio::time::advance(Duration::from_secs(600)).await;
+        agent.check_timers();
+        assert!(drain(&mut events).is_empty(), "signalled twice");
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_are_named_and_touch_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path(), |_| {});
+        let e = agent.authorise(&caller(), "fly", "FA123").unwrap_err();
+        assert!(
+            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("action")),
+            "{e:?}"
+        );
+        let e = agent.authorise(&caller(), "download", "F A").unwrap_err();
+        assert!(
+            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("ods_code")),
+            "{e:?}"
+        );
+        // The shape is checked before the card is looked for.
+        let e = agent.login(&caller(), Some("12"), false).await.unwrap_err();
+        assert!(
+            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("passcode")),
+            "{e:?}"
+        );
+        assert!(!format!("{e:?}").contains("12\""));
+        let e = agent
+            .login(&caller(), Some("1234"), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AgentError::NoCard(_)), "{e:?}");
+    }
+}
