@@ -17,7 +17,7 @@ use std::time::Duration;
 use cardgate_card::{
     CardError, CardInspector, CardReport, Insertion, PasscodeSource, TransactionChannel,
 };
-use cardgate_piv::{FinalTry, KeyAlgorithm, PasscodeGuard, PivClient, SignInput, Slot};
+use cardgate_piv::{FinalTry, KeyAlgorithm, Passcode, PasscodeGuard, PivClient, SignInput, Slot};
 use cardgate_reader::{ReaderBackend, ReaderName};
 use cardgate_spine::{CardSigner, SpineError};
 use tokio::sync::oneshot;
@@ -39,6 +39,13 @@ enum Job {
         input: SignInput,
         reply: mpsc::SyncSender<Result<Vec<u8>, SpineError>>,
     },
+    ChangePasscode {
+        insertion: Insertion,
+        current: Passcode,
+        new: Passcode,
+        final_try: FinalTry,
+        reply: oneshot::Sender<Result<(), CardError>>,
+    },
 }
 
 /// The handle to one reader's card actor; dropping every handle ends the thread.
@@ -54,6 +61,7 @@ impl std::fmt::Debug for Job {
             Job::Inspect { .. } => "Inspect",
             Job::Verify { .. } => "Verify(<redacted>)",
             Job::Sign { .. } => "Sign",
+            Job::ChangePasscode { .. } => "ChangePasscode(<redacted>)",
         })
     }
 }
@@ -102,6 +110,30 @@ impl CardActor {
             .send(Job::Verify {
                 insertion,
                 source,
+                final_try,
+                reply,
+            })
+            .map_err(|_| actor_gone(&self.reader))?;
+        answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// Changes the passcode on the card of `insertion` under the PIV client's policy (the
+    /// current passcode counts like a VERIFY: ledger, tries read first, final try only when
+    /// confirmed, a value that just failed never re-sent). Refused without sending anything
+    /// on a reader with a usable PIN pad (the passcode must not be typed on the host there).
+    pub(crate) async fn change_passcode(
+        &self,
+        insertion: Insertion,
+        current: Passcode,
+        new: Passcode,
+        final_try: FinalTry,
+    ) -> Result<(), CardError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::ChangePasscode {
+                insertion,
+                current,
+                new,
                 final_try,
                 reply,
             })
@@ -207,8 +239,74 @@ fn serve(
                 };
                 let _ = reply.send(result);
             }
+            Job::ChangePasscode {
+                insertion,
+                current,
+                new,
+                final_try,
+                reply,
+            } => {
+                let result = if inspector.is_current(&insertion) {
+                    change_passcode(reader, backend, guard, &current, &new, final_try)
+                } else {
+                    Err(actor_gone(reader))
+                };
+                let _ = reply.send(result);
+            }
         }
     }
+}
+
+/// A reader failure as the card layer names it (card gone, service gone, other).
+fn reader_failure(reader: &ReaderName, e: cardgate_reader::ReaderError) -> CardError {
+    if e.is_card_gone() {
+        CardError::CardRemoved {
+            reader: reader.clone(),
+            source: e,
+        }
+    } else if e.is_service_lost() {
+        CardError::ServiceUnavailable(e)
+    } else {
+        CardError::Reader {
+            reader: reader.clone(),
+            source: e,
+        }
+    }
+}
+
+/// CHANGE REFERENCE DATA in one shared-mode transaction, the PIV client's passcode policy
+/// applied before anything is sent.
+fn change_passcode(
+    reader: &ReaderName,
+    backend: &dyn ReaderBackend,
+    guard: &Arc<PasscodeGuard>,
+    current: &Passcode,
+    new: &Passcode,
+    final_try: FinalTry,
+) -> Result<(), CardError> {
+    let mut connection = backend
+        .connect(reader)
+        .map_err(|e| reader_failure(reader, e))?;
+    if connection
+        .features()
+        .map_err(|e| reader_failure(reader, e))?
+        .pin_pad()
+        .is_usable()
+    {
+        return Err(CardError::UsePinPad {
+            reader: reader.clone(),
+        });
+    }
+    let transaction = connection
+        .transaction()
+        .map_err(|e| reader_failure(reader, e))?;
+    let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
+    client
+        .change_passcode(current, new, final_try)
+        .map_err(|source| CardError::Card {
+            reader: reader.clone(),
+            source,
+        })
 }
 
 /// One signature with the PIV Authentication key, in one shared-mode transaction. The

@@ -4,9 +4,14 @@
 //!
 //! # Rules this module keeps
 //!
-//! - **Removal first.** A card removal bumps the session generation and drops the session
-//!   under one lock, before anything else (audit, signals, endpoint logout) happens; any
-//!   `Authorise` after that sees no card, and any decision made before is void.
+//! - **Removal first.** A card removal bumps the session generation and drops (`normal`),
+//!   locks (`session-lock`) or detaches (`mobility`) the session under one lock, before
+//!   anything else (audit, signals, endpoint logout) happens; any decision made before is
+//!   void, and any `Authorise` after that sees no card (`mobility`: except while its
+//!   re-authentication timer runs, see [`Agent::authorise`]'s view).
+//! - **Only the same card resumes.** A locked or away session is resumed only by the same
+//!   holder, card serial and certificate serial with the passcode verified again; any other
+//!   card read ends it (`card-swapped`).
 //! - **A session is bound to one insertion** (reader, event count, card serial, certificate
 //!   serial): a swapped card never inherits it, and an endpoint login that completes after
 //!   the card left is logged out at once, never installed.
@@ -39,7 +44,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::actor::CardActor;
-use crate::config::Config;
+use crate::config::{Config, RemovalMode};
 use crate::endpoint::Endpoint;
 
 /// How long the card may take to sign during a login before the login gives up.
@@ -148,6 +153,32 @@ struct Session {
     spine: SpineSession,
     selected: Option<RoleProfile>,
     max_idle: Duration,
+    /// Set when the card left under `session-lock` or `mobility`: the session is kept for
+    /// the same holder but no longer bound to a card in a reader.
+    detached: Option<Detached>,
+}
+
+/// A session whose card left the reader under `session-lock` or `mobility`.
+#[derive(Debug, Clone, Copy)]
+struct Detached {
+    /// `mobility` only: until when the session counts as live without its card (the
+    /// re-authentication deadline). `None` under `session-lock`: locked, never live.
+    mobility_until: Option<Instant>,
+}
+
+impl Session {
+    /// Whether the card in `report` is this session's: same holder, same card serial, same
+    /// authentication certificate. Only such a card may resume a locked session.
+    fn same_card(&self, report: &CardReport) -> bool {
+        report.identity.holder_uuid == self.holder
+            && report.identity.card_serial == self.card_serial
+            && report.certificate.certificate_serial == self.certificate_serial
+    }
+
+    /// Whether the session is locked (`session-lock`, card gone): kept, but answers nothing.
+    fn is_locked(&self) -> bool {
+        self.detached.is_some_and(|d| d.mobility_until.is_none())
+    }
 }
 
 #[derive(Debug)]
@@ -180,11 +211,23 @@ impl State {
             .find_map(|(name, slot)| slot.card.as_ref().map(|card| (name, card)))
     }
 
-    /// The session, if it is bound to the card now in its reader.
+    /// The session, if it is bound to the card now in its reader, or (`mobility`) its card
+    /// left and the re-authentication timer is still running.
     fn live_session(&self) -> Option<&Session> {
         let session = self.session.as_ref()?;
+        if let Some(detached) = session.detached {
+            return detached
+                .mobility_until
+                .is_some_and(|until| Instant::now() < until)
+                .then_some(session);
+        }
         let card = self.readers.get(&session.reader)?.card.as_ref()?;
         (card.insertion == session.insertion).then_some(session)
+    }
+
+    /// The live session whose card is away (`mobility`, timer running).
+    fn away_session(&self) -> Option<&Session> {
+        self.live_session().filter(|s| s.detached.is_some())
     }
 }
 
@@ -223,6 +266,16 @@ fn now() -> OffsetDateTime {
 }
 
 impl Agent {
+    /// Records the readers present at start, before the daemon takes its bus name, so the first
+    /// answer a client gets already lists them (the monitor's own `ReaderAttached` events follow
+    /// and are idempotent). Card presence still comes from the monitor.
+    pub fn note_readers_at_start(&self, names: &[ReaderName]) {
+        let mut state = lock(&self.shared.state);
+        for name in names {
+            state.readers.entry(name.clone()).or_default();
+        }
+    }
+
     /// An agent over `backend` (its monitor events come through [`Agent::handle_reader_event`]),
     /// checking cards with `inspector` (which must use the same backend and `guard`),
     /// logging in at `endpoint`, auditing to `audit`.
@@ -352,15 +405,22 @@ impl Agent {
         }
     }
 
-    /// A card left `reader` (or the reader itself went). Generation first.
+    /// A card left `reader` (or the reader itself went). Generation first. Then, by the
+    /// configured removal mode: `normal` ends the session; `session-lock` locks it (kept for
+    /// the same card and passcode); `mobility` keeps it live until the re-authentication
+    /// deadline. A session already detached from its card is not touched here.
     fn card_gone(&self, reader: &ReaderName, detached: bool) {
-        let (generation, removed, session) = {
+        let mode = self.shared.config.session.removal;
+        let (generation, removed, session, kept) = {
             let mut state = lock(&self.shared.state);
             let had_card = state
                 .readers
                 .get(reader)
                 .is_some_and(|slot| slot.card.is_some());
-            let session_here = state.session.as_ref().is_some_and(|s| &s.reader == reader);
+            let session_here = state
+                .session
+                .as_ref()
+                .is_some_and(|s| &s.reader == reader && s.detached.is_none());
             if !had_card && !session_here {
                 if detached {
                     state.readers.remove(reader);
@@ -373,15 +433,31 @@ impl Agent {
                 .readers
                 .get_mut(reader)
                 .and_then(|slot| slot.card.take());
-            let session = if session_here {
-                state.session.take()
-            } else {
-                None
+            let bound = session_here
+                && removed.as_ref().is_some_and(|card| {
+                    state
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.insertion == card.insertion)
+                });
+            let (session, kept) = match mode {
+                RemovalMode::SessionLock | RemovalMode::Mobility if bound => {
+                    let mobility_until = (mode == RemovalMode::Mobility).then(|| {
+                        Instant::now()
+                            + Duration::from_secs(self.shared.config.session.mobility_grace)
+                    });
+                    if let Some(session) = state.session.as_mut() {
+                        session.detached = Some(Detached { mobility_until });
+                    }
+                    (None, Some(mode))
+                }
+                _ if session_here => (state.session.take(), None),
+                _ => (None, None),
             };
             if detached {
                 state.readers.remove(reader);
             }
-            (generation, removed, session)
+            (generation, removed, session, kept)
         };
         tracing::info!(%reader, generation, "card removed");
         let identity = removed
@@ -397,15 +473,74 @@ impl Agent {
             reader: reader.to_string(),
             generation,
         });
+        if let Some(kept) = kept {
+            let text = match kept {
+                RemovalMode::Mobility => format!(
+                    "session kept without the card (mobility) at generation {generation}; re-authentication due within {} s",
+                    self.shared.config.session.mobility_grace
+                ),
+                _ => format!(
+                    "session locked (session-lock) at generation {generation}; the same card and its passcode resume it"
+                ),
+            };
+            self.audit_after_the_fact(&AuditEvent::Note {
+                holder: identity.map(|i| i.holder_uuid.clone()),
+                author: Some("cardgated".into()),
+                text,
+            });
+        }
         if let Some(session) = session {
             self.session_over(session, SessionEndReason::CardRemoved, generation);
         }
         self.emit(AgentEvent::PropertiesChanged);
     }
 
+    /// A card was read while a session is detached from its card: any card but the
+    /// session's own ends it (a swap never inherits a session). Called under the state lock
+    /// that stores the card's report, so no answer ever sees both.
+    fn take_swapped(state: &mut State, report: &CardReport) -> Option<(Session, u64)> {
+        let swapped = state
+            .session
+            .as_ref()
+            .is_some_and(|s| s.detached.is_some() && !s.same_card(report));
+        if !swapped {
+            return None;
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        state.session.take().map(|s| (s, generation))
+    }
+
+    /// After [`Agent::take_swapped`]: the audit note (`card-swapped`), the signal, the
+    /// endpoint logout.
+    fn swapped_over(&self, ended: Option<(Session, u64)>, report: &CardReport) {
+        if let Some((session, generation)) = ended {
+            self.audit_after_the_fact(&AuditEvent::Note {
+                holder: Some(session.holder.clone()),
+                author: Some("cardgated".into()),
+                text: format!(
+                    "session ended: card-swapped (card {} read while the session of card {} was away)",
+                    report.identity.card_serial.as_str(),
+                    session.card_serial.as_str()
+                ),
+            });
+            self.session_over(session, SessionEndReason::CardSwapped, generation);
+        }
+    }
+
     /// After a session was taken out of the state: audit, signal, endpoint logout.
     fn session_over(&self, session: Session, reason: SessionEndReason, generation: u64) {
         tracing::info!(reason = reason.as_str(), generation, "session ended");
+        if reason == SessionEndReason::ReauthenticationDue {
+            // The audit trail's reasons have no name for it: a note says which it was.
+            self.audit_after_the_fact(&AuditEvent::Note {
+                holder: Some(session.holder.clone()),
+                author: Some("cardgated".into()),
+                text: format!(
+                    "session ended: reauthentication-due (mobility window over) at generation {generation}"
+                ),
+            });
+        }
         self.audit_after_the_fact(&AuditEvent::SessionEnded {
             card_serial: session.card_serial.clone(),
             holder: session.holder.clone(),
@@ -458,7 +593,7 @@ impl Agent {
     /// The card of `insertion` has been read (or could not be).
     fn card_read(&self, insertion: Insertion, result: Result<CardReport, CardError>) {
         let reader = insertion.reader().clone();
-        {
+        let swapped = {
             let mut state = lock(&self.shared.state);
             let Some(slot) = state.readers.get_mut(&reader) else {
                 return;
@@ -470,13 +605,18 @@ impl Agent {
                 Ok(report) => {
                     card.report = Some(report.clone());
                     slot.pin_pad = report.pin_pad;
+                    Agent::take_swapped(&mut state, report)
                 }
-                Err(e) => card.problem = Some(e.to_string()),
+                Err(e) => {
+                    card.problem = Some(e.to_string());
+                    None
+                }
             }
-        }
+        };
         match result {
             Ok(report) => {
                 tracing::info!(%reader, card = %report.identity.card_serial.as_str(), "card read");
+                self.swapped_over(swapped, &report);
                 self.audit_after_the_fact(&AuditEvent::CardInserted {
                     reader: reader.to_string(),
                     card_serial: Some(report.identity.card_serial.clone()),
@@ -534,10 +674,12 @@ impl Agent {
         let report = active.and_then(|(_, card)| card.report.as_ref());
         let session = state.live_session();
         let blocked = report.is_some_and(|r| r.passcode == PasscodeStatus::Blocked);
+        let locked = state.session.as_ref().is_some_and(Session::is_locked);
         let agent_state = match (active, session) {
-            (None, _) => AgentState::NoCard,
-            (Some(_), Some(_)) if state.endpoint_unreachable => AgentState::EndpointUnavailable,
-            (Some(_), Some(_)) => AgentState::LoggedIn,
+            (_, Some(_)) if state.endpoint_unreachable => AgentState::EndpointUnavailable,
+            (_, Some(_)) => AgentState::LoggedIn,
+            (_, None) if locked => AgentState::SessionLocked,
+            (None, None) => AgentState::NoCard,
             (Some(_), None) if blocked => AgentState::CardLocked,
             (Some(_), None) => AgentState::CardPresent,
         };
@@ -638,8 +780,31 @@ impl Agent {
     }
 
     /// The policy's snapshot of the state.
+    ///
+    /// `mobility`: while a session's card is away and the re-authentication timer runs (and
+    /// no other card is in), the card counts as present-by-mobility, its certificate as
+    /// checked at log-in, the holder as the session's; once the timer ran out (or under
+    /// `normal` and `session-lock`) an absent card is absent and the policy answers `no-card`.
     fn view(&self, state: &State) -> SessionView {
         let active = state.active_card();
+        if active.is_none()
+            && let Some(session) = state.away_session()
+        {
+            return SessionView {
+                card: CardState::Present,
+                certificate: if session.spine.certificate_not_after > now() {
+                    CertificateStatus::Usable
+                } else {
+                    CertificateStatus::Expired
+                },
+                logged_in: true,
+                session_expired: state.last_activity.elapsed() >= session.max_idle,
+                endpoint_reachable: !state.endpoint_unreachable,
+                selected_role: session.selected.as_ref().and_then(role_view),
+                holder: cardgate_policy::HolderUuid::new(session.holder.as_str()).ok(),
+                generation: Generation::new(state.generation),
+            };
+        }
         let report = active.and_then(|(_, card)| card.report.as_ref());
         let card = match (active, report) {
             (None, _) => CardState::Absent,
@@ -722,7 +887,7 @@ impl Agent {
                     None => "The card is still being read; try again in a moment.".into(),
                 }));
             };
-            if state.live_session().is_some() {
+            if state.live_session().is_some_and(|s| s.detached.is_none()) {
                 return Err(AgentError::InvalidArgument(
                     "Login: a session is already open for this card; log out first".into(),
                 ));
@@ -768,6 +933,12 @@ impl Agent {
             return Err(card_error(e));
         }
 
+        if let Some(resumed) = self.resume(&reader, &insertion, &report)? {
+            self.reinspect(&actor, insertion);
+            self.emit(AgentEvent::PropertiesChanged);
+            return Ok(resumed);
+        }
+
         let signer = actor
             .signer(
                 insertion.clone(),
@@ -808,6 +979,7 @@ impl Agent {
                     spine: spine.clone(),
                     selected,
                     max_idle,
+                    detached: None,
                 });
                 state.last_activity = Instant::now();
                 state.card_left_signalled = false;
@@ -846,6 +1018,85 @@ impl Agent {
         self.reinspect(&actor, insertion);
         self.emit(AgentEvent::PropertiesChanged);
         Ok(spine.role_profiles.iter().map(role_info).collect())
+    }
+
+    /// After the passcode was verified on the card of `insertion`: if a session is detached
+    /// from its card (`session-lock`, `mobility`) and this is the same card (holder, card
+    /// serial, certificate serial), the session is bound to this insertion again with its
+    /// endpoint session and selected role unchanged (no endpoint log-in), and its role
+    /// profiles are returned. Another card's log-in ends the detached session first
+    /// (`card-swapped`) and goes on as a fresh log-in (`None`).
+    fn resume(
+        &self,
+        reader: &ReaderName,
+        insertion: &Insertion,
+        report: &CardReport,
+    ) -> Result<Option<Vec<RoleProfileInfo>>, AgentError> {
+        let resumed = {
+            let mut state = lock(&self.shared.state);
+            let still_here = state
+                .readers
+                .get(reader)
+                .and_then(|slot| slot.card.as_ref())
+                .is_some_and(|card| &card.insertion == insertion);
+            match state.session.as_ref() {
+                Some(s) if s.detached.is_some() && s.same_card(report) && still_here => {
+                    state.generation += 1;
+                    let generation = state.generation;
+                    state.last_activity = Instant::now();
+                    state.card_left_signalled = false;
+                    state.session.as_mut().map(|session| {
+                        session.reader = reader.clone();
+                        session.insertion = insertion.clone();
+                        session.detached = None;
+                        (
+                            session.holder.clone(),
+                            session.card_serial.clone(),
+                            session.spine.session_id.clone(),
+                            session
+                                .spine
+                                .role_profiles
+                                .iter()
+                                .map(role_info)
+                                .collect::<Vec<_>>(),
+                            generation,
+                        )
+                    })
+                }
+                _ => None,
+            }
+        };
+        let Some((holder, card_serial, session_id, profiles, generation)) = resumed else {
+            // A detached session of another card never survives a log-in.
+            let swapped = Agent::take_swapped(&mut lock(&self.shared.state), report);
+            self.swapped_over(swapped, report);
+            return Ok(None);
+        };
+        tracing::info!(generation, "session resumed");
+        let audited = self
+            .audit(&AuditEvent::SessionStarted {
+                card_serial,
+                holder: holder.clone(),
+                session_generation: generation,
+            })
+            .and_then(|()| {
+                self.audit(&AuditEvent::Note {
+                    holder: Some(holder.clone()),
+                    author: Some("cardgated".into()),
+                    text: format!(
+                        "session resumed by the same card and its passcode (endpoint session {session_id} kept)"
+                    ),
+                })
+            });
+        if let Err(e) = audited {
+            self.end_session(SessionEndReason::LoggedOut);
+            return Err(e);
+        }
+        self.emit(AgentEvent::SessionStarted {
+            holder_uuid: holder.as_str().to_owned(),
+            generation,
+        });
+        Ok(Some(profiles))
     }
 
     /// Reads the card again in the background (tries left after an attempt).
@@ -914,6 +1165,13 @@ impl Agent {
                     "Log in before choosing a role.".into(),
                 ));
             };
+            if session.detached.is_some() {
+                // Mobility keeps work going without the card; changing who one acts as
+                // needs the card back.
+                return Err(AgentError::NoCard(
+                    "Insert your smartcard to change role.".into(),
+                ));
+            }
             if !session.spine.role_profiles.iter().any(|p| p.id == id) {
                 return Err(AgentError::UnknownRoleProfile(format!(
                     "id: the holder has no role profile \"{}\"",
@@ -1010,21 +1268,83 @@ impl Agent {
         })
     }
 
-    /// `ChangePasscode`: the shapes are checked; the card operation is not in this build.
-    pub fn change_passcode(
+    /// `ChangePasscode`: both shapes checked first (no try spent), then CHANGE REFERENCE
+    /// DATA through the card's actor under the PIV policy (final try only when confirmed, a
+    /// value that just failed never re-sent). The outcome (never a passcode) is audited.
+    pub async fn change_passcode(
         &self,
+        caller: &CallerIdentity,
         current: &str,
         new: &str,
-        _confirm_final_try: bool,
+        confirm_final_try: bool,
     ) -> Result<(), AgentError> {
-        Passcode::new(current.to_owned())
+        let current = Passcode::new(current.to_owned())
             .map_err(|e| AgentError::InvalidArgument(format!("current: {e}")))?;
-        Passcode::new(new.to_owned())
+        let new = Passcode::new(new.to_owned())
             .map_err(|e| AgentError::InvalidArgument(format!("new: {e}")))?;
-        Err(AgentError::Internal(
-            "ChangePasscode is not available in this build of cardgated (nothing was sent to the card)"
-                .into(),
-        ))
+        let final_try = if confirm_final_try {
+            FinalTry::Confirmed
+        } else {
+            FinalTry::NotConfirmed
+        };
+        tracing::info!(
+            uid = caller.uid,
+            pid = caller.pid,
+            "passcode change requested"
+        );
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+        let (reader, insertion, identity) = {
+            let state = lock(&self.shared.state);
+            let Some((reader, card)) = state.active_card() else {
+                return Err(AgentError::NoCard(
+                    "Insert your smartcard to change its passcode.".into(),
+                ));
+            };
+            let Some(report) = &card.report else {
+                return Err(AgentError::NoCard(
+                    "The card is still being read (or could not be read); try again in a moment."
+                        .into(),
+                ));
+            };
+            (
+                reader.clone(),
+                card.insertion.clone(),
+                report.identity.clone(),
+            )
+        };
+        let actor = self.actor(&reader)?;
+        let changed = actor
+            .change_passcode(insertion.clone(), current, new, final_try)
+            .await;
+        let (outcome, tries_left) = passcode_outcome(&changed);
+        if let Some(outcome) = outcome {
+            self.audit(&AuditEvent::PasscodeAttempt {
+                reader: reader.to_string(),
+                card_serial: Some(identity.card_serial.clone()),
+                holder: Some(identity.holder_uuid.clone()),
+                entry_method: EntryMethod::HostKeyboard,
+                outcome,
+                tries_left,
+            })?;
+        }
+        if changed.is_ok() {
+            self.audit(&AuditEvent::Note {
+                holder: Some(identity.holder_uuid.clone()),
+                author: Some("cardgated".into()),
+                text: "passcode changed by the holder (ChangePasscode)".into(),
+            })?;
+        }
+        if let Err(e) = &changed
+            && e.piv().is_some_and(|p| {
+                matches!(
+                    p,
+                    PivError::WrongPasscode { .. } | PivError::CardBlocked { .. }
+                )
+            })
+        {
+            self.reinspect(&actor, insertion);
+        }
+        changed.map_err(card_error)
     }
 
     /// The certificate serial bound to the session (diagnostics).
@@ -1076,10 +1396,15 @@ impl Agent {
     /// it under paused time.
     pub fn check_timers(&self) {
         let config = &self.shared.config.session;
-        let (idle_out, card_left) = {
+        let (idle_out, card_left, reauthentication_due) = {
             let mut state = lock(&self.shared.state);
             let idle = state.last_activity.elapsed();
             let idle_out = state.session.as_ref().is_some_and(|s| idle >= s.max_idle);
+            let reauthentication_due = state.session.as_ref().is_some_and(|s| {
+                s.detached
+                    .and_then(|d| d.mobility_until)
+                    .is_some_and(|until| Instant::now() >= until)
+            });
             let card_left = if config.card_left_idle_time > 0
                 && !state.card_left_signalled
                 && idle >= Duration::from_secs(config.card_left_idle_time)
@@ -1093,8 +1418,11 @@ impl Agent {
             if card_left.is_some() {
                 state.card_left_signalled = true;
             }
-            (idle_out, card_left)
+            (idle_out, card_left, reauthentication_due)
         };
+        if reauthentication_due && !idle_out {
+            self.end_session(SessionEndReason::ReauthenticationDue);
+        }
         if idle_out {
             self.end_session(SessionEndReason::IdleTimeout);
         }
@@ -1231,6 +1559,10 @@ fn printable(value: &str) -> String {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+mod modes_tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     //! The core's state machine without a bus: removal ordering, the idle timers under paused
     //! tokio time (never sleeps), and argument checks that cost nothing.
@@ -1337,6 +1669,7 @@ mod tests {
             },
             selected: None,
             max_idle,
+            detached: None,
         });
         state.last_activity = Instant::now();
     }

@@ -87,7 +87,8 @@ pub enum RemovalMode {
     /// The session is locked: the same card (holder, serial, certificate) with its passcode
     /// resumes it; another card starts afresh.
     SessionLock,
-    /// The session survives removal for `mobility_grace`, then re-authentication is forced.
+    /// The session survives removal for `mobility_grace` (decisions made before the removal
+    /// are void: the generation is bumped), then it ends with `reauthentication-due`.
     Mobility,
 }
 
@@ -207,14 +208,6 @@ impl Config {
         if self.card.crl.trim().is_empty() {
             return bad("card.crl", "\"endpoint\" or the path of a CRL file");
         }
-        if self.session.removal != RemovalMode::Normal {
-            // Refused rather than silently treated as "normal": an operator who chose session
-            // lock or mobility expects a resumable session and must not be surprised.
-            return bad(
-                "session.removal",
-                "only \"normal\" is supported by this build of cardgated (\"session-lock\" and \"mobility\" are planned)",
-            );
-        }
         if self.session.removal == RemovalMode::Mobility && self.session.mobility_grace == 0 {
             return bad("session.mobility_grace", "must be at least 1 second");
         }
@@ -271,10 +264,20 @@ mod tests {
         let mode = DOCUMENTED.replace("removal = \"normal\"", "removal = \"sometimes\"");
         assert!(refused(&mode).contains("removal"), "{}", refused(&mode));
         let lock = DOCUMENTED.replace("removal = \"normal\"", "removal = \"session-lock\"");
+        assert_eq!(
+            Config::from_toml(&lock).unwrap().session.removal,
+            RemovalMode::SessionLock
+        );
+        let mobility = DOCUMENTED.replace("removal = \"normal\"", "removal = \"mobility\"");
+        assert_eq!(
+            Config::from_toml(&mobility).unwrap().session.removal,
+            RemovalMode::Mobility
+        );
+        let no_grace = mobility.replace("mobility_grace = 300", "mobility_grace = 0");
         assert!(
-            refused(&lock).contains("session.removal"),
+            refused(&no_grace).contains("session.mobility_grace"),
             "{}",
-            refused(&lock)
+            refused(&no_grace)
         );
         let login = DOCUMENTED.replace("login_mode = \"B\"", "login_mode = \"C\"");
         assert!(

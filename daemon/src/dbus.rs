@@ -216,10 +216,12 @@ impl AgentInterface {
     ) -> Result<(), AgentError> {
         let current = zeroize::Zeroizing::new(current);
         let new = zeroize::Zeroizing::new(new);
-        self.restricted(connection, &header, "ChangePasscode")
+        let who = self
+            .restricted(connection, &header, "ChangePasscode")
             .await?;
         self.agent
-            .change_passcode(&current, &new, confirm_final_try)
+            .change_passcode(&who, &current, &new, confirm_final_try)
+            .await
     }
 
     /// The gate.

@@ -143,6 +143,13 @@ pub async fn run(
         audit,
     );
 
+    // Readers first: a client must never be told "no reader" because it asked in the moment
+    // between the bus name and the monitor's first events.
+    match backend.list_readers() {
+        Ok(names) => agent.note_readers_at_start(&names),
+        Err(e) => tracing::warn!(error = %e, "listing readers at start"),
+    }
+
     let builder = if bus == "system" {
         zbus::connection::Builder::system()?
     } else {

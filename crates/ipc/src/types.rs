@@ -168,7 +168,8 @@ pub enum SessionEndReason {
     CardLeftInReader,
     /// The endpoint ended the session.
     EndpointEnded,
-    /// Another card was inserted where the session's card had been.
+    /// Another card was read while the session's card was away (`session-lock` or
+    /// `mobility`): a swap never inherits a session.
     CardSwapped,
     /// `removal = "mobility"`: the re-authentication timer ran out.
     ReauthenticationDue,

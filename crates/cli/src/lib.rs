@@ -1,0 +1,181 @@
+//! `cardgate`, the command line of the cardgate smartcard agent, for pharmacy staff, IT support
+//! and scripts. It talks to `cardgated` over D-Bus (`docs/ipc.md`) and reads the audit trail
+//! directly, so a support call can get the card UUID, the state and the exact error messages
+//! in one command (`docs/support.md`).
+//!
+//! A library with a thin `main`, so the e2e tests and the man page use the same definition.
+//! Exit codes: 0 success (for `check`: allowed), 1 a refusal or a problem found (refused,
+//! tampered audit trail, agent not running), 2 a usage error or the agent unreachable in
+//! `check`.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod error;
+pub mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub use error::CliError;
+
+/// The audit trail's path in the daemon's documented default configuration.
+pub const DEFAULT_AUDIT_PATH: &str = "/var/lib/cardgate/audit.jsonl";
+/// The daemon's configuration file, read (only for `[paths] audit`) when `--file` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cardgate/cardgated.toml";
+
+/// Smartcard status, authorisation checks and audit verification for the cardgate agent.
+#[derive(Debug, Parser)]
+#[command(name = "cardgate", version, propagate_version = true)]
+pub struct Cli {
+    /// Print JSON for scripts instead of sentences for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The D-Bus bus the agent serves on: `system`, or an address (`unix:path=...`).
+    #[arg(long, global = true, value_name = "ADDRESS", default_value = "system")]
+    pub bus: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Readers, card, holder, state, role, tries left and certificate expiry, with what to do.
+    Status,
+    /// Ask the agent whether ACTION is allowed now; exit 0 allowed, 1 refused, 2 error.
+    Check {
+        /// One of nominate-set, nominate-change, nominate-delete, download, return,
+        /// dispense-notification, claim, view-scr.
+        action: String,
+        /// The pharmacy's ODS code (default: the selected role profile's).
+        #[arg(long, value_name = "CODE")]
+        ods: Option<String>,
+    },
+    /// Verify or show the audit trail (read directly from the file).
+    Audit {
+        /// What to do with the trail.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the agent's events as they happen, one per line, until Ctrl-C.
+    Watch,
+    /// Log in with the card in the reader.
+    Login {
+        /// Type the passcode on the reader's PIN pad.
+        #[arg(long)]
+        pin_pad: bool,
+        /// Read the passcode from the first line of standard input (for scripts; never echoed).
+        #[arg(long, conflicts_with = "pin_pad")]
+        passcode_stdin: bool,
+        /// Agree in advance to use the card's final try (otherwise asked on the terminal).
+        #[arg(long)]
+        confirm_final_try: bool,
+        /// The role profile id to select when the holder has several.
+        #[arg(long, value_name = "ID")]
+        role: Option<String>,
+    },
+    /// Select or switch the role profile within the session (ids are listed at log-in).
+    Role {
+        /// The role profile id (e.g. `RP-PHARM-FA123`).
+        id: String,
+    },
+    /// End the session; the card stays in the reader.
+    Logout,
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `cardgate audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; prints the first break and exits 1 if the trail was tampered with.
+    Verify {
+        /// The audit trail (default: the daemon's configured one).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Show the last entries.
+    Tail {
+        /// How many entries.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// The audit trail (default: the daemon's configured one).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// The clap definition, for completions, the man page and tests.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parses the command line and runs it; what the `cardgate` binary's `main` is.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cardgate: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    ExitCode::from(runtime.block_on(commands::run(cli)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn the_man_page_and_completions_come_from_the_definition() {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(command()).render(&mut out).unwrap();
+        let page = String::from_utf8(out).unwrap();
+        assert!(page.contains("cardgate"));
+        assert!(page.contains("\\-\\-json"), "{page}");
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut command(),
+            "cardgate",
+            &mut out,
+        );
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("status") && script.contains("check"));
+    }
+
+    #[test]
+    fn check_takes_an_ods_code_and_globals_go_anywhere() {
+        let cli =
+            Cli::try_parse_from(["cardgate", "check", "download", "--ods", "FA123", "--json"])
+                .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.bus, "system");
+        assert!(matches!(
+            cli.command,
+            Command::Check { ref action, ref ods } if action == "download" && ods.as_deref() == Some("FA123")
+        ));
+        let err = Cli::try_parse_from(["cardgate", "login", "--pin-pad", "--passcode-stdin"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}
