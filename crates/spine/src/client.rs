@@ -156,31 +156,14 @@ impl SpineClient {
             role_profile_id: role_profile_id.to_owned(),
         };
         let path = paths::session_role_path(&session.session_id);
-        let response = self
-            .send(
-                Listener::Api,
-                Method::PUT,
-                &path,
-                Some(&session.token),
-                Some(&body),
-            )
-            .await?;
-        expect(response, StatusCode::OK)
+        self.call_as(session, Method::PUT, &path, Some(&body)).await
     }
 
     /// Reads the session as the server has it now (roles, selection); counts as activity.
     pub async fn session(&self, session: &Session) -> Result<Session, SpineError> {
         let path = paths::session_path(&session.session_id);
-        let response = self
-            .send::<Empty>(
-                Listener::Api,
-                Method::GET,
-                &path,
-                Some(&session.token),
-                None,
-            )
-            .await?;
-        expect(response, StatusCode::OK)
+        self.call_as::<Empty, _>(session, Method::GET, &path, None)
+            .await
     }
 
     /// Asks whether `token` is active, as an application holding a token would.
@@ -315,16 +298,8 @@ impl SpineClient {
     /// A Temporary Access Card's record.
     pub async fn tac(&self, session: &Session, tac_serial: &str) -> Result<TacRecord, SpineError> {
         let path = paths::tac_path(tac_serial);
-        let response = self
-            .send::<Empty>(
-                Listener::Api,
-                Method::GET,
-                &path,
-                Some(&session.token),
-                None,
-            )
-            .await?;
-        expect(response, StatusCode::OK)
+        self.call_as::<Empty, _>(session, Method::GET, &path, None)
+            .await
     }
 
     /// Activates a blank TAC for a holder, with its custodian.
@@ -335,16 +310,8 @@ impl SpineClient {
         request: &TacActivateRequest,
     ) -> Result<TacRecord, SpineError> {
         let path = paths::tac_activate_path(tac_serial);
-        let response = self
-            .send(
-                Listener::Api,
-                Method::POST,
-                &path,
-                Some(&session.token),
-                Some(request),
-            )
-            .await?;
-        expect(response, StatusCode::OK)
+        self.call_as(session, Method::POST, &path, Some(request))
+            .await
     }
 
     /// Records who used a TAC and when, in the custodian's register.
@@ -355,16 +322,8 @@ impl SpineClient {
         usage: &TacUsageRequest,
     ) -> Result<TacRecord, SpineError> {
         let path = paths::tac_usage_path(tac_serial);
-        let response = self
-            .send(
-                Listener::Api,
-                Method::POST,
-                &path,
-                Some(&session.token),
-                Some(usage),
-            )
-            .await?;
-        expect(response, StatusCode::OK)
+        self.call_as(session, Method::POST, &path, Some(usage))
+            .await
     }
 
     /// Returns a TAC to blank (its holder's permanent card has arrived).
@@ -374,14 +333,20 @@ impl SpineClient {
         tac_serial: &str,
     ) -> Result<TacRecord, SpineError> {
         let path = paths::tac_return_path(tac_serial);
+        self.call_as::<Empty, _>(session, Method::POST, &path, None)
+            .await
+    }
+
+    /// One call on the API listener as the session's holder, answered with 200 and a body.
+    async fn call_as<B: Serialize, R: DeserializeOwned>(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, SpineError> {
         let response = self
-            .send::<Empty>(
-                Listener::Api,
-                Method::POST,
-                &path,
-                Some(&session.token),
-                None,
-            )
+            .send(Listener::Api, method, path, Some(&session.token), body)
             .await?;
         expect(response, StatusCode::OK)
     }
