@@ -5,17 +5,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{check, lab_trial};
-use cardgate_ipc::{ACTIONS, AgentProxy};
+use cardgate_ipc::ACTIONS;
 use cardgate_lab::{Lab, ReaderSlot};
-use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, DemoWorld, PHARMACIST, PrivateBus};
+use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
-use zbus::proxy::CacheProperties;
 
 fn main() -> ExitCode {
     cardgate_lab::enter_lab_namespace();
@@ -27,10 +25,6 @@ fn main() -> ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
-    Failed::from(format!("{what}: {e}"))
-}
-
 /// The named error of a failed call, e.g. `org.cardgate.Agent1.Error.NoCard`.
 fn error_name<T: std::fmt::Debug>(result: zbus::Result<T>) -> String {
     match result {
@@ -38,21 +32,6 @@ fn error_name<T: std::fmt::Debug>(result: zbus::Result<T>) -> String {
         Err(zbus::Error::MethodError(name, _, _)) => name.to_string(),
         Err(e) => format!("{e}"),
     }
-}
-
-async fn wait_for<F, Fut>(what: &str, mut probe: F) -> Result<(), Failed>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if probe().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(Failed::from(format!("timed out waiting for {what}")))
 }
 
 fn busctl(address: &str, args: &[&str]) -> (bool, String) {
@@ -82,55 +61,13 @@ fn pharmacy_day(lab: &mut Lab) -> Result<(), Failed> {
 }
 
 async fn day(lab: &mut Lab) -> Result<(), Failed> {
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(|e| fail("demo world", e))?;
-    let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
-    let address = bus.address().to_owned();
-    let config = world.config(&address).map_err(|e| fail("config", e))?;
-    let audit_path = config.paths.audit.clone();
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(cardgated::run(
-        config,
-        Arc::new(PcscBackend::new()),
-        None,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-
-    let connection = zbus::connection::Builder::address(address.as_str())
-        .map_err(|e| fail("bus address", e))?
-        .build()
-        .await
-        .map_err(|e| fail("connecting to the private bus", e))?;
-    let dbus = zbus::fdo::DBusProxy::new(&connection)
-        .await
-        .map_err(|e| fail("bus proxy", e))?;
-    wait_for("cardgated to own its name", || {
-        let dbus = dbus.clone();
-        async move {
-            dbus.name_has_owner(cardgate_ipc::BUS_NAME.try_into().unwrap())
-                .await
-                .unwrap_or(false)
-        }
-    })
-    .await
-    .map_err(|e| {
-        let early = if daemon.is_finished() {
-            " (cardgated has exited)"
-        } else {
-            ""
-        };
-        Failed::from(format!("{}{early}", e.message().unwrap_or("")))
-    })?;
-    let agent = AgentProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail("agent proxy", e))?;
+    let running = RunningDaemon::start(|_| {}).await?;
+    let RunningDaemon {
+        world,
+        address,
+        agent,
+        ..
+    } = &running;
 
     // Morning: no card yet.
     let answer = agent
@@ -225,7 +162,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
 
     // busctl, an independent client, asks the same.
     let (ok, out) = busctl(
-        &address,
+        address,
         &[
             "call",
             cardgate_ipc::BUS_NAME,
@@ -386,7 +323,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
             cardgate_ipc::INTERFACE,
         ];
         full.extend(args.iter().copied());
-        let (ok, out) = busctl(&address, &full);
+        let (ok, out) = busctl(address, &full);
         check(!ok, || format!("busctl {args:?} succeeded: {out}"))?;
     }
     let status = agent
@@ -404,15 +341,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
         format!("the dispenser's card lost tries: {tries}")
     })?;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), daemon)
-        .await
-        .map_err(|_| Failed::from("cardgated did not stop"))?
-        .map_err(|e| fail("cardgated task", e))?
-        .map_err(|e| fail("cardgated", e))?;
-
-    // Nothing on the audit trail holds the passcode.
-    let audit = std::fs::read_to_string(&audit_path).map_err(|e| fail("audit", e))?;
+    let audit = running.stop().await?;
     check(!audit.contains(DEMO_PASSCODE), || {
         "the passcode is on the audit trail".into()
     })?;
@@ -422,6 +351,5 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     check(audit.contains("passcode_attempt"), || {
         "no passcode attempt audited".into()
     })?;
-    drop(bus);
     Ok(())
 }

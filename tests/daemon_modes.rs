@@ -7,19 +7,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{check, lab_trial};
-use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
-use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalMode;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, DemoWorld, PHARMACIST, PrivateBus};
+use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed};
-use zbus::proxy::CacheProperties;
 
 fn main() -> ExitCode {
     cardgate_lab::enter_lab_namespace();
@@ -31,25 +28,6 @@ fn main() -> ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
-    Failed::from(format!("{what}: {e}"))
-}
-
-async fn wait_for<F, Fut>(what: &str, mut probe: F) -> Result<(), Failed>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if probe().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(Failed::from(format!("timed out waiting for {what}")))
-}
-
 fn session_lock(lab: &mut Lab) -> Result<(), Failed> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,47 +37,14 @@ fn session_lock(lab: &mut Lab) -> Result<(), Failed> {
 }
 
 async fn run(lab: &mut Lab) -> Result<(), Failed> {
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(|e| fail("demo world", e))?;
-    let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
-    let address = bus.address().to_owned();
-    let mut config = world.config(&address).map_err(|e| fail("config", e))?;
-    config.session.removal = RemovalMode::SessionLock;
-    let audit_path = config.paths.audit.clone();
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(cardgated::run(
-        config,
-        Arc::new(PcscBackend::new()),
-        None,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let connection = zbus::connection::Builder::address(address.as_str())
-        .map_err(|e| fail("bus address", e))?
-        .build()
-        .await
-        .map_err(|e| fail("connecting to the private bus", e))?;
-    let dbus = zbus::fdo::DBusProxy::new(&connection)
-        .await
-        .map_err(|e| fail("bus proxy", e))?;
-    wait_for("cardgated to own its name", || {
-        let dbus = dbus.clone();
-        async move {
-            dbus.name_has_owner(cardgate_ipc::BUS_NAME.try_into().unwrap())
-                .await
-                .unwrap_or(false)
-        }
-    })
-    .await?;
-    let agent = AgentProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail("agent proxy", e))?;
+    let running =
+        RunningDaemon::start(|config| config.session.removal = RemovalMode::SessionLock).await?;
+    let RunningDaemon {
+        world,
+        address: _,
+        agent,
+        ..
+    } = &running;
     let mut ended = agent
         .receive_session_ended()
         .await
@@ -218,13 +163,7 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
         .await
         .map_err(|e| fail("Login with the new passcode", e))?;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), daemon)
-        .await
-        .map_err(|_| Failed::from("cardgated did not stop"))?
-        .map_err(|e| fail("cardgated task", e))?
-        .map_err(|e| fail("cardgated", e))?;
-    let audit = std::fs::read_to_string(&audit_path).map_err(|e| fail("audit", e))?;
+    let audit = running.stop().await?;
     for secret in [DEMO_PASSCODE, "n3w5678"] {
         check(!audit.contains(secret), || {
             "a passcode is on the audit trail".into()
@@ -234,6 +173,5 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
         audit.contains("card-swapped") && audit.contains("session resumed"),
         || "the audit trail lacks the swap or the resumption".into(),
     )?;
-    drop(bus);
     Ok(())
 }

@@ -1,0 +1,132 @@
+//! A running `cardgated` for the daemon suites: the demo world (card CA, in-process spine-sim,
+//! card files), a private `dbus-daemon`, the daemon watching the lab's real pcscd, and a client
+//! proxy that waits until the daemon owns its name. Stopping it returns the audit trail, so each
+//! suite can check what it recorded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cardgate_ipc::AgentProxy;
+use cardgate_reader::PcscBackend;
+use cardgated::demo::{DemoWorld, PrivateBus};
+use cardgated::{Config, DaemonError};
+use libtest_mimic::Failed;
+use zbus::proxy::CacheProperties;
+
+/// A failure naming the step that failed and why.
+pub fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
+    Failed::from(format!("{what}: {e}"))
+}
+
+/// Polls `probe` every 50 ms until it holds, for at most 10 s.
+pub async fn wait_for<F, Fut>(what: &str, mut probe: F) -> Result<(), Failed>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if probe().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Failed::from(format!("timed out waiting for {what}")))
+}
+
+/// `cardgated` running on a private bus against the lab's pcscd, with a client proxy.
+pub struct RunningDaemon {
+    /// The demo world: card files, the card CA and the in-process spine-sim.
+    pub world: DemoWorld,
+    /// The private bus's address, for independent clients such as `busctl`.
+    pub address: String,
+    /// A client of the daemon, properties never cached (every read asks the daemon).
+    pub agent: AgentProxy<'static>,
+    audit_path: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<Result<(), DaemonError>>,
+    // Dropped after the proxy: the bus outlives every client of it.
+    _bus: PrivateBus,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningDaemon {
+    /// Starts the world, the bus and the daemon (with `configure` applied to the demo
+    /// configuration), and returns once the daemon owns its bus name.
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> Result<RunningDaemon, Failed> {
+        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let world = DemoWorld::start(dir.path())
+            .await
+            .map_err(|e| fail("demo world", e))?;
+        let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
+        let address = bus.address().to_owned();
+        let mut config = world.config(&address).map_err(|e| fail("config", e))?;
+        configure(&mut config);
+        let audit_path = config.paths.audit.clone();
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(cardgated::run(
+            config,
+            Arc::new(PcscBackend::new()),
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .map_err(|e| fail("bus address", e))?
+            .build()
+            .await
+            .map_err(|e| fail("connecting to the private bus", e))?;
+        let dbus = zbus::fdo::DBusProxy::new(&connection)
+            .await
+            .map_err(|e| fail("bus proxy", e))?;
+        wait_for("cardgated to own its name", || {
+            let dbus = dbus.clone();
+            async move {
+                match cardgate_ipc::BUS_NAME.try_into() {
+                    Ok(name) => dbus.name_has_owner(name).await.unwrap_or(false),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+        .map_err(|e| {
+            let early = if daemon.is_finished() {
+                " (cardgated has exited)"
+            } else {
+                ""
+            };
+            Failed::from(format!("{}{early}", e.message().unwrap_or("")))
+        })?;
+        let agent = AgentProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| fail("agent proxy", e))?;
+        Ok(RunningDaemon {
+            world,
+            address,
+            agent,
+            audit_path,
+            stop,
+            daemon,
+            _bus: bus,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the daemon (it must stop within 15 s and without an error) and returns the audit
+    /// trail it wrote.
+    pub async fn stop(self) -> Result<String, Failed> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.daemon)
+            .await
+            .map_err(|_| Failed::from("cardgated did not stop"))?
+            .map_err(|e| fail("cardgated task", e))?
+            .map_err(|e| fail("cardgated", e))?;
+        std::fs::read_to_string(&self.audit_path).map_err(|e| fail("audit", e))
+    }
+}
