@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::ACTIONS;
 use cardgate_lab::{Lab, ReaderSlot};
@@ -16,12 +17,25 @@ use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
 
 fn main() -> ExitCode {
+    if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {
+        return code;
+    }
     cardgate_lab::enter_lab_namespace();
     let args = Arguments::from_args();
-    let trials = vec![lab_trial(
-        "pharmacy_day_through_dbus_pcscd_and_spine_sim",
-        pharmacy_day,
-    )];
+    let trials = vec![
+        lab_trial(
+            "pharmacy_day_through_dbus_pcscd_and_spine_sim",
+            pharmacy_day,
+        ),
+        lab_trial(
+            "the_daemons_own_log_at_trace_level_holds_no_passcode",
+            no_passcode_in_the_daemon_log,
+        ),
+        lab_trial(
+            "a_caller_outside_the_group_is_refused_restricted_methods_by_the_policy_and_the_daemon",
+            restricted_methods_for_another_user,
+        ),
+    ];
     libtest_mimic::run(&args, trials).exit_code()
 }
 
@@ -129,6 +143,12 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     })?;
     let state = agent.state().await.map_err(|e| fail("State", e))?;
     check(state == "logged-in", || format!("State {state}"))?;
+    // A verified passcode resets the counter: the full three, not "unknown".
+    let tries = agent
+        .passcode_tries_left()
+        .await
+        .map_err(|e| fail("tries", e))?;
+    check(tries == 3, || format!("tries after log-in: {tries}"))?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
@@ -351,5 +371,309 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     check(audit.contains("passcode_attempt"), || {
         "no passcode attempt audited".into()
     })?;
+    check_callers_recorded(&audit)
+}
+
+/// Every decision names its caller as the bus daemon saw it: this test process for the
+/// proxy's calls, a `busctl` process for busctl's, never one mistaken for the other (the
+/// daemon caches identities per connection).
+fn check_callers_recorded(audit: &str) -> Result<(), Failed> {
+    let me = std::process::id();
+    let my_exe = std::env::current_exe()
+        .map_err(|e| fail("current_exe", e))?
+        .display()
+        .to_string();
+    let (mut mine, mut busctls) = (0, 0);
+    for line in audit.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| fail("audit line", e))?;
+        let event = &entry["event"];
+        if event["kind"] != "authorisation_decision" {
+            continue;
+        }
+        let caller = &event["caller"];
+        let pid = caller["pid"].as_u64().unwrap_or_default();
+        let exe = caller["executable"].as_str().unwrap_or_default();
+        if exe.ends_with("/busctl") {
+            check(pid != u64::from(me), || {
+                format!("busctl recorded as us: {line}")
+            })?;
+            busctls += 1;
+        } else {
+            check(pid == u64::from(me) && exe == my_exe, || {
+                format!("a decision not from us ({me}, {my_exe}) nor busctl: {line}")
+            })?;
+            mine += 1;
+        }
+    }
+    check(busctls == 1 && mine > 8, || {
+        format!("decisions recorded: {mine} from this test, {busctls} from busctl")
+    })
+}
+
+/// The daemon as its own process, logging everything (`trace` for every module, zbus's
+/// included): a wrong passcode, the right one, a passcode change and a log-out, then its log
+/// must hold none of the three passcodes, neither as typed nor as the hex of the bytes sent
+/// to the card. The log must also show it logged at all, or the grep proves nothing.
+fn no_passcode_in_the_daemon_log(lab: &mut Lab) -> Result<(), Failed> {
+    const WRONG: &str = "90817263";
+    const NEW: &str = "55172839";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    let log = runtime.block_on(async {
+        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let world = cardgated::demo::DemoWorld::start(dir.path())
+            .await
+            .map_err(|e| fail("demo world", e))?;
+        let bus = cardgated::demo::PrivateBus::start().map_err(|e| fail("private bus", e))?;
+        let address = bus.address().to_owned();
+        let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+        let daemon = DaemonProcess::spawn(&world, &address, Some("trace"))
+            .map_err(|e| fail("daemon process", e))?;
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .map_err(|e| fail("address", e))?
+            .build()
+            .await
+            .map_err(|e| fail("connecting", e))?;
+        let agent = cardgate_ipc::AgentProxy::builder(&connection)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| fail("proxy", e))?;
+        wait_for("the daemon process to read readers", || {
+            let agent = agent.clone();
+            async move { agent.readers().await.is_ok_and(|r| !r.is_empty()) }
+        })
+        .await?;
+        let _inserted = lab
+            .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
+            .map_err(|e| fail("insert", e))?;
+        wait_for("the card to be read", || {
+            let agent = agent.clone();
+            async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
+        })
+        .await?;
+        let wrong = error_name(agent.login(WRONG, false).await);
+        check(wrong.ends_with("Error.WrongPasscode"), || wrong.clone())?;
+        agent
+            .login(DEMO_PASSCODE, false)
+            .await
+            .map_err(|e| fail("Login", e))?;
+        agent
+            .change_passcode(DEMO_PASSCODE, NEW, false)
+            .await
+            .map_err(|e| fail("ChangePasscode", e))?;
+        agent.logout().await.map_err(|e| fail("Logout", e))?;
+        drop(agent);
+        drop(connection);
+        daemon.stop().map_err(|e| fail("daemon process", e))
+    })?;
+    check(
+        log.contains("cardgated ready") && log.lines().count() > 20,
+        || format!("the daemon hardly logged; the grep would prove nothing:\n{log}"),
+    )?;
+    for secret in [DEMO_PASSCODE, WRONG, NEW] {
+        let hex = hex::encode(secret.as_bytes());
+        for form in [secret.to_owned(), hex.clone(), hex.to_uppercase()] {
+            check(!log.contains(&form), || {
+                let line = log.lines().find(|l| l.contains(&form)).unwrap_or_default();
+                format!("a passcode ({form}) is in the daemon's log: {line}")
+            })?;
+        }
+    }
     Ok(())
+}
+
+/// The rules every bus below starts from: anyone may connect; `strict` is the system bus's
+/// default (no method calls but to the bus itself, root excepted) plus the project's own
+/// policy file, `open` lets every call through so only the daemon's own check stands.
+fn bus_config(socket: &std::path::Path, strict: bool) -> String {
+    let policy = if strict {
+        format!(
+            r#"<policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+  </policy>
+  <policy user="root">
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+  </policy>
+  <include>{}</include>"#,
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../packaging/org.cardgate.Agent.conf"
+            )
+        )
+    } else {
+        r#"<policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>"#
+            .to_owned()
+    };
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  {policy}
+</busconfig>
+"#,
+        socket.display()
+    )
+}
+
+/// `busctl` run as the unprivileged user `nobody` against `address`.
+fn busctl_as_nobody(address: &str, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "busctl"])
+        .arg(format!("--address={address}"))
+        .args([
+            "call",
+            cardgate_ipc::BUS_NAME,
+            cardgate_ipc::OBJECT_PATH,
+            cardgate_ipc::INTERFACE,
+        ])
+        .args(args)
+        .output();
+    match output {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, format!("runuser could not run: {e}")),
+    }
+}
+
+/// A caller that is neither root nor in the restricted group (`nobody`, through `busctl`):
+/// on a bus with the system bus's defaults and the project's policy file, `Login` and
+/// `GetTicket` are refused by the bus itself; on a bus that lets everything through, by the
+/// daemon's own check of the caller's uid and groups. `Authorise` works for it on both, and
+/// the decision is audited under its uid.
+fn restricted_methods_for_another_user(_lab: &mut Lab) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| fail("chmod", e))?;
+        let world = cardgated::demo::DemoWorld::start(&dir.path().join("world"))
+            .await
+            .map_err(|e| fail("demo world", e))?;
+        for strict in [true, false] {
+            let name = if strict { "strict" } else { "open" };
+            let socket = dir.path().join(format!("bus-{name}"));
+            let config_path = dir.path().join(format!("bus-{name}.conf"));
+            std::fs::write(&config_path, bus_config(&socket, strict))
+                .map_err(|e| fail("bus config", e))?;
+            let bus = std::process::Command::new("dbus-daemon")
+                .arg(format!("--config-file={}", config_path.display()))
+                .args(["--nofork", "--nopidfile"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| fail("dbus-daemon", e))?;
+            let _bus = KillOnDrop(bus);
+            let address = format!("unix:path={}", socket.display());
+            wait_for("the bus socket", || {
+                let socket = socket.clone();
+                async move { socket.exists() }
+            })
+            .await?;
+            let mut config = world.config(&address).map_err(|e| fail("config", e))?;
+            config.paths.audit = dir.path().join(format!("audit-{name}.jsonl"));
+            let audit_path = config.paths.audit.clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let daemon = tokio::spawn(cardgated::run(
+                config,
+                std::sync::Arc::new(cardgate_reader::PcscBackend::new()),
+                None,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            wait_for("the daemon to answer on the bus", || {
+                let address = address.clone();
+                async move { busctl(&address, &["status", cardgate_ipc::BUS_NAME]).0 }
+            })
+            .await?;
+
+            let (ok, out) = busctl_as_nobody(&address, &["Login", "sb", "12345678", "false"]);
+            let refused_by = if strict {
+                "Access denied"
+            } else {
+                "only for members of the"
+            };
+            // The bus's refusal never reaches the daemon, so its words are not in it.
+            let daemon_spoke = out.contains("only for members of the");
+            check(
+                !ok && out.contains(refused_by) && daemon_spoke != strict,
+                || format!("{name} bus: Login as nobody: {out}"),
+            )?;
+            let (ok, out) = busctl_as_nobody(&address, &["GetTicket"]);
+            check(!ok && out.contains(refused_by), || {
+                format!("{name} bus: GetTicket as nobody: {out}")
+            })?;
+            let (ok, out) = busctl_as_nobody(&address, &["Authorise", "ss", "download", DEMO_ODS]);
+            check(ok && out.contains("\"no-card\""), || {
+                format!("{name} bus: Authorise as nobody: {out}")
+            })?;
+
+            let _ = stop.send(());
+            tokio::time::timeout(Duration::from_secs(15), daemon)
+                .await
+                .map_err(|_| Failed::from("cardgated did not stop"))?
+                .map_err(|e| fail("cardgated task", e))?
+                .map_err(|e| fail("cardgated", e))?;
+            let audit = std::fs::read_to_string(&audit_path).map_err(|e| fail("audit", e))?;
+            check(
+                audit
+                    .lines()
+                    .any(|l| l.contains("authorisation_decision") && l.contains("\"uid\":65534")),
+                || format!("{name} bus: no decision audited under nobody's uid:\n{audit}"),
+            )?;
+            check(!audit.contains("12345678"), || {
+                "the passcode is on the trail".into()
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// Kills and reaps a child process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

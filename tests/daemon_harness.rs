@@ -55,8 +55,17 @@ impl RunningDaemon {
     /// Starts the world, the bus and the daemon (with `configure` applied to the demo
     /// configuration), and returns once the daemon owns its bus name.
     pub async fn start(configure: impl FnOnce(&mut Config)) -> Result<RunningDaemon, Failed> {
+        RunningDaemon::start_with("", configure).await
+    }
+
+    /// As [`RunningDaemon::start`], with `extra_sim_toml` appended to spine-sim's
+    /// configuration (`DemoWorld::start_with`).
+    pub async fn start_with(
+        extra_sim_toml: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> Result<RunningDaemon, Failed> {
         let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-        let world = DemoWorld::start(dir.path())
+        let world = DemoWorld::start_with(dir.path(), extra_sim_toml)
             .await
             .map_err(|e| fail("demo world", e))?;
         let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;

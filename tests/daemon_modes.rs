@@ -21,10 +21,24 @@ use libtest_mimic::{Arguments, Failed};
 fn main() -> ExitCode {
     cardgate_lab::enter_lab_namespace();
     let args = Arguments::from_args();
-    let trials = vec![lab_trial(
-        "session_lock_resume_and_swap_through_dbus_pcscd_and_spine_sim",
-        session_lock,
-    )];
+    let trials = vec![
+        lab_trial(
+            "session_lock_resume_and_swap_through_dbus_pcscd_and_spine_sim",
+            session_lock,
+        ),
+        lab_trial(
+            "a_card_revoked_while_the_daemon_runs_is_refused_in_the_reader_and_after",
+            crl_refresh,
+        ),
+        lab_trial(
+            "a_passcode_the_endpoint_says_expires_soon_is_signalled_at_log_in",
+            passcode_expiring,
+        ),
+        lab_trial(
+            "a_session_the_endpoint_idled_out_ends_here_as_endpoint_ended",
+            endpoint_ended,
+        ),
+    ];
     libtest_mimic::run(&args, trials).exit_code()
 }
 
@@ -174,4 +188,250 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
         || "the audit trail lacks the swap or the resumption".into(),
     )?;
     Ok(())
+}
+
+fn crl_refresh(lab: &mut Lab) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    runtime.block_on(revoked_while_running(lab))
+}
+
+/// The daemon fetched the CRL at start; the RA then revokes the dispenser's card while it is in
+/// the reader (spine-sim serves the new CRL). Within the refresh interval the daemon holds the
+/// new CRL and checks the card in the reader again, so it is refused as revoked without being
+/// taken out; inserted again, it is refused at once and cannot log in. Without the refresh the
+/// revoked card would pass on the start-up CRL.
+async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
+    let running = RunningDaemon::start(|config| config.card.crl_refresh_seconds = 1).await?;
+    let RunningDaemon { world, agent, .. } = &running;
+    let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
+
+    // First, before the revocation: the card is fine.
+    let inserted = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(PivApplet::new(dispenser.clone())),
+        )
+        .map_err(|e| fail("inserting the card", e))?;
+    wait_for("the card to be read", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
+    })
+    .await?;
+    let before = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .map_err(|e| fail("Authorise", e))?;
+    check(before.reason == "not-logged-in", || {
+        format!("the card was not usable before the revocation: {before:?}")
+    })?;
+
+    let revoked = cardgate_vcard::provision::RevokedCard::all_of(
+        &dispenser,
+        time::OffsetDateTime::now_utc() - time::Duration::seconds(5),
+    )
+    .map_err(|e| fail("revoking", e))?;
+    cardgate_vcard::provision::record_revocations(&world.dir().join("card-ca"), &revoked)
+        .map_err(|e| fail("recording the revocation", e))?;
+    // Still in the reader: the next refresh (every second here) checks it again.
+    wait_for("the card in the reader to be refused as revoked", || {
+        let agent = agent.clone();
+        async move {
+            agent
+                .authorise("download", DEMO_ODS)
+                .await
+                .is_ok_and(|a| a.reason == "certificate-revoked")
+        }
+    })
+    .await?;
+    inserted.remove().map_err(|e| fail("removing", e))?;
+    wait_for("the card to be gone", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.is_ok_and(|h| h.is_empty()) }
+    })
+    .await?;
+
+    let _again = lab
+        .insert(ReaderSlot::First, Box::new(PivApplet::new(dispenser)))
+        .map_err(|e| fail("inserting the card again", e))?;
+    wait_for("the card to be read again", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
+    })
+    .await?;
+    let answer = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .map_err(|e| fail("Authorise", e))?;
+    check(answer.reason == "certificate-revoked", || {
+        format!("a revoked card was not refused as revoked: {answer:?}")
+    })?;
+    let refused = agent.login(DEMO_PASSCODE, false).await;
+    check(refused.is_err(), || {
+        format!("a revoked card logged in: {refused:?}")
+    })?;
+    running.stop().await.map(|_| ())
+}
+
+/// A holder whose passcode the directory says expires in ten days.
+const EXPIRING: (&str, &str) = ("Priya Shah", "555000999000");
+
+fn passcode_expiring(lab: &mut Lab) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    runtime.block_on(expiring_at_log_in(lab))
+}
+
+/// The endpoint's session carries the passcode expiry; at log-in the daemon signals
+/// `PasscodeExpiring` with the days left and what to do, and `Status` lists it as a warning.
+/// The demo pharmacist (no expiry in the directory) gets no such signal.
+async fn expiring_at_log_in(lab: &mut Lab) -> Result<(), Failed> {
+    let expires =
+        time::OffsetDateTime::now_utc() + time::Duration::days(10) + time::Duration::hours(1);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| fail("format", e))?;
+    let extra = format!(
+        r#"
+[[users]]
+uid = "{uid}"
+name = "{name}"
+passcode_expires_at = "{expires}"
+[[users.role_profiles]]
+id = "RP-PS-FA123"
+job_role = "Pharmacist"
+ods_code = "FA123"
+organisation_name = "High Street Pharmacy"
+activities = ["eps.download"]
+"#,
+        uid = EXPIRING.1,
+        name = EXPIRING.0,
+    );
+    let running = RunningDaemon::start_with(&extra, |_| {}).await?;
+    let RunningDaemon { world, agent, .. } = &running;
+    let mut expiring = agent
+        .receive_passcode_expiring()
+        .await
+        .map_err(|e| fail("PasscodeExpiring stream", e))?;
+
+    for (holder, expect_signal) in [(PHARMACIST, false), (EXPIRING, true)] {
+        let card = world.card(holder).map_err(|e| fail("card", e))?;
+        let inserted = lab
+            .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
+            .map_err(|e| fail("inserting the card", e))?;
+        wait_for("the card to be read", || {
+            let agent = agent.clone();
+            async move { agent.holder_uuid().await.unwrap_or_default() == holder.1 }
+        })
+        .await?;
+        agent
+            .login(DEMO_PASSCODE, false)
+            .await
+            .map_err(|e| fail("Login", e))?;
+        let signal = tokio::time::timeout(Duration::from_millis(500), expiring.next()).await;
+        match (expect_signal, signal) {
+            (false, Err(_)) => {}
+            (true, Ok(Some(signal))) => {
+                let args = signal.args().map_err(|e| fail("args", e))?;
+                check(args.days_left == 10, || {
+                    format!("days_left {}", args.days_left)
+                })?;
+                check(
+                    args.message.contains("10 days")
+                        && args.message.contains("cardgate passcode change"),
+                    || args.message.to_string(),
+                )?;
+                let status = agent.status().await.map_err(|e| fail("Status", e))?;
+                check(
+                    format!("{status:?}").contains("Your passcode expires in 10 days"),
+                    || format!("Status has no passcode warning: {status:?}"),
+                )?;
+            }
+            (_, other) => {
+                return Err(format!(
+                    "{}: expected a PasscodeExpiring signal: {expect_signal}, got {:?}",
+                    holder.0,
+                    other.map(|s| s.map(|s| s.args().map(|a| a.message.to_string())))
+                )
+                .into());
+            }
+        }
+        agent.logout().await.map_err(|e| fail("Logout", e))?;
+        inserted.remove().map_err(|e| fail("removing", e))?;
+        wait_for("the card to be gone", || {
+            let agent = agent.clone();
+            async move { agent.holder_uuid().await.is_ok_and(|h| h.is_empty()) }
+        })
+        .await?;
+    }
+    running.stop().await.map(|_| ())
+}
+
+fn endpoint_ended(lab: &mut Lab) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    runtime.block_on(idled_out_at_the_endpoint(lab))
+}
+
+/// spine-sim's clock moves past its idle limit (the workstation's own timer has not run
+/// out): the next endpoint call in the session (a role change) is told the session is over,
+/// and the daemon ends its own session as `endpoint-ended` instead of carrying on with a dead
+/// ticket; decisions after that are refused.
+async fn idled_out_at_the_endpoint(lab: &mut Lab) -> Result<(), Failed> {
+    let running = RunningDaemon::start(|_| {}).await?;
+    let RunningDaemon { world, agent, .. } = &running;
+    let mut ended = agent
+        .receive_session_ended()
+        .await
+        .map_err(|e| fail("SessionEnded stream", e))?;
+    let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+    let _inserted = lab
+        .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
+        .map_err(|e| fail("inserting the card", e))?;
+    wait_for("the card to be read", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
+    })
+    .await?;
+    agent
+        .login(DEMO_PASSCODE, false)
+        .await
+        .map_err(|e| fail("Login", e))?;
+    agent
+        .select_role_profile("RP-PHARM-FA123")
+        .await
+        .map_err(|e| fail("SelectRoleProfile", e))?;
+    world.sim().advance_clock(Duration::from_secs(901));
+    let refused = agent.select_role_profile("RP-LOCUM-FFFFF").await;
+    check(
+        matches!(&refused, Err(zbus::Error::MethodError(name, _, _)) if name.ends_with("Error.NotLoggedIn")),
+        || format!("a role change in a session the endpoint ended: {refused:?}"),
+    )?;
+    let signal = tokio::time::timeout(Duration::from_secs(2), ended.next())
+        .await
+        .map_err(|_| Failed::from("no SessionEnded"))?
+        .ok_or("SessionEnded stream ended")?;
+    let reason = signal
+        .args()
+        .map_err(|e| fail("args", e))?
+        .reason
+        .to_string();
+    check(reason == "endpoint-ended", || {
+        format!("SessionEnded({reason})")
+    })?;
+    let answer = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .map_err(|e| fail("Authorise", e))?;
+    check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
+    let audit = running.stop().await?;
+    check(audit.contains(r#""reason":"endpoint_ended""#), || {
+        "the session end is not on the audit trail as endpoint_ended".into()
+    })
 }

@@ -2,7 +2,9 @@
 //! (with pcscd's log attached to any failure) and a plain PC/SC client, the kind of program
 //! the agent competes with for the card, to check what pcscd really reports.
 
+pub mod bench_table;
 pub mod daemon_harness;
+pub mod daemon_process;
 pub mod tools;
 
 use std::ffi::CString;

@@ -46,6 +46,12 @@ enum Job {
         final_try: FinalTry,
         reply: oneshot::Sender<Result<(), CardError>>,
     },
+    /// A staff operation (unlock, renewal; `staff_jobs.rs`) that replies itself; dropped
+    /// unrun when its insertion is over, so its caller sees the card gone.
+    Staff {
+        insertion: Insertion,
+        work: crate::staff_jobs::StaffWork,
+    },
 }
 
 /// The handle to one reader's card actor; dropping every handle ends the thread.
@@ -62,6 +68,7 @@ impl std::fmt::Debug for Job {
             Job::Verify { .. } => "Verify(<redacted>)",
             Job::Sign { .. } => "Sign",
             Job::ChangePasscode { .. } => "ChangePasscode(<redacted>)",
+            Job::Staff { .. } => "Staff(<redacted>)",
         })
     }
 }
@@ -139,6 +146,17 @@ impl CardActor {
             })
             .map_err(|_| actor_gone(&self.reader))?;
         answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// Queues a staff operation for the card of `insertion` (`staff_jobs::run`).
+    pub(crate) fn submit_staff(
+        &self,
+        insertion: Insertion,
+        work: crate::staff_jobs::StaffWork,
+    ) -> Result<(), CardError> {
+        self.jobs
+            .send(Job::Staff { insertion, work })
+            .map_err(|_| actor_gone(&self.reader))
     }
 
     /// A [`CardSigner`] for the endpoint login, signing with the card of `insertion` through
@@ -253,12 +271,17 @@ fn serve(
                 };
                 let _ = reply.send(result);
             }
+            Job::Staff { insertion, work } => {
+                if inspector.is_current(&insertion) {
+                    work(reader, backend, guard);
+                }
+            }
         }
     }
 }
 
 /// A reader failure as the card layer names it (card gone, service gone, other).
-fn reader_failure(reader: &ReaderName, e: cardgate_reader::ReaderError) -> CardError {
+pub(crate) fn reader_failure(reader: &ReaderName, e: cardgate_reader::ReaderError) -> CardError {
     if e.is_card_gone() {
         CardError::CardRemoved {
             reader: reader.clone(),

@@ -32,6 +32,7 @@ use cardgate_ipc::{
     SessionEndReason, Ticket,
 };
 use cardgate_piv::{FinalTry, Passcode, PasscodeGuard, PasscodeStatus, PinPadEnd, PivError};
+use cardgate_policy::Decision;
 use cardgate_policy::{
     Action, Activity, CardState, CertificateStatus, Generation, OdsCode, RoleProfileId,
     RoleProfileView, SessionView, decide,
@@ -44,8 +45,39 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::actor::CardActor;
+use crate::audit_writer::AuditWriter;
 use crate::config::{Config, RemovalMode};
 use crate::endpoint::Endpoint;
+use crate::error::DaemonError;
+use crate::workstation::{CardStanding, RemovedCard};
+
+/// Warn at log-in (and in `Status`) when the passcode expires within this many days.
+pub const PASSCODE_WARN_DAYS: i64 = 30;
+
+/// The warning for a passcode expiring at `expires_at`, if it is due by `now`.
+fn passcode_expiry_warning(
+    expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<(i32, String)> {
+    let days_left = (expires_at - now).whole_days();
+    if days_left > PASSCODE_WARN_DAYS {
+        return None;
+    }
+    let days = i32::try_from(days_left).unwrap_or(i32::MIN);
+    let message = if expires_at <= now {
+        "Your passcode has expired. Change it now with `cardgate passcode change`; \
+         if that is refused, ask your RA or Sponsor."
+            .to_owned()
+    } else if days_left == 0 {
+        "Your passcode expires today. Change it now with `cardgate passcode change`.".to_owned()
+    } else {
+        format!(
+            "Your passcode expires in {days_left} day{}. Change it with `cardgate passcode change`.",
+            if days_left == 1 { "" } else { "s" }
+        )
+    };
+    Some((days, message))
+}
 
 /// How long the card may take to sign during a login before the login gives up.
 const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,12 +123,27 @@ pub enum AgentEvent {
         /// For the holder.
         message: String,
     },
+    /// At log-in: the endpoint says the holder's passcode expires within
+    /// [`PASSCODE_WARN_DAYS`] (or has expired).
+    PasscodeExpiring {
+        /// Days left (0 or less: expired).
+        days_left: i32,
+        /// For the holder, with what to do.
+        message: String,
+    },
     /// The workstation was idle with a card in the reader.
     CardLeftInReader {
         /// The reader.
         reader: String,
         /// How long it was idle.
         idle_seconds: u32,
+    },
+    /// A certificate renewal moved on (`RenewalProgress`; `agent/staff.rs`).
+    RenewalProgress {
+        /// One of `cardgate_ipc::RENEWAL_STEPS`.
+        step: String,
+        /// 0 to 100.
+        percent: u32,
     },
     /// Some property changed (every signal above implies this too).
     PropertiesChanged,
@@ -249,12 +296,18 @@ struct Shared {
     inspector: Arc<CardInspector>,
     guard: Arc<PasscodeGuard>,
     endpoint: Arc<dyn Endpoint>,
-    audit: Mutex<AuditLog>,
+    audit: AuditWriter,
     state: Mutex<State>,
+    /// Woken when a timer deadline may have moved earlier (a session started, a card came
+    /// in, the card-left timer re-armed), so [`Agent::run_timers`] can sleep until the next
+    /// deadline instead of ticking.
+    timers_changed: tokio::sync::Notify,
     actors: Mutex<HashMap<ReaderName, CardActor>>,
     events: broadcast::Sender<AgentEvent>,
     /// One log-in (or role change) at a time: the card and the endpoint see them in order.
     session_changes: tokio::sync::Mutex<()>,
+    /// Where removals go after the agent's own removal work (`crate::workstation`).
+    removal_hook: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RemovedCard>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -278,7 +331,8 @@ impl Agent {
 
     /// An agent over `backend` (its monitor events come through [`Agent::handle_reader_event`]),
     /// checking cards with `inspector` (which must use the same backend and `guard`),
-    /// logging in at `endpoint`, auditing to `audit`.
+    /// logging in at `endpoint`, auditing to `audit` (through a writer thread that commits
+    /// concurrent entries together; it fails only if that thread cannot be started).
     pub fn new(
         config: Config,
         backend: Arc<dyn ReaderBackend>,
@@ -286,16 +340,20 @@ impl Agent {
         guard: Arc<PasscodeGuard>,
         endpoint: Arc<dyn Endpoint>,
         audit: AuditLog,
-    ) -> Agent {
+    ) -> Result<Agent, DaemonError> {
         let (events, _) = broadcast::channel(256);
-        Agent {
+        let audit = AuditWriter::spawn(audit).map_err(|source| DaemonError::Io {
+            what: "starting the audit writer thread".to_owned(),
+            source,
+        })?;
+        Ok(Agent {
             shared: Arc::new(Shared {
                 config,
                 backend,
                 inspector,
                 guard,
                 endpoint,
-                audit: Mutex::new(audit),
+                audit,
                 state: Mutex::new(State {
                     generation: 1,
                     readers: BTreeMap::new(),
@@ -307,8 +365,10 @@ impl Agent {
                 actors: Mutex::new(HashMap::new()),
                 events,
                 session_changes: tokio::sync::Mutex::new(()),
+                removal_hook: Mutex::new(None),
+                timers_changed: tokio::sync::Notify::new(),
             }),
-        }
+        })
     }
 
     /// Subscribes to the agent's events (for signals).
@@ -317,21 +377,24 @@ impl Agent {
     }
 
     fn emit(&self, event: AgentEvent) {
+        // Every state change emits: a deadline may have moved, so the timers look again.
+        self.shared.timers_changed.notify_one();
         // No subscriber is fine (no D-Bus layer in unit tests).
         let _ = self.shared.events.send(event);
     }
 
     /// Appends to the audit trail; a failure refuses the action (fail closed).
     fn audit(&self, event: &AuditEvent) -> Result<(), AgentError> {
-        lock(&self.shared.audit)
-            .append(now(), event)
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::error!(error = %e, kind = event.kind(), "audit trail write failed");
-                AgentError::AuditUnavailable(format!(
-                    "the audit trail cannot be written ({e}); nothing was done"
-                ))
-            })
+        let outcome = self.shared.audit.append_blocking(now(), event);
+        audit_outcome(outcome, event.kind())
+    }
+
+    /// As [`Agent::audit`], waiting without blocking a runtime worker, so that concurrent
+    /// callers share one sync (the D-Bus `Authorise` path).
+    async fn audit_async(&self, event: AuditEvent) -> Result<(), AgentError> {
+        let kind = event.kind();
+        let outcome = self.shared.audit.append(now(), event).await;
+        audit_outcome(outcome, kind)
     }
 
     /// Appends where the action has already happened and cannot be refused (a removal):
@@ -492,7 +555,43 @@ impl Agent {
         if let Some(session) = session {
             self.session_over(session, SessionEndReason::CardRemoved, generation);
         }
+        // Workstation sessions (lock, terminate, signal) only now: after the generation bump
+        // and the session's end or lock, never before.
+        if let Some(hook) = lock(&self.shared.removal_hook).as_ref() {
+            let _ = hook.send(RemovedCard {
+                reader: reader.to_string(),
+                card_serial: identity.map(|i| i.card_serial.as_str().to_owned()),
+                holder_uuid: identity.map(|i| i.holder_uuid.as_str().to_owned()),
+                generation,
+            });
+        }
         self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    /// Sends every card removal, after the agent's own removal work, to `hook`
+    /// (`crate::workstation::run_removal_actions`).
+    pub fn set_removal_hook(&self, hook: tokio::sync::mpsc::UnboundedSender<RemovedCard>) {
+        *lock(&self.shared.removal_hook) = Some(hook);
+    }
+
+    /// The card in the active reader, read, as the workstation login sees it; `None` when no
+    /// card has been read.
+    pub fn card_standing(&self) -> Option<CardStanding> {
+        let state = lock(&self.shared.state);
+        let (reader, card) = state.active_card()?;
+        let report = card.report.as_ref()?;
+        let view = self.view(&state);
+        let logged_in = state
+            .live_session()
+            .is_some_and(|s| s.detached.is_none() && s.insertion == card.insertion);
+        Some(CardStanding {
+            reader: reader.to_string(),
+            holder_uuid: report.identity.holder_uuid.as_str().to_owned(),
+            card_serial: report.identity.card_serial.as_str().to_owned(),
+            card: view.card,
+            certificate: view.certificate,
+            logged_in,
+        })
     }
 
     /// A card was read while a session is detached from its card: any card but the
@@ -531,16 +630,6 @@ impl Agent {
     /// After a session was taken out of the state: audit, signal, endpoint logout.
     fn session_over(&self, session: Session, reason: SessionEndReason, generation: u64) {
         tracing::info!(reason = reason.as_str(), generation, "session ended");
-        if reason == SessionEndReason::ReauthenticationDue {
-            // The audit trail's reasons have no name for it: a note says which it was.
-            self.audit_after_the_fact(&AuditEvent::Note {
-                holder: Some(session.holder.clone()),
-                author: Some("cardgated".into()),
-                text: format!(
-                    "session ended: reauthentication-due (mobility window over) at generation {generation}"
-                ),
-            });
-        }
         self.audit_after_the_fact(&AuditEvent::SessionEnded {
             card_serial: session.card_serial.clone(),
             holder: session.holder.clone(),
@@ -687,7 +776,7 @@ impl Agent {
             .map(|r| {
                 r.warnings
                     .iter()
-                    .map(|w| format!("{} {}", w.message, w.next_step))
+                    .map(|w| staff::warning_text(r, w))
                     .collect()
             })
             .unwrap_or_default();
@@ -695,6 +784,12 @@ impl Agent {
             && let Some(problem) = &card.problem
         {
             warnings.push(problem.clone());
+        }
+        if let Some((_, message)) = session
+            .and_then(|s| s.spine.passcode_expires_at)
+            .and_then(|at| passcode_expiry_warning(at, now()))
+        {
+            warnings.push(message);
         }
         let selected = session
             .and_then(|s| s.selected.as_ref())
@@ -718,7 +813,13 @@ impl Agent {
             passcode_tries_left: match report.map(|r| r.passcode) {
                 Some(PasscodeStatus::TriesLeft(t)) => i32::from(t.get()),
                 Some(PasscodeStatus::Blocked) => 0,
-                Some(PasscodeStatus::Verified) | None => -1,
+                // A successful VERIFY resets the card's counter and the agent's ledger, so
+                // the tries left are the agent's limit (the card may allow more; the agent
+                // never does). Read again at the next insertion.
+                Some(PasscodeStatus::Verified) => {
+                    i32::from(cardgate_piv::AGENT_MAX_CONSECUTIVE_FAILURES)
+                }
+                None => -1,
             },
             selected_role_profile: selected,
             certificate_not_after: report
@@ -731,13 +832,40 @@ impl Agent {
 
     // ---------------------------------------------------------------- methods
 
-    /// `Authorise`: the policy's answer under the current generation, audited.
+    /// `Authorise`: the policy's answer under the current generation, audited. Blocks the
+    /// calling thread for the audit sync; the D-Bus layer uses [`Agent::authorise_async`].
     pub fn authorise(
         &self,
         caller: &CallerIdentity,
         action: &str,
         ods_code: &str,
     ) -> Result<AuthoriseAnswer, AgentError> {
+        let (decision, entry) = self.decide(caller, action, ods_code)?;
+        self.audit(&entry)?;
+        Ok(self.answer(&decision))
+    }
+
+    /// [`Agent::authorise`] without blocking a runtime worker during the audit sync; many
+    /// concurrent callers share one sync.
+    pub async fn authorise_async(
+        &self,
+        caller: &CallerIdentity,
+        action: &str,
+        ods_code: &str,
+    ) -> Result<AuthoriseAnswer, AgentError> {
+        let (decision, entry) = self.decide(caller, action, ods_code)?;
+        self.audit_async(entry).await?;
+        Ok(self.answer(&decision))
+    }
+
+    /// The policy's decision and the audit entry that records it; arguments are checked
+    /// first.
+    fn decide(
+        &self,
+        caller: &CallerIdentity,
+        action: &str,
+        ods_code: &str,
+    ) -> Result<(Decision, AuditEvent), AgentError> {
         let parsed_action: Action = action.parse().map_err(|_| {
             AgentError::InvalidArgument(format!(
                 "action: \"{}\" is not one of {}",
@@ -752,7 +880,7 @@ impl Agent {
             let view = self.view(&state);
             decide(&self.shared.config.policy, &view, parsed_action, &ods)
         };
-        self.audit(&AuditEvent::AuthorisationDecision {
+        let entry = AuditEvent::AuthorisationDecision {
             holder: decision
                 .holder()
                 .and_then(|h| cardgate_piv::HolderUuid::new(h.as_str()).ok()),
@@ -762,21 +890,30 @@ impl Agent {
             allowed: decision.is_allowed(),
             reason_code: decision.reason().code().to_owned(),
             session_generation: Some(decision.generation().get()),
-        })?;
+        };
+        Ok((decision, entry))
+    }
+
+    /// The answer to a decision whose audit entry is on disk; an allowed one still current
+    /// counts as activity.
+    fn answer(&self, decision: &Decision) -> AuthoriseAnswer {
         if decision.is_allowed() {
             let mut state = lock(&self.shared.state);
-            // Only a decision still current counts as activity.
             if state.generation == decision.generation().get() {
                 state.last_activity = Instant::now();
-                state.card_left_signalled = false;
+                if state.card_left_signalled {
+                    // The card-left timer re-arms: tell the timers.
+                    state.card_left_signalled = false;
+                    self.shared.timers_changed.notify_one();
+                }
             }
         }
-        Ok(AuthoriseAnswer {
+        AuthoriseAnswer {
             allowed: decision.is_allowed(),
             reason: decision.reason().code().to_owned(),
             message: decision.message().to_owned(),
             generation: decision.generation().get(),
-        })
+        }
     }
 
     /// The policy's snapshot of the state.
@@ -930,7 +1067,7 @@ impl Agent {
                 // The tries left changed: read the card again for the properties.
                 self.reinspect(&actor, insertion.clone());
             }
-            return Err(card_error(e));
+            return Err(staff::with_unlock_paths(card_error(e), &report));
         }
 
         if let Some(resumed) = self.resume(&reader, &insertion, &report)? {
@@ -1015,6 +1152,12 @@ impl Agent {
             holder_uuid: identity.holder_uuid.as_str().to_owned(),
             generation: session_generation,
         });
+        if let Some((days_left, message)) = spine
+            .passcode_expires_at
+            .and_then(|at| passcode_expiry_warning(at, now()))
+        {
+            self.emit(AgentEvent::PasscodeExpiring { days_left, message });
+        }
         self.reinspect(&actor, insertion);
         self.emit(AgentEvent::PropertiesChanged);
         Ok(spine.role_profiles.iter().map(role_info).collect())
@@ -1111,6 +1254,27 @@ impl Agent {
         });
     }
 
+    /// Checks every card in a reader again (a newer CRL arrived): a card revoked while it sits
+    /// in the reader is refused from then on, and a card read while no CRL was held
+    /// (revocation unknown) becomes usable without being taken out.
+    pub(crate) fn recheck_cards(&self) {
+        let present: Vec<(ReaderName, Insertion)> = lock(&self.shared.state)
+            .readers
+            .iter()
+            .filter_map(|(name, slot)| {
+                slot.card
+                    .as_ref()
+                    .map(|c| (name.clone(), c.insertion.clone()))
+            })
+            .collect();
+        for (reader, insertion) in present {
+            match self.actor(&reader) {
+                Ok(actor) => self.reinspect(&actor, insertion),
+                Err(e) => tracing::warn!(%reader, error = %e, "card not checked again"),
+            }
+        }
+    }
+
     /// Like [`Agent::card_read`] without the insertion signals (the same card, read again).
     fn card_read_quietly(&self, insertion: Insertion, result: Result<CardReport, CardError>) {
         if let Ok(report) = result {
@@ -1125,6 +1289,23 @@ impl Agent {
             }
         }
         self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    /// The endpoint answered that session `session_id` is over (idle there, or logged out
+    /// elsewhere): the local session ends too (`endpoint-ended`), if it is still that one.
+    pub(crate) fn ended_by_endpoint(&self, session_id: &str) -> AgentError {
+        let same = lock(&self.shared.state)
+            .session
+            .as_ref()
+            .is_some_and(|s| s.spine.session_id == session_id);
+        if same {
+            self.end_session(SessionEndReason::EndpointEnded);
+        }
+        AgentError::NotLoggedIn(
+            "The national service has ended the session (idle there, or logged out elsewhere); \
+             log in again with your smartcard."
+                .into(),
+        )
     }
 
     fn endpoint_error(&self, e: SpineError) -> AgentError {
@@ -1182,6 +1363,9 @@ impl Agent {
         };
         let updated = match self.shared.endpoint.select_role(&spine, id).await {
             Ok(session) => session,
+            Err(SpineError::SessionExpired) => {
+                return Err(self.ended_by_endpoint(&spine.session_id));
+            }
             Err(e) => return Err(self.endpoint_error(e)),
         };
         let (holder, profile, previous, new_generation) = {
@@ -1392,7 +1576,7 @@ impl Agent {
     // ---------------------------------------------------------------- timers
 
     /// Checks the idle timers once: the session's idle limit and a card left in an idle
-    /// workstation. Called every second by [`Agent::run_timers`]; public so tests can drive
+    /// workstation. Called by [`Agent::run_timers`] at each deadline; public so tests can drive
     /// it under paused time.
     pub fn check_timers(&self) {
         let config = &self.shared.config.session;
@@ -1437,26 +1621,73 @@ impl Agent {
         }
     }
 
-    /// Runs the timers until the task is dropped.
+    /// When [`Agent::check_timers`] next has something to do: the session's idle limit, the
+    /// `mobility` re-authentication deadline, or the card-left time; `None` when no timer
+    /// runs. A deadline that moved later (activity) only costs one early look.
+    pub fn next_timer_deadline(&self) -> Option<Instant> {
+        let card_left_idle = self.shared.config.session.card_left_idle_time;
+        let state = lock(&self.shared.state);
+        let idle_limit = state
+            .session
+            .as_ref()
+            .map(|s| state.last_activity + s.max_idle);
+        let mobility = state
+            .session
+            .as_ref()
+            .and_then(|s| s.detached)
+            .and_then(|d| d.mobility_until);
+        let card_left =
+            (card_left_idle > 0 && !state.card_left_signalled && state.active_card().is_some())
+                .then(|| state.last_activity + Duration::from_secs(card_left_idle));
+        [idle_limit, mobility, card_left]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs the timers until the task is dropped: sleeps until the next deadline (or until a
+    /// state change may have moved one earlier), so an idle workstation costs no wake-ups.
     pub async fn run_timers(self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // Registered before the deadline is read: a change in between is not missed.
+            let changed = self.shared.timers_changed.notified();
+            match self.next_timer_deadline() {
+                Some(deadline) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
             self.check_timers();
         }
     }
+}
+
+/// An audit writer's outcome as the agent answers it: a failure refuses the action.
+fn audit_outcome(outcome: crate::audit_writer::AuditOutcome, kind: &str) -> Result<(), AgentError> {
+    outcome.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, kind, "audit trail write failed");
+        AgentError::AuditUnavailable(format!(
+            "the audit trail cannot be written ({e}); nothing was done"
+        ))
+    })
 }
 
 /// The audit trail's name for a session end.
 fn audit_end_reason(reason: SessionEndReason) -> cardgate_audit::SessionEndReason {
     use cardgate_audit::SessionEndReason as A;
     match reason {
-        SessionEndReason::CardRemoved | SessionEndReason::CardSwapped => A::CardRemoved,
+        SessionEndReason::CardRemoved => A::CardRemoved,
+        SessionEndReason::CardSwapped => A::CardSwapped,
         SessionEndReason::LoggedOut => A::Logout,
-        SessionEndReason::IdleTimeout | SessionEndReason::CardLeftInReader => A::IdleTimeout,
+        SessionEndReason::IdleTimeout => A::IdleTimeout,
+        SessionEndReason::CardLeftInReader => A::CardLeftInReader,
+        SessionEndReason::ReauthenticationDue => A::ReauthenticationDue,
         SessionEndReason::EndpointEnded => A::EndpointEnded,
-        _ => A::TicketExpired,
+        // A reason added to the bus vocabulary but not yet here: recorded, never lost.
+        _ => A::Error,
     }
 }
 
@@ -1557,6 +1788,8 @@ fn printable(value: &str) -> String {
         .collect()
 }
 
+mod staff;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod modes_tests;
@@ -1575,6 +1808,29 @@ mod tests {
     use cardgate_spine::wire::Secret;
 
     use super::*;
+
+    #[test]
+    fn passcode_expiry_warns_within_thirty_days_and_names_what_to_do() {
+        let now = time::macros::datetime!(2026-11-23 12:00:00 UTC);
+        assert_eq!(
+            passcode_expiry_warning(now + time::Duration::days(31), now),
+            None
+        );
+        let (days, message) = passcode_expiry_warning(now + time::Duration::days(30), now).unwrap();
+        assert_eq!(days, 30);
+        assert!(message.contains("30 days") && message.contains("cardgate passcode change"));
+        let (days, message) =
+            passcode_expiry_warning(now + time::Duration::hours(30), now).unwrap();
+        assert_eq!(
+            (days, message.contains("in 1 day.")),
+            (1, true),
+            "{message}"
+        );
+        let (days, message) = passcode_expiry_warning(now + time::Duration::hours(3), now).unwrap();
+        assert_eq!((days, message.contains("today")), (0, true), "{message}");
+        let (days, message) = passcode_expiry_warning(now - time::Duration::days(2), now).unwrap();
+        assert!(days < 0 && message.contains("has expired"), "{message}");
+    }
     use crate::endpoint::BoxFuture;
 
     /// An endpoint that is never reached in these tests except for logouts.
@@ -1620,6 +1876,7 @@ mod tests {
             Arc::new(NoEndpoint),
             audit,
         )
+        .unwrap()
     }
 
     fn event(reader: &str, kind: ReaderEventKind) -> ReaderEvent {
@@ -1666,6 +1923,7 @@ mod tests {
                 certificate_not_after: now(),
                 role_profiles: Vec::new(),
                 selected_role_profile: None,
+                passcode_expires_at: None,
             },
             selected: None,
             max_idle,

@@ -38,6 +38,57 @@ pub struct Config {
     /// `[ipc]`: which bus, who may call restricted methods.
     #[serde(default)]
     pub ipc: IpcConfig,
+    /// `[renewal]`: what certificate self-renewal needs on this workstation.
+    #[serde(default)]
+    pub renewal: RenewalConfig,
+    /// `[workstation]`: what the removal of a logged-in workstation session's card does.
+    #[serde(default)]
+    pub workstation: WorkstationConfig,
+}
+
+/// What the removal of the card that opened a workstation login session does to that session
+/// (`[workstation] removal_action`, `crate::workstation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovalAction {
+    /// logind locks the session's screen (`Session.Lock`); the same card and its passcode
+    /// unlock it.
+    #[default]
+    Lock,
+    /// logind ends the session (`Session.Terminate`).
+    Terminate,
+    /// Only the signal `SessionCardRemoved`; the desktop decides.
+    Signal,
+}
+
+impl RemovalAction {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalAction::Lock => "lock",
+            RemovalAction::Terminate => "terminate",
+            RemovalAction::Signal => "signal",
+        }
+    }
+}
+
+/// `[workstation]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkstationConfig {
+    /// What card removal does to the workstation login session the card opened.
+    pub removal_action: RemovalAction,
+}
+
+/// `[renewal]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalConfig {
+    /// A file holding the cards' PIV management key in hex (32 digits: AES-128, 48: 3DES),
+    /// readable by the agent only. Key generation and certificate writing need it; without
+    /// it `RenewCertificate` is refused before the card is touched.
+    #[serde(default)]
+    pub management_key: Option<PathBuf>,
 }
 
 /// `[endpoint]`.
@@ -72,9 +123,17 @@ pub enum LoginMode {
 pub struct CardTrustConfig {
     /// The issuing CA certificate(s) a card must chain to (PEM).
     pub ca: PathBuf,
-    /// Where the CRL comes from: `"endpoint"` (fetched from the endpoint at start) or the
-    /// path of a DER or PEM CRL file.
+    /// Where the CRL comes from: `"endpoint"` (fetched from the endpoint at start, then
+    /// again every `crl_refresh_seconds`) or the path of a DER or PEM CRL file.
     pub crl: String,
+    /// With `crl = "endpoint"`: how often the CRL is fetched again (and always before the
+    /// held one's nextUpdate); default 3600, at least 1.
+    #[serde(default = "default_crl_refresh_seconds")]
+    pub crl_refresh_seconds: u64,
+}
+
+fn default_crl_refresh_seconds() -> u64 {
+    3600
 }
 
 /// What card removal does (`[session] removal`).
@@ -205,6 +264,9 @@ impl Config {
         if self.endpoint.login_mode == LoginMode::B && self.endpoint.mtls_url.is_none() {
             return bad("endpoint.mtls_url", "required when login_mode = \"B\"");
         }
+        if self.card.crl_refresh_seconds == 0 {
+            return bad("card.crl_refresh_seconds", "must be at least 1 (seconds)");
+        }
         if self.card.crl.trim().is_empty() {
             return bad("card.crl", "\"endpoint\" or the path of a CRL file");
         }
@@ -291,5 +353,33 @@ mod tests {
         assert!(refused(&url).contains("endpoint.url"), "{}", refused(&url));
         let bus = DOCUMENTED.replace("bus = \"system\"", "bus = \"sytem\"");
         assert!(refused(&bus).contains("ipc.bus"), "{}", refused(&bus));
+    }
+
+    #[test]
+    fn workstation_removal_action_defaults_to_lock_and_unknown_values_name_the_key() {
+        assert_eq!(
+            Config::from_toml(DOCUMENTED)
+                .unwrap()
+                .workstation
+                .removal_action,
+            RemovalAction::Lock
+        );
+        let logout = DOCUMENTED.replace("removal_action = \"lock\"", "removal_action = \"logout\"");
+        assert!(
+            refused(&logout).contains("removal_action"),
+            "{}",
+            refused(&logout)
+        );
+        let terminate = DOCUMENTED.replace(
+            "removal_action = \"lock\"",
+            "removal_action = \"terminate\"",
+        );
+        assert_eq!(
+            Config::from_toml(&terminate)
+                .unwrap()
+                .workstation
+                .removal_action,
+            RemovalAction::Terminate
+        );
     }
 }

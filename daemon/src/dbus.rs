@@ -2,28 +2,32 @@
 //! methods over the [`Agent`] core, on any bus address.
 //!
 //! The caller of every method is identified from the message's sender through the bus
-//! daemon (`GetConnectionUnixUser`, `GetConnectionUnixProcessID`, then `/proc/PID/exe`),
-//! never from an argument and never from the daemon's own process. Restricted methods are
+//! daemon (`GetConnectionCredentials`, cached per connection, then `/proc/PID/exe`; see
+//! `callers.rs`), never from an argument and never from the daemon's own process. Restricted methods are
 //! checked here against the caller's uid and groups, whatever the bus policy already did.
 
 use std::collections::HashMap;
 
 use cardgate_audit::CallerIdentity;
 use cardgate_ipc::{
-    AgentError, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile, Ticket,
+    AgentError, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
+    SelfServiceStarted, TacInfo, Ticket,
 };
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, interface};
+use zeroize::Zeroizing;
 
 use crate::agent::{Agent, AgentEvent};
+use crate::callers::CallerCache;
 
 /// The served object.
 #[derive(Debug)]
 pub struct AgentInterface {
     agent: Agent,
     restricted_group: String,
+    callers: CallerCache,
 }
 
 impl AgentInterface {
@@ -32,39 +36,9 @@ impl AgentInterface {
         AgentInterface {
             agent,
             restricted_group,
+            callers: CallerCache::default(),
         }
     }
-}
-
-/// Who sent the message being answered.
-async fn caller(
-    connection: &Connection,
-    header: &Header<'_>,
-) -> Result<CallerIdentity, AgentError> {
-    let not_identified = |what: &str| {
-        AgentError::NotPermitted(format!("the caller could not be identified ({what})"))
-    };
-    let sender = header.sender().ok_or_else(|| not_identified("no sender"))?;
-    let bus = zbus::fdo::DBusProxy::new(connection)
-        .await
-        .map_err(|e| AgentError::Internal(format!("bus daemon proxy: {e}")))?;
-    let name = zbus::names::BusName::Unique(sender.to_owned());
-    let uid = bus
-        .get_connection_unix_user(name.clone())
-        .await
-        .map_err(|_| not_identified("no Unix user"))?;
-    let pid = bus
-        .get_connection_unix_process_id(name)
-        .await
-        .map_err(|_| not_identified("no process id"))?;
-    let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| p.display().to_string());
-    Ok(CallerIdentity {
-        uid,
-        pid,
-        executable,
-    })
 }
 
 /// Whether `uid` is root or in `group` (primary group from `/etc/passwd`, supplementary
@@ -98,7 +72,7 @@ impl AgentInterface {
         header: &Header<'_>,
         method: &str,
     ) -> Result<CallerIdentity, AgentError> {
-        let who = caller(connection, header).await?;
+        let who = self.callers.identify(connection, header).await?;
         if uid_in_group(who.uid, &self.restricted_group) {
             Ok(who)
         } else {
@@ -191,7 +165,7 @@ impl AgentInterface {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), AgentError> {
-        let who = caller(connection, &header).await?;
+        let who = self.callers.identify(connection, &header).await?;
         self.agent.select_role_profile(&who, &id).await
     }
 
@@ -201,7 +175,7 @@ impl AgentInterface {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), AgentError> {
-        let who = caller(connection, &header).await?;
+        let who = self.callers.identify(connection, &header).await?;
         self.agent.logout(&who).await
     }
 
@@ -232,8 +206,8 @@ impl AgentInterface {
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<AuthoriseAnswer, AgentError> {
-        let who = caller(connection, &header).await?;
-        self.agent.authorise(&who, &action, &ods_code)
+        let who = self.callers.identify(connection, &header).await?;
+        self.agent.authorise_async(&who, &action, &ods_code).await
     }
 
     /// The session's ticket. Restricted.
@@ -245,6 +219,145 @@ impl AgentInterface {
         self.restricted(connection, &header, "GetTicket").await?;
         self.agent.ticket()
     }
+
+    /// Self-service unlock, step 1 (`agent/staff.rs`). Restricted.
+    async fn start_self_service_unlock(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<SelfServiceStarted, AgentError> {
+        let who = self
+            .restricted(connection, &header, "StartSelfServiceUnlock")
+            .await?;
+        self.agent.start_self_service_unlock(&who).await
+    }
+
+    /// Self-service unlock, step 2. Restricted.
+    async fn unlock_with_one_time_code(
+        &self,
+        request_id: String,
+        one_time_code: String,
+        new_passcode: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AgentError> {
+        let (code, new) = (Zeroizing::new(one_time_code), Zeroizing::new(new_passcode));
+        let who = self
+            .restricted(connection, &header, "UnlockWithOneTimeCode")
+            .await?;
+        self.agent
+            .unlock_with_one_time_code(&who, &request_id, &code, &new)
+            .await
+    }
+
+    /// Unlock with the RA's unlock code. Restricted.
+    async fn unlock_with_code(
+        &self,
+        unlock_code: String,
+        new_passcode: String,
+        confirm_final_try: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AgentError> {
+        let (code, new) = (Zeroizing::new(unlock_code), Zeroizing::new(new_passcode));
+        let who = self
+            .restricted(connection, &header, "UnlockWithCode")
+            .await?;
+        self.agent
+            .unlock_with_code(&who, &code, &new, confirm_final_try)
+            .await
+    }
+
+    /// A Sponsor/LSA unlocks another holder's card in a reader here. Restricted.
+    async fn sponsor_unlock(
+        &self,
+        holder_uuid: String,
+        card_serial: String,
+        new_passcode: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), AgentError> {
+        let new = Zeroizing::new(new_passcode);
+        let who = self
+            .restricted(connection, &header, "SponsorUnlock")
+            .await?;
+        self.agent
+            .sponsor_unlock(&who, &holder_uuid, &card_serial, &new)
+            .await
+    }
+
+    /// Certificate self-renewal; progress as `RenewalProgress`. Restricted.
+    async fn renew_certificate(
+        &self,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<i64, AgentError> {
+        let who = self
+            .restricted(connection, &header, "RenewCertificate")
+            .await?;
+        self.agent.renew_certificate(&who).await
+    }
+
+    /// Activates a Temporary Access Card. Restricted.
+    async fn tac_activate(
+        &self,
+        tac_serial: String,
+        holder_uuid: String,
+        custodian: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<TacInfo, AgentError> {
+        self.restricted(connection, &header, "TacActivate").await?;
+        self.agent
+            .tac_activate(&tac_serial, &holder_uuid, &custodian)
+            .await
+    }
+
+    /// Records a TAC's use in the custodian's register. Restricted.
+    async fn tac_record_use(
+        &self,
+        tac_serial: String,
+        used_by: String,
+        from: i64,
+        until: i64,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<TacInfo, AgentError> {
+        self.restricted(connection, &header, "TacRecordUse").await?;
+        self.agent
+            .tac_record_use(&tac_serial, &used_by, from, until)
+            .await
+    }
+
+    /// Returns a TAC to blank. Restricted.
+    async fn tac_return(
+        &self,
+        tac_serial: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<TacInfo, AgentError> {
+        self.restricted(connection, &header, "TacReturn").await?;
+        self.agent.tac_return(&tac_serial).await
+    }
+
+    /// A TAC's record. Restricted.
+    async fn tac_read(
+        &self,
+        tac_serial: String,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<TacInfo, AgentError> {
+        self.restricted(connection, &header, "TacRead").await?;
+        self.agent.tac_read(&tac_serial).await
+    }
+
+    /// A certificate renewal moved on.
+    #[zbus(signal)]
+    async fn renewal_progress(
+        emitter: &SignalEmitter<'_>,
+        step: &str,
+        percent: u32,
+    ) -> zbus::Result<()>;
 
     /// Each reader.
     #[zbus(property)]
@@ -401,10 +514,16 @@ pub async fn forward_signals(connection: Connection, agent: Agent) {
             AgentEvent::CertificateExpiring { days_left, message } => {
                 AgentInterface::certificate_expiring(emitter, *days_left, message).await
             }
+            AgentEvent::PasscodeExpiring { days_left, message } => {
+                AgentInterface::passcode_expiring(emitter, *days_left, message).await
+            }
             AgentEvent::CardLeftInReader {
                 reader,
                 idle_seconds,
             } => AgentInterface::card_left_in_reader(emitter, reader, *idle_seconds).await,
+            AgentEvent::RenewalProgress { step, percent } => {
+                AgentInterface::renewal_progress(emitter, step, *percent).await
+            }
             AgentEvent::PropertiesChanged => Ok(()),
         };
         if let Err(e) = sent {

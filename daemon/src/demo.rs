@@ -88,6 +88,13 @@ pub struct DemoWorld {
 impl DemoWorld {
     /// Builds the world in `dir` (which must be empty or absent) and starts spine-sim.
     pub async fn start(dir: &Path) -> Result<DemoWorld, DaemonError> {
+        DemoWorld::start_with(dir, "").await
+    }
+
+    /// As [`DemoWorld::start`], with `extra_sim_toml` appended to spine-sim's configuration:
+    /// more `[[users]]` and `[[cards]]` (registered contacts, sponsors, unlock codes) for the
+    /// staff-task suites.
+    pub async fn start_with(dir: &Path, extra_sim_toml: &str) -> Result<DemoWorld, DaemonError> {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
             what: format!("creating {}", dir.display()),
             source,
@@ -105,8 +112,8 @@ impl DemoWorld {
         let identity = cardgate_spine_sim::init_service_dir(&dir.join("service"))
             .map_err(|e| demo_error("spine-sim service identity", e))?;
         write("service-ca.pem", &identity.ca_pem)?;
-        let config =
-            SimConfig::from_toml(&sim_toml(dir)).map_err(|e| demo_error("spine-sim config", e))?;
+        let config = SimConfig::from_toml(&format!("{}\n{extra_sim_toml}", sim_toml(dir)))
+            .map_err(|e| demo_error("spine-sim config", e))?;
         let sim = SpineSim::start(config)
             .await
             .map_err(|e| demo_error("spine-sim", e))?;
@@ -125,6 +132,14 @@ impl DemoWorld {
         )
         .map(|p| p.card)
         .map_err(|e| demo_error("provisioning a card", e))
+    }
+
+    /// A card from `spec` (serial, unlock code, management key, validity as the test needs)
+    /// issued by the world's CA.
+    pub fn card_from(&self, spec: &CardSpec) -> Result<CardFile, DaemonError> {
+        provision(&self.ca, spec)
+            .map(|p| p.card)
+            .map_err(|e| demo_error("provisioning a card", e))
     }
 
     /// The agent's configuration for this world, serving on `bus`.

@@ -28,6 +28,12 @@ pub trait Endpoint: Send + Sync + 'static {
 
     /// Ends the session at the endpoint.
     fn logout<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), SpineError>>;
+
+    /// The full client, for the staff tasks (unlock, renewal, TACs); `None` for endpoints
+    /// that only log in (test doubles), which then refuse those tasks.
+    fn spine_client(&self) -> Option<&SpineClient> {
+        None
+    }
 }
 
 /// The real endpoint through [`SpineClient`], in the configured login mode.
@@ -69,5 +75,9 @@ impl Endpoint for SpineEndpoint {
 
     fn logout<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), SpineError>> {
         Box::pin(self.client.logout(session))
+    }
+
+    fn spine_client(&self) -> Option<&SpineClient> {
+        Some(&self.client)
     }
 }

@@ -39,6 +39,16 @@ pub enum DaemonError {
     /// The bus connection or name could not be set up.
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),
+    /// The bus went away under the running agent (the bus daemon stopped or restarted, or the
+    /// name was taken): no client can reach it, so it stops with this error and the service
+    /// manager (`Restart=on-failure`) starts it again on the new bus.
+    #[error(
+        "the D-Bus connection was lost ({reason}); exiting so that the service manager restarts cardgated"
+    )]
+    BusLost {
+        /// What happened.
+        reason: String,
+    },
     /// The demo's set-up (virtual card, spine-sim, private bus) failed.
     #[error("demo: {0}")]
     Demo(String),

@@ -8,22 +8,33 @@
 //! - [`agent`]: the core (readers, sessions with a generation counter, decisions, audit,
 //!   timers).
 //! - `actor`: one card actor thread per reader.
-//! - `dbus`: the D-Bus interface over the core.
-//! - [`endpoint`]: the Spine-like endpoint as the core sees it.
+//! - `audit_writer`: the thread that owns the audit trail and commits entries in groups.
+//! - `dbus`: the D-Bus interface over the core; `callers`: who is calling, cached per
+//!   connection.
+//! - `staff_jobs`: the card work of the staff tasks (unlock, renewal) on the card actor.
+//! - `workstation`: workstation login sessions (PAM, logind) and the card-removal action.
+//! - [`endpoint`]: the Spine-like endpoint as the core sees it; `crl_refresh`: the CRL fetched
+//!   again while the daemon runs.
 //! - [`demo`]: `cardgated --demo`, everything in-process without hardware.
 
 #![forbid(unsafe_code)]
 
 mod actor;
 pub mod agent;
+mod audit_writer;
+mod callers;
 pub mod config;
+mod crl_refresh;
 mod dbus;
 pub mod demo;
 pub mod endpoint;
 mod error;
+mod staff_jobs;
+mod workstation;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cardgate_audit::{AuditEvent, AuditLog};
 use cardgate_card::{CardInspector, TrustConfig};
@@ -55,6 +66,10 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, DaemonError> {
     })
 }
 
+/// How long start-up waits for the endpoint's CRL before going on without one (cards are
+/// refused as revocation-unknown until the refresh task gets it).
+const STARTUP_CRL_WAIT: Duration = Duration::from_secs(5);
+
 /// Opens the audit trail, recording a repaired torn tail and the start.
 fn open_audit(config: &Config) -> Result<AuditLog, DaemonError> {
     let mut log = AuditLog::open(&config.paths.audit)?;
@@ -77,7 +92,17 @@ fn open_audit(config: &Config) -> Result<AuditLog, DaemonError> {
 async fn trust(config: &Config, endpoint: &SpineEndpoint) -> Result<TrustConfig, DaemonError> {
     let anchors = TrustAnchors::from_pem(&read(&config.card.ca, "card CA")?)?;
     let crl = if config.card.crl == "endpoint" {
-        match endpoint.client().crl().await {
+        // Bounded: a silent endpoint must not keep the agent off the bus for the client's
+        // whole timeout; the refresh task keeps trying (crl_refresh.rs).
+        let fetched = tokio::time::timeout(STARTUP_CRL_WAIT, endpoint.client().crl())
+            .await
+            .unwrap_or_else(|_| {
+                Err(cardgate_spine::SpineError::TimedOut {
+                    step: cardgate_spine::Step::Request,
+                    after: STARTUP_CRL_WAIT,
+                })
+            });
+        match fetched {
             Ok(der) => match Crl::from_der(&der, &anchors) {
                 Ok(crl) => Some(crl),
                 Err(e) => {
@@ -125,23 +150,51 @@ pub async fn run(
     };
     let service_ca = read(&config.endpoint.service_ca, "endpoint service CA")?;
     let client = SpineClient::new(SpineConfig::new(api, mtls, service_ca))?;
-    let endpoint = SpineEndpoint::new(client, config.endpoint.login_mode);
+    let endpoint = Arc::new(SpineEndpoint::new(client, config.endpoint.login_mode));
     let trust = trust(&config, &endpoint).await?;
+    let crl_refresh = (config.card.crl == "endpoint").then(|| {
+        (
+            trust.anchors.clone(),
+            trust.crl.clone(),
+            Duration::from_secs(config.card.crl_refresh_seconds),
+        )
+    });
     let inspector = Arc::new(CardInspector::new(
         Arc::clone(&backend),
         Arc::clone(&guard),
         trust,
     ));
+    let crl_refresh = crl_refresh.map(|(anchors, held, every)| {
+        (
+            Arc::clone(&endpoint),
+            anchors,
+            Arc::clone(&inspector),
+            held,
+            every,
+        )
+    });
     let bus = bus.unwrap_or_else(|| config.ipc.bus.clone());
     let restricted_group = config.ipc.restricted_group.clone();
+    let removal_action = config.workstation.removal_action;
+    let workstations = workstation::Registry::default();
     let agent = Agent::new(
         config,
         Arc::clone(&backend),
         inspector,
         guard,
-        Arc::new(endpoint),
+        endpoint,
         audit,
-    );
+    )?;
+    let crl_refresh = crl_refresh.map(|(endpoint, anchors, inspector, held, every)| {
+        tokio::spawn(crl_refresh::keep_fresh(
+            endpoint,
+            anchors,
+            inspector,
+            agent.clone(),
+            held,
+            every,
+        ))
+    });
 
     // Readers first: a client must never be told "no reader" because it asked in the moment
     // between the bus name and the monitor's first events.
@@ -158,12 +211,29 @@ pub async fn run(
     let connection = builder
         .serve_at(
             cardgate_ipc::OBJECT_PATH,
-            dbus::AgentInterface::new(agent.clone(), restricted_group),
+            dbus::AgentInterface::new(agent.clone(), restricted_group.clone()),
+        )?
+        .serve_at(
+            cardgate_ipc::OBJECT_PATH,
+            workstation::WorkstationInterface::new(
+                agent.clone(),
+                workstations.clone(),
+                removal_action,
+                restricted_group,
+            ),
         )?
         .name(cardgate_ipc::BUS_NAME)?
         .build()
         .await?;
     let signals = tokio::spawn(dbus::forward_signals(connection.clone(), agent.clone()));
+    let (removed_tx, removed_rx) = mpsc::unbounded_channel();
+    agent.set_removal_hook(removed_tx);
+    let removal_actions = tokio::spawn(workstation::run_removal_actions(
+        connection.clone(),
+        workstations,
+        removal_action,
+        removed_rx,
+    ));
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let monitor = backend.monitor(Box::new(ChannelSink(events_tx)))?;
@@ -181,14 +251,51 @@ pub async fn run(
         tracing::debug!(error = %e, "sd_notify");
     }
 
-    shutdown.await;
-    tracing::info!("cardgated stopping");
+    let lost = tokio::select! {
+        () = shutdown => None,
+        reason = bus_lost(&connection) => Some(reason),
+    };
+    match &lost {
+        None => tracing::info!("cardgated stopping"),
+        Some(reason) => tracing::error!(reason, "the D-Bus connection is gone; cardgated stopping"),
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     timers.abort();
+    if let Some(task) = crl_refresh {
+        task.abort();
+    }
     agent.stop().await;
     let _ = tokio::task::spawn_blocking(move || monitor.shutdown()).await;
     event_loop.abort();
     signals.abort();
+    removal_actions.abort();
     drop(connection);
-    Ok(())
+    match lost {
+        None => Ok(()),
+        Some(reason) => Err(DaemonError::BusLost { reason }),
+    }
+}
+
+/// Resolves when the agent can no longer be reached on the bus: the connection closed (the
+/// bus daemon stopped or restarted) or its well-known name was lost. Costs nothing while the
+/// bus is up: one signal subscription, woken only by those events.
+async fn bus_lost(connection: &zbus::Connection) -> String {
+    use futures_lite::StreamExt as _;
+    let dbus = match zbus::fdo::DBusProxy::new(connection).await {
+        Ok(dbus) => dbus,
+        Err(e) => return format!("no bus daemon proxy: {e}"),
+    };
+    let mut lost = match dbus.receive_name_lost().await {
+        Ok(stream) => stream,
+        Err(e) => return format!("cannot watch the bus name: {e}"),
+    };
+    while let Some(signal) = lost.next().await {
+        if signal
+            .args()
+            .is_ok_and(|args| args.name.as_str() == cardgate_ipc::BUS_NAME)
+        {
+            return format!("the name {} was taken away", cardgate_ipc::BUS_NAME);
+        }
+    }
+    "the connection to the bus closed".to_owned()
 }

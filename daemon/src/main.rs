@@ -26,6 +26,34 @@ struct Args {
     bus: Option<String>,
 }
 
+/// Logging: to the journal, with priorities and structured fields, when systemd started us
+/// with stderr connected to it (`JOURNAL_STREAM`); to stderr otherwise (a terminal, the demo,
+/// the tests). `RUST_LOG` sets the filter; `info` by default.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journal.with_syslog_identifier("cardgated".to_owned()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("cardgated: the journal is not reachable ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 async fn stop_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -43,13 +71,7 @@ async fn stop_signal() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
 
     if let Some(path) = &args.check_config {
         return match cardgated::Config::from_file(path) {

@@ -10,6 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use cardgate_e2e::bench_table::{BenchRow, record};
 use cardgate_e2e::{PcscClient, SELECT_PIV, transmit};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
@@ -81,6 +82,21 @@ fn run(warm_up: usize, measured: usize) -> Result<(), String> {
         &pcsc_times,
     );
     print_row("bare TCP frame round trip on loopback (floor)", &tcp_times);
+    let median = |sorted: &[Duration]| {
+        sorted
+            .get(sorted.len() / 2)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+    };
+    let rows = [BenchRow::compare(
+        "SELECT through pcscd + vpcd, median µs",
+        median(&pcsc_times),
+        "bare TCP frame round trip (floor)",
+        median(&tcp_times),
+        1,
+    )];
+    if let Some(path) = record("apdu_roundtrip", &rows).map_err(|e| e.to_string())? {
+        println!("rows recorded in {}", path.display());
+    }
     println!("rerun: {RERUN}");
     Ok(())
 }

@@ -4,13 +4,12 @@
 //!
 //! 1. Authorise: sequential `Authorise("download", ODS)` calls against
 //!    `org.freedesktop.DBus.Peer.Ping` to the daemon's unique name on the same connection
-//!    (interleaved call by call): median, p99 and the ratio; then throughput with 1 and 10
-//!    concurrent clients (each its own connection, a bounded number of calls in all).
+//!    (interleaved call by call): median, p99 and the ratio; then throughput with 1, 10 and
+//!    100 concurrent clients (each its own connection, a bounded number of calls in all).
 //!    Every decision is appended to the audit trail and `fdatasync`ed before the answer, so
-//!    a 400-byte append with `fdatasync` next to the audit trail is timed in the same loop,
-//!    and so is the daemon's way of identifying every caller (a new `DBusProxy` on the
-//!    connection, `GetConnectionUnixUser`, `GetConnectionUnixProcessID`): with Ping, the floor
-//!    of an audited, identified decision on this machine. `Status` (neither) is timed too.
+//!    a 400-byte append with `fdatasync` next to the audit trail is timed in the same loop:
+//!    with Ping, the floor of an audited decision on this disk. `Status` (no audit) is timed
+//!    too.
 //! 2. Removal: a plain PC/SC client thread blocked in `SCardGetStatusChange` timestamps the
 //!    reader going EMPTY, a D-Bus listener timestamps `SessionEnded`; the difference is the
 //!    agent's own cost (pcscd's 50-400 ms vpcd polling is common to both, LAB.md).
@@ -21,6 +20,12 @@
 //!    threads (`vpcd-card-*`) run in this process and answer pcscd's polling, so they are
 //!    counted apart: the daemon's extra wake-ups are the other threads' switches above the
 //!    baseline's. Resident memory (VmRSS, VmHWM) of the process with the daemon running.
+//! 4. The daemon alone: this binary re-executed as nothing but the daemon
+//!    (`cardgate_e2e::daemon_process`: `cardgated::run` on pcscd, as `cardgated` runs it) in a
+//!    process of its own, so its
+//!    resident memory and wake-ups are its own: with the lab's two readers empty, one card
+//!    in and logged in, and a card in each reader; pcscd's wake-ups in the same windows are
+//!    the reference. (The lab has two readers: one vpcd entry per pcscd, LAB.md.)
 //!
 //! `cargo bench -p cardgate-e2e --bench daemon` (root; its own lab namespace). Without
 //! `--bench` (as clippy's builds and `cargo test --benches` run it) it does a short smoke run.
@@ -31,12 +36,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardgate_e2e::bench_table::{BenchRow, record};
+use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
+use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, DemoWorld, PHARMACIST, PrivateBus};
 use futures_lite::StreamExt as _;
 use zbus::proxy::CacheProperties;
 
@@ -67,6 +74,9 @@ struct Plan {
 
 /// Enters the lab namespace and runs the full benchmark (`--bench`) or a smoke run.
 fn main() -> ExitCode {
+    if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {
+        return code;
+    }
     cardgate_lab::enter_lab_namespace();
     let full = std::env::args().any(|a| a == "--bench");
     let plan = if full {
@@ -379,22 +389,6 @@ impl FsyncFloor {
     }
 }
 
-/// What the daemon does to identify every caller (`cardgated`'s `dbus::caller`): a new
-/// bus-daemon proxy on its connection, then the caller's Unix user and process id.
-async fn identify(connection: &zbus::Connection, name: &str) -> BenchResult<()> {
-    let dbus = zbus::fdo::DBusProxy::new(connection)
-        .await
-        .map_err(ctx("bus proxy"))?;
-    let name: zbus::names::BusName<'_> = name.try_into().map_err(ctx("unique name"))?;
-    dbus.get_connection_unix_user(name.clone())
-        .await
-        .map_err(ctx("GetConnectionUnixUser"))?;
-    dbus.get_connection_unix_process_id(name)
-        .await
-        .map_err(ctx("GetConnectionUnixProcessID"))?;
-    Ok(())
-}
-
 /// A plain PC/SC client waiting for `SLOT` to go empty; `ready` is sent once it is watching.
 fn pcsc_watch_removal(ready: std::sync::mpsc::SyncSender<()>) -> BenchResult<Instant> {
     let context = pcsc::Context::establish(pcsc::Scope::User).map_err(ctx("establish"))?;
@@ -426,6 +420,95 @@ fn pcsc_watch_removal(ready: std::sync::mpsc::SyncSender<()>) -> BenchResult<Ins
 }
 
 /// Starts the world, the bus and the daemon; runs the three parts; prints the table.
+/// One idle window of the daemon alone.
+struct AloneSample {
+    /// What was in the readers.
+    cards: &'static str,
+    /// The daemon's resident memory at the end of the window, MiB.
+    rss_mib: f64,
+    /// The daemon's voluntary context switches per second over the window.
+    daemon_per_s: f64,
+    /// pcscd's over the same window.
+    pcscd_per_s: f64,
+    /// The daemon's CPU time over the window, ms.
+    cpu_ms: f64,
+}
+
+/// Runs this binary again as the daemon alone ([`daemon_child`]) on `address` and samples it
+/// idle with no card, one card logged in, and a card in each reader.
+async fn alone(
+    lab: &Lab,
+    world: &DemoWorld,
+    address: &str,
+    pcscd: Option<u32>,
+    window: Duration,
+) -> BenchResult<Vec<AloneSample>> {
+    let child = DaemonProcess::spawn(world, address, None).map_err(ctx("the daemon alone"))?;
+    let pid = child.pid().to_string();
+    let (connection, agent) = client(address).await?;
+    let dbus = zbus::fdo::DBusProxy::new(&connection)
+        .await
+        .map_err(ctx("bus proxy"))?;
+    wait_for("the daemon alone to own its name", || {
+        let dbus = dbus.clone();
+        async move {
+            dbus.name_has_owner(cardgate_ipc::BUS_NAME.try_into().unwrap())
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await?;
+    let sample = |cards: &'static str| {
+        let pid = pid.clone();
+        async move {
+            // Let the last event's work settle before the window opens.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let pcscd = pcscd.map(|p| p.to_string());
+            let (cpu_before, before) = threads_of(&pid);
+            let pcscd_before = pcscd.as_deref().map(threads_of).unwrap_or_default();
+            tokio::time::sleep(window).await;
+            let (cpu_after, after) = threads_of(&pid);
+            let pcscd_after = pcscd.as_deref().map(threads_of).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let secs = window.as_secs_f64();
+            AloneSample {
+                cards,
+                rss_mib: status_field(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
+                daemon_per_s: after.saturating_sub(before) as f64 / secs,
+                pcscd_per_s: pcscd_after.1.saturating_sub(pcscd_before.1) as f64 / secs,
+                cpu_ms: cpu_after.saturating_sub(cpu_before) as f64 / 1e6,
+            }
+        }
+    };
+    let mut samples = vec![sample("2 readers, no card").await];
+    let pharmacist = world.card(PHARMACIST).map_err(ctx("card"))?;
+    let first = card_in_and_log_in(lab, &pharmacist, &agent).await?;
+    samples.push(sample("2 readers, 1 card, logged in").await);
+    let dispenser = world.card(DISPENSER).map_err(ctx("card"))?;
+    let second = lab
+        .insert(ReaderSlot::Second, Box::new(PivApplet::new(dispenser)))
+        .map_err(ctx("inserting the second card"))?;
+    wait_for("the second card to be read", || {
+        let agent = agent.clone();
+        async move {
+            agent
+                .readers()
+                .await
+                .map(|r| r.iter().filter(|r| r.card_present).count() == 2)
+                .unwrap_or(false)
+        }
+    })
+    .await?;
+    samples.push(sample("2 readers, 2 cards, 1 logged in").await);
+    tokio::task::spawn_blocking(move || child.stop())
+        .await
+        .map_err(ctx("waiting"))?
+        .map_err(ctx("the daemon alone"))?;
+    first.remove().map_err(ctx("removing"))?;
+    second.remove().map_err(ctx("removing"))?;
+    Ok(samples)
+}
+
 async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
     let dir = tempfile::tempdir().map_err(ctx("tempdir"))?;
     let world = DemoWorld::start(dir.path())
@@ -481,10 +564,8 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
         ping(&connection, &unique).await?;
     }
     let mut floor_file = FsyncFloor::open(&audit_dir.join("fsync-floor.jsonl"))?;
-    let own_name = connection.unique_name().ok_or("no unique name")?.to_owned();
     let mut auth_times = Vec::with_capacity(plan.calls);
     let mut ping_times = Vec::with_capacity(plan.calls);
-    let mut identify_times = Vec::with_capacity(plan.calls);
     let mut status_times = Vec::with_capacity(plan.calls);
     let mut fsync_times = Vec::with_capacity(plan.calls);
     for _ in 0..plan.calls {
@@ -497,27 +578,22 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
         let started = Instant::now();
         agent.status().await.map_err(ctx("Status"))?;
         status_times.push(started.elapsed());
-        let started = Instant::now();
-        identify(&connection, &own_name).await?;
-        identify_times.push(started.elapsed());
         fsync_times.push(floor_file.append()?);
     }
     auth_times.sort();
     ping_times.sort();
-    identify_times.sort();
     status_times.sort();
     let status_med = quantile(&status_times, 0.5);
     fsync_times.sort();
-    let identify_med = quantile(&identify_times, 0.5);
     let (auth_med, auth_p99) = (quantile(&auth_times, 0.5), quantile(&auth_times, 0.99));
     let (ping_med, ping_p99) = (quantile(&ping_times, 0.5), quantile(&ping_times, 0.99));
     let ratio = auth_med.as_secs_f64() / ping_med.as_secs_f64().max(1e-12);
     let p99_ratio = auth_p99.as_secs_f64() / ping_p99.as_secs_f64().max(1e-12);
     let fsync_med = quantile(&fsync_times, 0.5);
-    let floor = ping_med + identify_med + fsync_med;
+    let floor = ping_med + fsync_med;
     let floor_ratio = auth_med.as_secs_f64() / floor.as_secs_f64().max(1e-12);
     let mut rates = Vec::new();
-    for clients in [1usize, 10] {
+    for clients in [1usize, 10, 100] {
         let auth = throughput(&address, &unique, clients, plan.calls, false).await?;
         let pings = throughput(&address, &unique, clients, plan.calls, true).await?;
         rates.push((clients, auth, pings));
@@ -587,6 +663,9 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
         .map_err(|_| "cardgated did not stop".to_owned())?
         .map_err(ctx("cardgated task"))?
         .map_err(ctx("cardgated"))?;
+
+    // 4. The daemon alone in its own process.
+    let alone = alone(lab, &world, &address, pcscd, plan.idle).await?;
     drop(bus);
 
     // The table.
@@ -647,19 +726,13 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
         "",
     );
     row(
-        "caller identity as the daemon does it (us)",
-        format!("{:.1}", us(identify_med)),
-        "",
-        "",
-    );
-    row(
         "audit floor: 400 B append + fdatasync, same fs (us)",
         format!("{:.1}", us(fsync_med)),
         "",
         "",
     );
     row(
-        "Authorise / (Ping + identity + audit floor), median",
+        "Authorise / (Ping + audit floor), median",
         format!("{floor_ratio:.2}x"),
         &format!("< {RATIO_GOAL}x"),
         met(floor_ratio < RATIO_GOAL),
@@ -728,6 +801,88 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
             .map(|d| (signed_ms(*d) * 100.0).round() / 100.0)
             .collect::<Vec<_>>()
     });
+    for a in &alone {
+        row(
+            &format!("alone, {}: RSS MiB / CPU ms", a.cards),
+            format!("{:.1} / {:.2}", a.rss_mib, a.cpu_ms),
+            "(reported)",
+            "",
+        );
+        row(
+            &format!("alone, {}: wake-ups/s daemon / pcscd", a.cards),
+            format!("{:.1} / {:.1}", a.daemon_per_s, a.pcscd_per_s),
+            &format!("< {IDLE_GOAL_PER_S}/s"),
+            met(a.daemon_per_s < IDLE_GOAL_PER_S),
+        );
+    }
+
+    // The headline rows for scripts/bench's one table.
+    let mut rows = vec![
+        BenchRow::compare(
+            "Authorise over D-Bus, 1 client, median µs",
+            us(auth_med),
+            "Peer.Ping to the daemon",
+            us(ping_med),
+            1,
+        )
+        .goal(format!("< {RATIO_GOAL}x"), ratio < RATIO_GOAL),
+        BenchRow::compare(
+            "Authorise, median µs, against Ping + one fdatasync'd audit append",
+            us(auth_med),
+            "Ping + audit floor",
+            us(floor),
+            1,
+        ),
+    ];
+    for (clients, auth, pings) in &rates {
+        // Time per call (the inverse of throughput), so the ratio reads like the latency's.
+        rows.push(
+            BenchRow::compare(
+                format!("Authorise, {clients} concurrent clients, µs per call"),
+                1e6 / auth.max(1e-9),
+                "Peer.Ping, same clients",
+                1e6 / pings.max(1e-9),
+                1,
+            )
+            .goal(
+                format!("< {RATIO_GOAL}x"),
+                pings / auth.max(1e-9) < RATIO_GOAL,
+            ),
+        );
+    }
+    rows.push(
+        BenchRow::compare(
+            "Removal to SessionEnded, median ms after pcscd reports it",
+            signed_ms(removal_med),
+            "plain PC/SC client, same reader (0 by definition)",
+            0.0,
+            2,
+        )
+        .goal(
+            format!("< {} ms extra", REMOVAL_GOAL.as_millis()),
+            removal_med < REMOVAL_GOAL.as_secs_f64(),
+        ),
+    );
+    for a in &alone {
+        rows.push(BenchRow {
+            measure: format!("Daemon alone, {}: resident memory MiB", a.cards),
+            figure: format!("{:.1}", a.rss_mib),
+            ..BenchRow::default()
+        });
+        rows.push(
+            BenchRow::compare(
+                format!("Daemon alone, {}: idle wake-ups per s", a.cards),
+                a.daemon_per_s,
+                "pcscd's own, same window",
+                a.pcscd_per_s,
+                1,
+            )
+            .goal("none beyond pcscd's", a.daemon_per_s < IDLE_GOAL_PER_S),
+        );
+    }
+    if let Some(path) = record("daemon", &rows).map_err(ctx("recording rows"))? {
+        println!("rows recorded in {}", path.display());
+    }
     println!("\nrerun: {RERUN}");
     Ok(())
 }

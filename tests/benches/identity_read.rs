@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use cardgate_card::{CardInspector, Insertion, TrustConfig};
 use cardgate_certs::{CheckPolicy, Crl, TrustAnchors, Verdict};
+use cardgate_e2e::bench_table::{BenchRow, record};
 use cardgate_e2e::tools::find_program;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_piv::PasscodeGuard;
@@ -165,6 +166,38 @@ fn run(runs: usize) -> Result<(), String> {
         );
     }
     println!("(time x, APDU x: cardgate's median divided by that row's)");
+    let mut rows = Vec::new();
+    for (label, theirs) in [
+        ("pkcs15-tool --read-certificate 01", &read_one),
+        ("pkcs15-tool --list-certificates", &list_all),
+    ] {
+        rows.push(
+            BenchRow::compare(
+                "Insertion to checked identity, median ms",
+                ms(ours.median_time()),
+                format!("OpenSC {label}"),
+                ms(theirs.median_time()),
+                2,
+            )
+            .goal(
+                "< 0.5x",
+                ms(ours.median_time()) < 0.5 * ms(theirs.median_time()),
+            ),
+        );
+        rows.push(
+            BenchRow::compare(
+                "Insertion to checked identity, APDUs",
+                ours.median_apdus() as f64,
+                format!("OpenSC {label}"),
+                theirs.median_apdus() as f64,
+                0,
+            )
+            .goal("fewer", ours.median_apdus() < theirs.median_apdus()),
+        );
+    }
+    if let Some(path) = record("identity_read", &rows).map_err(|e| e.to_string())? {
+        println!("rows recorded in {}", path.display());
+    }
     println!("rerun: {RERUN}");
     Ok(())
 }

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_card::TransactionChannel;
+use cardgate_e2e::bench_table::{BenchRow, record};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_piv::{FinalTry, KeyAlgorithm, Passcode, PasscodeGuard, PivClient, SignInput, Slot};
 use cardgate_reader::{PcscBackend, ReaderBackend, ReaderName};
@@ -76,7 +77,12 @@ fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 /// The PIV client on the card thread.
 type LabPiv<'t> = PivClient<TransactionChannel<'t>>;
 /// A signature request to the card thread.
-type SignJob = (SignInput, mpsc::SyncSender<Result<Vec<u8>, SpineError>>);
+/// A job for the card thread: a signature, or the passcode verified again (what a log-in
+/// does first).
+enum SignJob {
+    Sign(SignInput, mpsc::SyncSender<Result<Vec<u8>, SpineError>>),
+    Verify(mpsc::SyncSender<Result<(), String>>),
+}
 
 /// A [`CardSigner`] that records how long each signature took.
 trait Timed {
@@ -131,12 +137,23 @@ impl PcscSigner {
             if ready_tx.send(ready).is_err() || failed {
                 return;
             }
-            while let Ok((input, reply)) = jobs_rx.recv() {
-                let _ = reply.send(
-                    client
-                        .sign(Slot::Authentication, input)
-                        .map_err(SpineError::from_card),
-                );
+            while let Ok(job) = jobs_rx.recv() {
+                match job {
+                    SignJob::Sign(input, reply) => {
+                        let _ = reply.send(
+                            client
+                                .sign(Slot::Authentication, input)
+                                .map_err(SpineError::from_card),
+                        );
+                    }
+                    SignJob::Verify(reply) => {
+                        let _ = reply.send(
+                            Passcode::new(PASSCODE.to_owned())
+                                .and_then(|p| client.verify_passcode(&p, FinalTry::NotConfirmed))
+                                .map_err(|e| format!("passcode: {e}")),
+                        );
+                    }
+                }
             }
         });
         let certificate = ready_rx
@@ -166,7 +183,7 @@ impl CardSigner for PcscSigner {
         self.jobs
             .lock()
             .map_err(|_| unavailable())?
-            .send((input, reply_tx))
+            .send(SignJob::Sign(input, reply_tx))
             .map_err(|_| unavailable())?;
         let result = reply_rx
             .recv_timeout(Duration::from_secs(20))
@@ -313,6 +330,48 @@ async fn series<S: CardSigner + Timed + 'static>(
     })
 }
 
+impl PcscSigner {
+    /// Verifies the passcode on the card again (VERIFY through pcscd), as a log-in starts.
+    fn verify(&self) -> BenchResult<()> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.jobs
+            .lock()
+            .map_err(|_| "the card thread's queue is poisoned".to_owned())?
+            .send(SignJob::Verify(reply_tx))
+            .map_err(|_| "the card thread ended".to_owned())?;
+        reply_rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(ctx("the card thread"))?
+    }
+}
+
+/// Median time from the passcode being handed to the card (VERIFY) to the endpoint session
+/// established (mode `mode`), signing with the card.
+async fn verify_then_login(
+    client: &SpineClient,
+    mode: Mode,
+    card: &Arc<PcscSigner>,
+    runs: usize,
+) -> BenchResult<Duration> {
+    let mut totals = Vec::new();
+    for i in 0..runs + 2 {
+        let started = Instant::now();
+        let card_thread = Arc::clone(card);
+        tokio::task::spawn_blocking(move || card_thread.verify())
+            .await
+            .map_err(ctx("verify task"))??;
+        let session = login(client, mode, card.clone())
+            .await
+            .map_err(|e| format!("{mode:?} login: {e}"))?;
+        let total = started.elapsed();
+        client.logout(&session).await.map_err(ctx("logout"))?;
+        if i >= 2 {
+            totals.push(total);
+        }
+    }
+    Ok(median(&mut totals))
+}
+
 /// Milliseconds.
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -442,6 +501,28 @@ unlock_code = "12345678"
                 with_card.rest.as_secs_f64() / floor.rest.as_secs_f64().max(1e-9),
             );
         }
+        let mut rows = Vec::new();
+        for mode in [Mode::B, Mode::A] {
+            let with_card = verify_then_login(&client, mode, &card, runs).await?;
+            let floor = series(&client, mode, &software, runs).await?;
+            let name = match mode {
+                Mode::A => "mode A (signed challenge)",
+                Mode::B => "mode B (client certificate)",
+            };
+            println!(
+                "passcode verified to session established, {name}: card {:.2} ms, \
+                 software key (no passcode) {:.2} ms",
+                ms(with_card),
+                ms(floor.total)
+            );
+            rows.push(BenchRow::compare(
+                format!("Passcode verify to session established, {name}, median ms"),
+                ms(with_card),
+                "the same log-in with a software key",
+                ms(floor.total),
+                2,
+            ));
+        }
         println!("card APDUs answered in all: {}", inserted.apdu_count());
 
         println!(
@@ -484,6 +565,9 @@ unlock_code = "12345678"
             if failures > 0 {
                 return Err(format!("{failures} logins failed under load"));
             }
+        }
+        if let Some(path) = record("login", &rows).map_err(ctx("recording rows"))? {
+            println!("rows recorded in {}", path.display());
         }
         println!("\nrerun: {RERUN}");
         drop(sim);

@@ -416,6 +416,14 @@ pub enum SessionEndReason {
     AgentStopping,
     /// An error (recorded separately as a `Fault`).
     Error,
+    /// Another card was read while the session's card was away (`session-lock`,
+    /// `mobility`): a swapped card never inherits a session.
+    CardSwapped,
+    /// The workstation was idle with the card left in the reader, and the configuration ends
+    /// the session then.
+    CardLeftInReader,
+    /// `mobility`: the time allowed without the card ran out.
+    ReauthenticationDue,
 }
 
 /// A role profile: the role and the organisation (ODS code) it is held at.

@@ -158,54 +158,88 @@ impl AuditLog {
         at: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<AuditReceipt, AuditError> {
+        let receipts = self.append_batch(&[(at, event)])?;
+        receipts
+            .first()
+            .copied()
+            .ok_or_else(|| AuditError::Poisoned {
+                path: self.path.clone(),
+            })
+    }
+
+    /// Appends several entries with one `write` and one `fdatasync` (group commit) and returns
+    /// their receipts, in order, once all of them are on disk.
+    ///
+    /// The daemon's audit writer collects the entries that arrive while the previous sync
+    /// runs and commits them together, so many concurrent callers share one sync instead of
+    /// queueing for one each. All or nothing: on any error none of the entries was recorded
+    /// (the rollback of [`AuditLog::append`] applies to the whole batch). A crash mid-write
+    /// can leave some of the batch's lines complete on disk, unacknowledged, exactly as a
+    /// single append's line can be complete but unsynced; the torn remainder is handled by
+    /// [`AuditLog::open`].
+    pub fn append_batch(
+        &mut self,
+        entries: &[(OffsetDateTime, &AuditEvent)],
+    ) -> Result<Vec<AuditReceipt>, AuditError> {
         if self.poisoned {
             return Err(AuditError::Poisoned {
                 path: self.path.clone(),
             });
         }
-        let (seq, prev) = match self.head {
-            None => (1, EntryHash::GENESIS),
-            Some(head) => match head.seq.checked_add(1) {
-                Some(seq) => (seq, head.hash),
-                None => {
-                    return Err(AuditError::Corrupt {
-                        path: self.path.clone(),
-                        at: ChainBreak {
-                            line: 0,
-                            seq: Some(head.seq),
-                            kind: BreakKind::Malformed,
-                            detail: "sequence numbers exhausted".to_owned(),
-                        },
-                    });
-                }
-            },
-        };
-        let at = chain::format_at(at)?;
-        let event_json = serde_json::to_string(event).map_err(AuditError::Encode)?;
-        let hash = chain::entry_hash(seq, &at, &prev, &event_json);
-        let mut line =
-            chain::encode_line(seq, &at, &prev, &event_json, &hash).map_err(AuditError::Encode)?;
-        line.push(b'\n');
-        if line.len() > MAX_LINE {
-            return Err(AuditError::EntryTooLarge {
-                size: line.len(),
-                max: MAX_LINE,
-            });
+        let mut head = self.head;
+        let mut bytes = Vec::new();
+        let mut receipts = Vec::with_capacity(entries.len());
+        for (at, event) in entries {
+            let (seq, prev) = match head {
+                None => (1, EntryHash::GENESIS),
+                Some(head) => match head.seq.checked_add(1) {
+                    Some(seq) => (seq, head.hash),
+                    None => {
+                        return Err(AuditError::Corrupt {
+                            path: self.path.clone(),
+                            at: ChainBreak {
+                                line: 0,
+                                seq: Some(head.seq),
+                                kind: BreakKind::Malformed,
+                                detail: "sequence numbers exhausted".to_owned(),
+                            },
+                        });
+                    }
+                },
+            };
+            let at = chain::format_at(*at)?;
+            let event_json = serde_json::to_string(event).map_err(AuditError::Encode)?;
+            let hash = chain::entry_hash(seq, &at, &prev, &event_json);
+            let mut line = chain::encode_line(seq, &at, &prev, &event_json, &hash)
+                .map_err(AuditError::Encode)?;
+            line.push(b'\n');
+            if line.len() > MAX_LINE {
+                return Err(AuditError::EntryTooLarge {
+                    size: line.len(),
+                    max: MAX_LINE,
+                });
+            }
+            bytes.extend_from_slice(&line);
+            let receipt = AuditReceipt { seq, hash };
+            receipts.push(receipt);
+            head = Some(receipt);
+        }
+        if bytes.is_empty() {
+            return Ok(receipts);
         }
 
         let written = self
             .file
-            .write_all(&line)
+            .write_all(&bytes)
             .map_err(|e| ("write", e))
             .and_then(|()| self.file.sync_data().map_err(|e| ("sync", e)));
         if let Err((op, source)) = written {
             self.roll_back();
             return Err(AuditError::io(&self.path, op, source));
         }
-        self.len += line.len() as u64;
-        let receipt = AuditReceipt { seq, hash };
-        self.head = Some(receipt);
-        Ok(receipt)
+        self.len += bytes.len() as u64;
+        self.head = head;
+        Ok(receipts)
     }
 
     /// The last acknowledged entry (`None` for an empty log): publish it to anchor the log.

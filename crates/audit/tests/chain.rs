@@ -480,6 +480,56 @@ fn writing_to_a_device_with_no_space_is_disk_full_and_then_refused() {
     ));
 }
 
+#[test]
+fn a_batch_is_the_same_chain_as_one_append_at_a_time() {
+    let dir = tempfile::tempdir().expect("dir");
+    let one_by_one = dir.path().join("single.jsonl");
+    let mut single = AuditLog::open(&one_by_one).expect("open");
+    let expected: Vec<AuditReceipt> = (0..7)
+        .map(|i| single.append(at(i), &event(i)).expect("append"))
+        .collect();
+
+    let batched = dir.path().join("batched.jsonl");
+    let mut log = AuditLog::open(&batched).expect("open");
+    let events: Vec<AuditEvent> = (0..7).map(event).collect();
+    let first: Vec<(OffsetDateTime, &AuditEvent)> =
+        (0..3).map(|i| (at(i), &events[i as usize])).collect();
+    let rest: Vec<(OffsetDateTime, &AuditEvent)> =
+        (3..7).map(|i| (at(i), &events[i as usize])).collect();
+    let mut receipts = log.append_batch(&first).expect("batch 1");
+    receipts.extend(log.append_batch(&rest).expect("batch 2"));
+    assert_eq!(receipts, expected);
+    assert_eq!(log.head(), expected.last().copied());
+    assert_eq!(
+        fs::read(&batched).expect("read"),
+        fs::read(&one_by_one).expect("read")
+    );
+    assert_eq!(log.append_batch(&[]).expect("empty batch"), Vec::new());
+    drop(log);
+    let mut reopened = AuditLog::open(&batched).expect("reopen");
+    assert_eq!(reopened.append(at(8), &event(8)).expect("append").seq, 8);
+}
+
+#[test]
+fn a_batch_with_one_oversized_entry_records_none_of_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (path, _) = write_log(dir.path(), 2);
+    let before = fs::read(&path).expect("read");
+    let mut log = AuditLog::open(&path).expect("open");
+    let huge = AuditEvent::Note {
+        holder: None,
+        author: None,
+        text: "x".repeat(MAX_LINE),
+    };
+    let ok = event(3);
+    assert!(matches!(
+        log.append_batch(&[(at(3), &ok), (at(4), &huge)]),
+        Err(AuditError::EntryTooLarge { .. })
+    ));
+    assert_eq!(fs::read(&path).expect("read"), before);
+    assert_eq!(log.append(at(5), &event(5)).expect("append").seq, 3);
+}
+
 /// The log bytes for a sequence of events (written through the real log).
 fn log_bytes(events: &[AuditEvent]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("dir");

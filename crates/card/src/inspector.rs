@@ -263,6 +263,15 @@ impl CardInspector {
         self.lock().is_current(insertion)
     }
 
+    /// Drops what was cached from the card of `insertion`, so the next
+    /// [`CardInspector::inspect`] reads it in full: for the agent after it wrote a new
+    /// certificate to the card (renewal), which the card serial alone would not reveal.
+    pub fn forget_identity(&self, insertion: &Insertion) {
+        self.lock()
+            .cache
+            .retain(|_, e| !(e.reader == insertion.reader && e.generation == insertion.generation));
+    }
+
     /// The identity read earlier in this insertion, without touching the card; `None` once
     /// the card was removed (or if it was never read).
     pub fn cached_identity(&self, insertion: &Insertion) -> Option<CardIdentity> {

@@ -37,6 +37,18 @@ pub(crate) async fn run(cli: Cli) -> u8 {
             Ok(0)
         }
         Command::Man => man(),
+        Command::Staff(command) => crate::staff::run(&bus, json, command).await,
+        Command::Doctor { config } => Ok(crate::doctor::run(&config, &bus, json).await),
+        Command::SupportBundle {
+            config,
+            output,
+            fault_time,
+            events,
+            audit_file,
+        } => {
+            crate::support_bundle::run(&config, &bus, json, output, fault_time, events, audit_file)
+                .await
+        }
     };
     match result {
         Ok(code) => code,
@@ -48,9 +60,9 @@ pub(crate) async fn run(cli: Cli) -> u8 {
 }
 
 /// A failure and the exit code it means for this command.
-type Outcome = Result<u8, (u8, CliError)>;
+pub(crate) type Outcome = Result<u8, (u8, CliError)>;
 
-fn report(json: bool, e: &CliError) {
+pub(crate) fn report(json: bool, e: &CliError) {
     if json {
         println!(
             "{}",
@@ -61,12 +73,14 @@ fn report(json: bool, e: &CliError) {
     }
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
 
 /// Connects to `bus` and checks that the agent owns its name, so "not running" is said as such.
-async fn connect(bus: &str) -> Result<(zbus::Connection, AgentProxy<'static>), CliError> {
+pub(crate) async fn connect(
+    bus: &str,
+) -> Result<(zbus::Connection, AgentProxy<'static>), CliError> {
     let unreachable = |source| CliError::BusUnreachable {
         bus: bus.to_owned(),
         source,
@@ -98,7 +112,7 @@ async fn connect(bus: &str) -> Result<(zbus::Connection, AgentProxy<'static>), C
     Ok((connection, agent))
 }
 
-async fn read_status(bus: &str, agent: &AgentProxy<'_>) -> Result<StatusView, CliError> {
+pub(crate) async fn read_status(bus: &str, agent: &AgentProxy<'_>) -> Result<StatusView, CliError> {
     let map = agent
         .status()
         .await
@@ -410,7 +424,7 @@ async fn watch(bus: &str, json: bool) -> Outcome {
     }
 }
 
-fn ask(prompt: &str) -> Result<String, CliError> {
+pub(crate) fn ask(prompt: &str) -> Result<String, CliError> {
     let io = |source| CliError::Io {
         what: "reading your answer".into(),
         source,

@@ -116,6 +116,8 @@ fn agent_message(e: &AgentError) -> String {
             "remove and reinsert the card; if it persists, call IT support with the card UUID and the time",
         ),
         AgentError::Internal(m) => (m.clone(), "call IT support with the time and this message"),
+        // The message already says what to do instead (RA, another Sponsor, a later date).
+        AgentError::NotEligible(m) => (m.clone(), ""),
         _ => (
             e.to_string(),
             "call IT support with the time and this message",
@@ -129,4 +131,4 @@ fn agent_message(e: &AgentError) -> String {
 }
 
 /// How a locked card gets unlocked, in the seeds' order.
-pub(crate) const UNLOCK_ADVICE: &str = "unlock it by self-service (only if you registered an email, mobile or photo), or ask your Sponsor or Local Smartcard Administrator (LSA), or the Registration Authority (RA); an LSA cannot unlock their own card; cards whose number starts 01, 02 or 03 cannot be unlocked: ask the RA for a new card";
+pub(crate) const UNLOCK_ADVICE: &str = "unlock it by self-service (only if you registered an email, mobile or photo: `cardgate unlock`), or ask your Sponsor or Local Smartcard Administrator (LSA: `cardgate unlock --sponsor`), or the Registration Authority (RA: `cardgate unlock --code`); an LSA cannot unlock their own card; cards whose number starts 01, 02 or 03 cannot be unlocked: ask the RA for a new card";

@@ -10,9 +10,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod atr;
 mod commands;
+pub mod doctor;
 mod error;
 pub mod format;
+pub mod staff;
+pub mod support_bundle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +96,38 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Staff tasks: `passcode change`, `unlock`, `renew`, `tac` (`staff.rs`).
+    #[command(flatten)]
+    Staff(staff::StaffCommand),
+    /// Check everything a smartcard log-in needs (pcscd, readers, card, ATR, PIV, tries,
+    /// certificate, clock, endpoint, agent): one verdict a line, the next step for each
+    /// failure; exit 0 when nothing failed, 1 otherwise. Works without the agent running.
+    Doctor {
+        /// The agent's configuration file (endpoint, card CA, CRL source, audit path, bus).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Write one file for the service desk: card UUID, time of the fault, steps taken (recent
+    /// audit entries), error messages, reader and card details, versions. No passcode, key or
+    /// ticket is ever in it.
+    SupportBundle {
+        /// The agent's configuration file.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Where to write the bundle (default: cardgate-support-<UTC time>.json here).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// When the fault happened, as the holder reports it (e.g. "2026-11-23 10:15");
+        /// default: now.
+        #[arg(long, value_name = "WHEN")]
+        fault_time: Option<String>,
+        /// How many recent audit entries to include as the steps taken.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        events: usize,
+        /// The audit trail (default: the agent's configured one).
+        #[arg(long, value_name = "PATH")]
+        audit_file: Option<PathBuf>,
+    },
 }
 
 /// `cardgate audit` subcommands.

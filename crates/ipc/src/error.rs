@@ -43,6 +43,10 @@ pub enum AgentError {
     Card(String),
     /// Anything else; a bug or an environment problem, worth a support ticket.
     Internal(String),
+    /// The card or holder cannot take this path (an old-generation card, a renewal not yet
+    /// due or already too late, a Sponsor's own card); the message says what to do instead.
+    /// Nothing was sent to the card.
+    NotEligible(String),
 }
 
 impl AgentError {
@@ -63,6 +67,7 @@ impl AgentError {
             AgentError::AuditUnavailable(_) => "AuditUnavailable",
             AgentError::Card(_) => "Card",
             AgentError::Internal(_) => "Internal",
+            AgentError::NotEligible(_) => "NotEligible",
         }
     }
 }

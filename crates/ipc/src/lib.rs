@@ -21,14 +21,18 @@
 
 mod error;
 mod proxy;
+mod staff;
 mod types;
+mod workstation;
 
 pub use error::AgentError;
 pub use proxy::*;
+pub use staff::*;
 pub use types::{
     ACTIONS, AgentState, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
     SessionEndReason, Ticket,
 };
+pub use workstation::*;
 
 /// The well-known bus name the daemon owns.
 pub const BUS_NAME: &str = "org.cardgate.Agent";

@@ -257,17 +257,20 @@ impl PcscMonitor {
             tracing::warn!("PC/SC service lost ({call}: {e}); reconnecting");
             now
         });
-        if self.attempts == 0 {
+        let first = self.attempts == 0;
+        self.attempts += 1;
+        // Health first: whoever reacts to the ServiceLost event below must already read
+        // `Reconnecting`, never the `Running` of before the loss.
+        self.shared.set_health(MonitorHealth::Reconnecting {
+            attempts: self.attempts,
+            since,
+        });
+        if first {
             let events = self.tracker.service_lost(now);
             if !self.deliver(events) {
                 return true;
             }
         }
-        self.attempts += 1;
-        self.shared.set_health(MonitorHealth::Reconnecting {
-            attempts: self.attempts,
-            since,
-        });
         let backoff = BACKOFF_START
             .saturating_mul(1 << self.attempts.saturating_sub(1).min(5))
             .min(BACKOFF_MAX);

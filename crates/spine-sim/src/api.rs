@@ -288,6 +288,7 @@ impl AppState {
             certificate_not_after,
             role_profiles: user.role_profiles.iter().map(Into::into).collect(),
             selected: None,
+            passcode_expires_at: user.passcode_expires_at,
             last_activity: self.clock.now(),
             expired: false,
         };
@@ -313,6 +314,7 @@ impl AppState {
             certificate_not_after: record.certificate_not_after,
             role_profiles: record.role_profiles.clone(),
             selected_role_profile: record.selected.clone(),
+            passcode_expires_at: record.passcode_expires_at,
         }
     }
 }

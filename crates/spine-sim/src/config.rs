@@ -69,6 +69,10 @@ pub struct UserConfig {
     /// The person's role profiles.
     #[serde(default)]
     pub role_profiles: Vec<RoleProfileConfig>,
+    /// When the person's passcode expires (RFC 3339); sessions carry it so the agent can
+    /// warn. Absent: the passcode does not expire.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub passcode_expires_at: Option<time::OffsetDateTime>,
 }
 
 /// `[[users.role_profiles]]`, the same fields as the wire's [`RoleProfile`].

@@ -72,6 +72,7 @@ pub(crate) struct SessionRecord {
     pub certificate_not_after: OffsetDateTime,
     pub role_profiles: Vec<RoleProfile>,
     pub selected: Option<String>,
+    pub passcode_expires_at: Option<OffsetDateTime>,
     pub last_activity: Instant,
     /// Set once the idle timeout was noticed: later calls answer `session_expired`.
     pub expired: bool,

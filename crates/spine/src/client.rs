@@ -418,7 +418,10 @@ fn skew_seconds(local: OffsetDateTime, server: OffsetDateTime) -> i64 {
 }
 
 /// The body of a successful answer with status `expected`, or the server's refusal.
-fn expect<T: DeserializeOwned>(response: Response, expected: StatusCode) -> Result<T, SpineError> {
+pub(crate) fn expect<T: DeserializeOwned>(
+    response: Response,
+    expected: StatusCode,
+) -> Result<T, SpineError> {
     if response.status != expected {
         return Err(refusal(&response));
     }
@@ -428,7 +431,7 @@ fn expect<T: DeserializeOwned>(response: Response, expected: StatusCode) -> Resu
 }
 
 /// Success with no body expected.
-fn expect_empty(response: Response, expected: StatusCode) -> Result<(), SpineError> {
+pub(crate) fn expect_empty(response: Response, expected: StatusCode) -> Result<(), SpineError> {
     if response.status != expected {
         return Err(refusal(&response));
     }

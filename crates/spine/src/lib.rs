@@ -21,6 +21,8 @@ pub mod cms;
 mod config;
 pub mod csr;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod signer;
 pub mod tls;

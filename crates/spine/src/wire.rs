@@ -225,6 +225,14 @@ pub struct Session {
     pub role_profiles: Vec<RoleProfile>,
     /// The id of the selected role profile, `null` until one is selected.
     pub selected_role_profile: Option<String>,
+    /// When the holder's passcode expires, where the directory sets one; absent otherwise.
+    /// The agent warns before it (`PasscodeExpiring`) so the holder changes it in time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub passcode_expires_at: Option<OffsetDateTime>,
 }
 
 /// Body of `PUT /v1/sessions/{id}/role`.
@@ -679,6 +687,7 @@ mod tests {
             certificate_not_after: datetime!(2028-11-22 09:00:00 UTC),
             role_profiles: vec![profile()],
             selected_role_profile: None,
+            passcode_expires_at: None,
         };
         round_trip(
             &session,
@@ -700,6 +709,16 @@ mod tests {
         );
         assert!(!format!("{session:?}").contains("tok\""));
         assert!(format!("{session:?}").contains("<redacted>"));
+
+        // Where the directory sets a passcode expiry, it is one more field.
+        let expiring = Session {
+            passcode_expires_at: Some(datetime!(2027-01-05 00:00:00 UTC)),
+            ..session
+        };
+        let json = serde_json::to_value(&expiring).unwrap();
+        assert_eq!(json["passcode_expires_at"], "2027-01-05T00:00:00Z");
+        let back: Session = serde_json::from_value(json).unwrap();
+        assert_eq!(back, expiring);
     }
 
     #[test]

@@ -21,7 +21,8 @@ const ASHA: (&str, &str) = ("Asha Patel", "555000111222");
 const BEN: (&str, &str) = ("Ben Okafor", "555000333444");
 
 /// An endpoint that answers at once: log-in gives session `s-N` with four role profiles;
-/// selecting `RP-DOWN` fails as unreachable; log-ins and log-outs are counted.
+/// selecting `RP-DOWN` fails as unreachable, `RP-GONE` as a session the endpoint ended;
+/// log-ins and log-outs are counted.
 #[derive(Default)]
 struct ScriptedEndpoint {
     logins: AtomicUsize,
@@ -64,8 +65,10 @@ impl Endpoint for ScriptedEndpoint {
                     profile("RP-NOSCR", "FA123", &["eps.download"]),
                     profile("RP-ELSEWHERE", "FB999", ALL),
                     profile("RP-DOWN", "FA123", ALL),
+                    profile("RP-GONE", "FA123", ALL),
                 ],
                 selected_role_profile: None,
+                passcode_expires_at: None,
             })
         })
     }
@@ -80,6 +83,9 @@ impl Endpoint for ScriptedEndpoint {
                     endpoint: "127.0.0.1:1".into(),
                     source: std::io::Error::other("connection refused"),
                 });
+            }
+            if id == "RP-GONE" {
+                return Err(SpineError::SessionExpired);
             }
             let mut updated = session.clone();
             updated.selected_role_profile = Some(id.to_owned());
@@ -160,7 +166,8 @@ impl Cards {
             guard,
             endpoint.clone(),
             audit,
-        );
+        )
+        .unwrap();
         let events = agent.subscribe();
         agent.handle_reader_event(&ReaderEvent {
             reader: reader.clone(),
@@ -312,7 +319,7 @@ async fn session_lock_the_same_card_and_passcode_resume_the_same_session_and_rol
     assert_eq!(w.agent.snapshot().state, AgentState::SessionLocked);
 
     let profiles = w.agent.login(&caller(), Some(PASS), false).await.unwrap();
-    assert_eq!(profiles.len(), 4);
+    assert_eq!(profiles.len(), 5);
     assert_eq!(
         w.endpoint.logins.load(Ordering::SeqCst),
         1,
@@ -352,7 +359,7 @@ async fn session_lock_another_card_ends_the_locked_session_as_card_swapped_and_s
     w.settle().await;
     assert_eq!(w.endpoint.logouts.load(Ordering::SeqCst), 1, "logged out");
     assert_eq!(w.agent.snapshot().state, AgentState::CardPresent);
-    assert!(w.audit().contains("card-swapped"));
+    assert!(w.audit().contains(r#""reason":"card_swapped""#));
     let answer = w.authorise("download");
     assert_eq!(answer.reason, "not-logged-in");
 
@@ -456,7 +463,7 @@ async fn mobility_removal_voids_old_decisions_allows_within_the_window_then_forc
     w.settle().await;
     assert_eq!(w.endpoint.logouts.load(Ordering::SeqCst), 1);
     assert_eq!(w.agent.snapshot().state, AgentState::NoCard);
-    assert!(w.audit().contains("reauthentication-due"));
+    assert!(w.audit().contains(r#""reason":"reauthentication_due""#));
     assert_eq!(w.authorise("download").reason, "no-card");
 }
 
@@ -635,4 +642,64 @@ async fn every_refusal_reason_is_produced() {
     ] {
         assert!(seen.contains(reason), "{reason} not produced");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timers_sleep_until_the_next_deadline_and_none_runs_without_one() {
+    let cards = Cards::new();
+    let asha = cards.card(ASHA, "1000000001", Validity::Default);
+    let mut w = cards.world(&[], |c| {
+        c.session.max_idle_time = 300;
+        c.session.card_left_idle_time = 0;
+    });
+    let timers = tokio::spawn(w.agent.clone().run_timers());
+    assert_eq!(w.agent.next_timer_deadline(), None, "no card, no session");
+    w.insert(&asha).await;
+    assert_eq!(
+        w.agent.next_timer_deadline(),
+        None,
+        "a card in but no session and no card-left timer: nothing to wake for"
+    );
+    w.login_and_select("RP-PHARM").await;
+    let deadline = w.agent.next_timer_deadline().expect("the idle limit runs");
+    let left = deadline - Instant::now();
+    assert!(
+        left > Duration::from_secs(299) && left <= Duration::from_secs(300),
+        "{left:?}"
+    );
+    w.drain();
+    // Nobody calls check_timers here: the spawned run_timers must fire on its own, at the
+    // deadline and not before.
+    tokio::time::advance(Duration::from_secs(298)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(ended(&w.drain()).is_empty());
+    tokio::time::advance(Duration::from_secs(3)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(ended(&w.drain()), vec![SessionEndReason::IdleTimeout]);
+    assert_eq!(w.agent.next_timer_deadline(), None);
+    timers.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_the_endpoint_ended_ends_here_as_endpoint_ended() {
+    let cards = Cards::new();
+    let asha = cards.card(ASHA, "1000000001", Validity::Default);
+    let mut w = cards.world(&[], |_| {});
+    w.insert(&asha).await;
+    w.login_and_select("RP-PHARM").await;
+    assert!(w.authorise("download").allowed);
+    w.drain();
+    let e = w
+        .agent
+        .select_role_profile(&caller(), "RP-GONE")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AgentError::NotLoggedIn(_)), "{e:?}");
+    assert_eq!(ended(&w.drain()), vec![SessionEndReason::EndpointEnded]);
+    assert_eq!(w.authorise("download").reason, "not-logged-in");
+    assert!(w.audit().contains(r#""reason":"endpoint_ended""#));
 }

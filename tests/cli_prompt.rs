@@ -1,0 +1,228 @@
+//! End-to-end: `cardgate login`'s interactive passcode prompt, driven through a real
+//! pseudo-terminal, against `cardgated` on a private `dbus-daemon` watching the lab's pcscd
+//! with a virtual PIV card in a vpcd reader.
+//!
+//! The CLI runs as the session leader of a new pty (`setsid --ctty`), so it reads the
+//! passcode from `/dev/tty` exactly as on a workstation. The test waits for the prompt, then
+//! for the terminal's ECHO flag to go off (the CLI must switch it off itself: a timeout is a
+//! failure), types the passcode, and checks that nothing it typed came back on the screen. A
+//! wrong passcode reports the tries left; the right one logs in.
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::{check, lab_trial};
+use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_vcard::applet::PivApplet;
+use cardgated::demo::{DEMO_PASSCODE, PHARMACIST};
+use libtest_mimic::{Arguments, Failed};
+use nix::sys::termios::{LocalFlags, tcgetattr};
+
+const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
+
+fn main() -> ExitCode {
+    if std::env::var_os(AS_CLI).is_some() {
+        return cardgate_cli::main();
+    }
+    cardgate_lab::enter_lab_namespace();
+    let args = Arguments::from_args();
+    let trials = vec![lab_trial(
+        "login_prompt_through_a_pty_no_echo_wrong_then_right",
+        |lab| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail("runtime", e))?
+                .block_on(prompt(lab))
+        },
+    )];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// The CLI on a pseudo-terminal: everything it writes to the terminal is collected.
+struct PtyRun {
+    child: Child,
+    /// The master side, to type on.
+    keyboard: File,
+    /// The slave side, kept to read the terminal's flags (ECHO).
+    slave: OwnedFd,
+    screen: Arc<Mutex<String>>,
+}
+
+impl PtyRun {
+    fn start(args: &[&str]) -> Result<PtyRun, Failed> {
+        let pty = nix::pty::openpty(None, None).map_err(|e| fail("openpty", e))?;
+        let stdio = |fd: &OwnedFd| -> Result<Stdio, Failed> {
+            Ok(Stdio::from(fd.try_clone().map_err(|e| fail("dup", e))?))
+        };
+        // setsid makes the CLI a session leader and --ctty makes its stdin, the pty, its
+        // controlling terminal, so /dev/tty is this pty.
+        let exe = std::env::current_exe().map_err(|e| fail("current_exe", e))?;
+        let child = Command::new("setsid")
+            .arg("--ctty")
+            .arg(exe)
+            .args(args)
+            .env(AS_CLI, "1")
+            .stdin(stdio(&pty.slave)?)
+            .stdout(stdio(&pty.slave)?)
+            .stderr(stdio(&pty.slave)?)
+            .spawn()
+            .map_err(|e| fail("starting the CLI under setsid", e))?;
+        let mut screen_reader = File::from(pty.master.try_clone().map_err(|e| fail("dup", e))?);
+        let screen = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            // Ends with EIO once the last slave descriptor is closed.
+            while let Ok(n) = screen_reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Ok(PtyRun {
+            child,
+            keyboard: File::from(pty.master),
+            slave: pty.slave,
+            screen,
+        })
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().unwrap().clone()
+    }
+
+    fn echo_on(&self) -> Result<bool, Failed> {
+        Ok(tcgetattr(&self.slave)
+            .map_err(|e| fail("tcgetattr", e))?
+            .local_flags
+            .contains(LocalFlags::ECHO))
+    }
+
+    /// Waits (at most 15 s) until `probe` holds.
+    fn wait(
+        &self,
+        what: &str,
+        probe: impl Fn(&PtyRun) -> Result<bool, Failed>,
+    ) -> Result<(), Failed> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if probe(self)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(Failed::from(format!(
+            "timed out waiting for {what}; screen so far:\n{}",
+            self.screen()
+        )))
+    }
+
+    /// Waits for the prompt and for echo to go off, types `passcode` and Enter, and returns
+    /// the exit code and the whole screen.
+    fn answer_prompt(mut self, passcode: &str) -> Result<(i32, String), Failed> {
+        self.wait("the passcode prompt", |r| {
+            Ok(r.screen().contains("Passcode (not shown): "))
+        })?;
+        self.wait("the CLI to switch terminal echo off", |r| Ok(!r.echo_on()?))?;
+        self.keyboard
+            .write_all(format!("{passcode}\n").as_bytes())
+            .map_err(|e| fail("typing", e))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| fail("wait", e))? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err(Failed::from(format!(
+                    "the CLI did not finish; screen:\n{}",
+                    self.screen()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader drain what the CLI wrote last.
+        drop(self.slave);
+        std::thread::sleep(Duration::from_millis(200));
+        let screen = self.screen.lock().unwrap().clone();
+        Ok((status.code().unwrap_or(-1), screen))
+    }
+}
+
+async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
+    let running = RunningDaemon::start(|_| {}).await?;
+    let card = running
+        .world
+        .card(PHARMACIST)
+        .map_err(|e| fail("card", e))?;
+    let _inserted = lab
+        .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
+        .map_err(|e| fail("inserting the card", e))?;
+    let agent = running.agent.clone();
+    wait_for("the agent to read the card", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
+    })
+    .await?;
+    let bus = running.address.clone();
+
+    // A wrong passcode: no echo, refused, the tries left said.
+    const WRONG: &str = "zz9911";
+    let b = bus.clone();
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        PtyRun::start(&["--bus", &b, "login", "--role", "RP-PHARM-FA123"])?.answer_prompt(WRONG)
+    })
+    .await
+    .map_err(|e| fail("pty thread", e))??;
+    check(code == 1, || {
+        format!("a wrong passcode: exit {code}\n{screen}")
+    })?;
+    check(!screen.contains(WRONG), || {
+        format!("the wrong passcode was echoed:\n{screen}")
+    })?;
+    check(
+        screen.contains("2 tries left") || screen.contains("2 attempts left"),
+        || format!("tries left not reported:\n{screen}"),
+    )?;
+    let tries = running
+        .agent
+        .passcode_tries_left()
+        .await
+        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+    check(tries == 2, || {
+        format!("tries after one wrong passcode: {tries}")
+    })?;
+
+    // The right passcode: no echo, logged in with the role.
+    let b = bus.clone();
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        PtyRun::start(&["--bus", &b, "login", "--role", "RP-PHARM-FA123"])?
+            .answer_prompt(DEMO_PASSCODE)
+    })
+    .await
+    .map_err(|e| fail("pty thread", e))??;
+    check(code == 0, || {
+        format!("the right passcode: exit {code}\n{screen}")
+    })?;
+    check(!screen.contains(DEMO_PASSCODE), || {
+        format!("the passcode was echoed:\n{screen}")
+    })?;
+    check(
+        screen.contains("Logged in.") && screen.contains("Pharmacist"),
+        || format!("log-in not reported:\n{screen}"),
+    )?;
+    let state = running.agent.state().await.map_err(|e| fail("State", e))?;
+    check(state == "logged-in", || format!("State {state}"))?;
+    running.stop().await?;
+    Ok(())
+}

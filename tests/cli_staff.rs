@@ -1,0 +1,925 @@
+//! End-to-end: the staff tasks of the `cardgate` CLI (`passcode change`, the three `unlock`
+//! paths, `renew`, `tac`) as a separate process against the real `cardgated` on a private
+//! `dbus-daemon`, watching this binary's own lab pcscd with virtual PIV cards in the vpcd
+//! readers, at an in-process spine-sim that knows a holder with a registered email, a
+//! Sponsor/LSA, an old-generation card and every card's unlock code.
+//!
+//! The CLI process is this test binary re-run with `CARDGATE_E2E_AS_CLI=1` (its `main` is then
+//! exactly `cardgate_cli::main()`), or `CARDGATE_BIN` if set, as in `cli_e2e.rs`. Setup steps
+//! that are not under test (blocking a card with wrong passcodes, logging the sponsor in) go
+//! through the client proxy; every staff task goes through the CLI.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, ExitCode, Stdio};
+
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::{check, lab_trial};
+use cardgate_ipc::AgentProxy;
+use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_vcard::applet::PivApplet;
+use cardgate_vcard::provision::{CardSpec, Validity};
+use cardgated::demo::DEMO_PASSCODE;
+use libtest_mimic::{Arguments, Failed};
+use serde_json::Value;
+
+const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
+
+/// A holder with a registered email (self-service works), pharmacist at FA123.
+const CARA: (&str, &str, &str) = ("Cara Jones", "555000555666", "6516770101");
+/// A Sponsor/LSA at FA123 (admin.unlock, admin.tac).
+const DEV: (&str, &str, &str) = ("Dev Shah", "555000777888", "6516770102");
+/// An old-generation card (number begins 02), registered email.
+const EVE: (&str, &str, &str) = ("Eve Moss", "555000999000", "0212345678");
+/// A holder with no registered contact: self-service is refused.
+const FINN: (&str, &str, &str) = ("Finn Hale", "555000121212", "6516770104");
+/// Every test card's unlock code, which spine-sim holds for each.
+const UNLOCK_CODE: &str = "80264513";
+/// The test cards' AES-128 management key (the agent's `[renewal] management_key`).
+const MANAGEMENT_KEY: [u8; 16] = [
+    0x10, 0x21, 0x32, 0x43, 0x54, 0x65, 0x76, 0x87, 0x98, 0xA9, 0xBA, 0xCB, 0xDC, 0xED, 0xFE, 0x0F,
+];
+const SPONSOR_ROLE: &str = "RP-LSA-FA123";
+const CARA_ROLE: &str = "RP-CARA-FA123";
+
+fn main() -> ExitCode {
+    if std::env::var_os(AS_CLI).is_some() {
+        return cardgate_cli::main();
+    }
+    cardgate_lab::enter_lab_namespace();
+    let args = Arguments::from_args();
+    let trials = vec![
+        lab_trial(
+            "unlock_self_service_with_the_outbox_code_then_ra_code_then_sponsor_never_own_card",
+            unlock_paths,
+        ),
+        lab_trial(
+            "renew_writes_a_new_certificate_the_endpoint_accepts_and_refuses_old_and_not_due_cards",
+            renewal,
+        ),
+        lab_trial(
+            "tac_activate_record_use_return_and_passcode_change_and_bad_arguments",
+            tac_and_passcode,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+fn extra_sim_toml() -> String {
+    let user = |(name, uid, _): (&str, &str, &str), contact: &str, role: &str, activities: &str| {
+        format!(
+            r#"
+[[users]]
+uid = "{uid}"
+name = "{name}"
+{contact}
+[[users.role_profiles]]
+id = "{role}"
+job_role = "Pharmacist"
+ods_code = "FA123"
+organisation_name = "High Street Pharmacy"
+activities = [{activities}]
+"#
+        )
+    };
+    let card = |(_, uid, serial): (&str, &str, &str)| {
+        format!(
+            "\n[[cards]]\nserial = \"{serial}\"\nuid = \"{uid}\"\nunlock_code = \"{UNLOCK_CODE}\"\n"
+        )
+    };
+    let mut toml = String::new();
+    toml += &user(
+        CARA,
+        "email = \"cara.jones@nhs.example\"",
+        CARA_ROLE,
+        "\"eps.download\"",
+    );
+    toml += &user(
+        DEV,
+        "",
+        SPONSOR_ROLE,
+        "\"eps.download\", \"admin.unlock\", \"admin.tac\"",
+    );
+    toml += &user(
+        EVE,
+        "email = \"eve.moss@nhs.example\"",
+        "RP-EVE-FA123",
+        "\"eps.download\"",
+    );
+    toml += &user(FINN, "", "RP-FINN-FA123", "\"eps.download\"");
+    for c in [CARA, DEV, EVE, FINN] {
+        toml += &card(c);
+    }
+    toml
+}
+
+/// The daemon with the staff world and the management key configured.
+async fn start() -> Result<RunningDaemon, Failed> {
+    let key_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let key_path = key_dir.keep().join("management-key.hex");
+    std::fs::write(&key_path, hex::encode(MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
+    RunningDaemon::start_with(&extra_sim_toml(), move |config| {
+        config.renewal.management_key = Some(key_path);
+    })
+    .await
+}
+
+fn card(
+    running: &RunningDaemon,
+    who: (&str, &str, &str),
+    validity: Validity,
+) -> Result<PivApplet, Failed> {
+    let spec = CardSpec::new(who.0, who.1)
+        .card_serial(who.2)
+        .pin(DEMO_PASSCODE)
+        .puk(UNLOCK_CODE)
+        .management_key(&MANAGEMENT_KEY)
+        .validity(validity);
+    Ok(PivApplet::new(
+        running
+            .world
+            .card_from(&spec)
+            .map_err(|e| fail("card", e))?,
+    ))
+}
+
+/// One run of the CLI: exit code, stdout, stderr.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.lines().last().unwrap_or("")).unwrap_or(Value::Null)
+    }
+
+    /// `--json` error code (`NotEligible`, ...), or `""`.
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+fn cli_command() -> Command {
+    match std::env::var_os("CARDGATE_BIN") {
+        Some(bin) => Command::new(bin),
+        None => {
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.env(AS_CLI, "1");
+            c
+        }
+    }
+}
+
+/// Runs `cardgate --bus ADDRESS ARGS` with `stdin` on a blocking thread, so the daemon keeps
+/// serving meanwhile.
+async fn cli(address: &str, args: &[&str], stdin: &str) -> Result<Run, Failed> {
+    let mut all = vec!["--bus".to_owned(), address.to_owned()];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cli_command()
+            .args(&all)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail("spawning cardgate", e))?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(stdin.as_bytes())
+                .map_err(|e| fail("stdin", e))?;
+        }
+        let output = child.wait_with_output().map_err(|e| fail("cardgate", e))?;
+        Ok(Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    })
+    .await
+    .map_err(|e| fail("join", e))?
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))
+}
+
+async fn wait_holder(agent: &AgentProxy<'static>, uid: &str) -> Result<(), Failed> {
+    let uid = uid.to_owned();
+    wait_for(&format!("holder {uid} to be read"), || {
+        let agent = agent.clone();
+        let uid = uid.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == uid }
+    })
+    .await
+}
+
+async fn wait_state(agent: &AgentProxy<'static>, state: &str) -> Result<(), Failed> {
+    let state = state.to_owned();
+    wait_for(&format!("State {state}"), || {
+        let agent = agent.clone();
+        let state = state.clone();
+        async move { agent.state().await.unwrap_or_default() == state }
+    })
+    .await
+}
+
+/// Locks the card in the reader with three different wrong passcodes (the last confirmed).
+async fn block(agent: &AgentProxy<'static>, wrong: [&str; 3]) -> Result<(), Failed> {
+    for (i, value) in wrong.iter().enumerate() {
+        let result = agent.login(value, i == 2).await;
+        check(result.is_err(), || {
+            format!("wrong passcode {value} accepted")
+        })?;
+    }
+    wait_state(agent, "card-locked").await
+}
+
+/// Logs in through the proxy and selects `role` (setup, not under test).
+async fn log_in(agent: &AgentProxy<'static>, passcode: &str, role: &str) -> Result<(), Failed> {
+    agent
+        .login(passcode, false)
+        .await
+        .map_err(|e| fail("login", e))?;
+    agent
+        .select_role_profile(role)
+        .await
+        .map_err(|e| fail("role", e))
+}
+
+/// The one-time code of the newest outbox message for `uid`.
+fn outbox_code(running: &RunningDaemon, uid: &str) -> Result<String, Failed> {
+    let path = running.world.dir().join("outbox.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| fail("outbox", e))?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|m| m["uid"] == uid)
+        .and_then(|m| m["one_time_code"].as_str().map(str::to_owned))
+        .ok_or_else(|| Failed::from(format!("no outbox message for {uid}:\n{text}")))
+}
+
+fn expect_ok(run: &Run, what: &str) -> Result<(), Failed> {
+    check(run.code == 0 && run.json()["ok"] == true, || {
+        format!("{what}:\n{run}")
+    })
+}
+
+fn expect_error(run: &Run, code: &str, what: &str) -> Result<(), Failed> {
+    check(run.code != 0 && run.error() == code, || {
+        format!("{what}: wanted {code}\n{run}")
+    })
+}
+
+// ------------------------------------------------------------------ unlock
+
+fn unlock_paths(lab: &mut Lab) -> Result<(), Failed> {
+    runtime()?.block_on(unlock_paths_async(lab))
+}
+
+async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
+    let running = start().await?;
+    let (agent, bus) = (&running.agent, running.address.as_str());
+
+    // Cara's card, locked by three wrong passcodes.
+    let cara = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, CARA, Validity::Default)?),
+        )
+        .map_err(|e| fail("insert", e))?;
+    wait_holder(agent, CARA.1).await?;
+    block(agent, ["000000", "111111", "222222"]).await?;
+
+    // The locked card's messages list the paths open to this holder, in order.
+    let status = cli(bus, &["--json", "status"], "").await?;
+    let warnings = status.json()["warnings"].to_string();
+    let (a, b, c) = (
+        warnings.find("cardgate unlock`"),
+        warnings.find("--sponsor"),
+        warnings.find("--code"),
+    );
+    check(a < b && b < c && a.is_some(), || {
+        format!("status of a locked card does not list the three paths in order:\n{status}")
+    })?;
+    let login = cli(
+        bus,
+        &["--json", "login", "--passcode-stdin"],
+        &format!("{DEMO_PASSCODE}\n"),
+    )
+    .await?;
+    check(
+        login.error() == "CardBlocked" && login.stdout.contains("Registration Authority"),
+        || format!("login on a locked card:\n{login}"),
+    )?;
+
+    // Path 1, self-service: the code goes to the registered email (the sim's outbox).
+    let started = cli(bus, &["--json", "unlock"], "").await?;
+    expect_ok(&started, "self-service start")?;
+    let request_id = started.json()["request_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    check(
+        started.json()["sent_to"]
+            .as_str()
+            .unwrap_or("")
+            .contains("***"),
+        || format!("sent_to not masked:\n{started}"),
+    )?;
+    let code = outbox_code(&running, CARA.1)?;
+    // A malformed one-time code is named and costs nothing.
+    let bad = cli(
+        bus,
+        &[
+            "--json",
+            "unlock",
+            "--request-id",
+            &request_id,
+            "--secrets-stdin",
+        ],
+        "12ab\n5836xz\n5836xz\n",
+    )
+    .await?;
+    expect_error(&bad, "InvalidArgument", "malformed one-time code")?;
+    check(
+        bad.stdout.contains("one_time_code") && !bad.stdout.contains("12ab"),
+        || format!("the error must name the argument, never echo it:\n{bad}"),
+    )?;
+    let done = cli(
+        bus,
+        &[
+            "--json",
+            "unlock",
+            "--request-id",
+            &request_id,
+            "--secrets-stdin",
+        ],
+        &format!("{code}\n5836xz\n5836xz\n"),
+    )
+    .await?;
+    expect_ok(&done, "self-service confirm")?;
+    wait_state(agent, "card-present").await?;
+    check(agent.passcode_tries_left().await.unwrap_or(-1) == 3, || {
+        "tries not back to 3 after self-service unlock".into()
+    })?;
+
+    // Path 3, the RA's code: lock again, a malformed code costs nothing, the right one unlocks.
+    block(agent, ["333333", "444444", "555555"]).await?;
+    let bad = cli(
+        bus,
+        &["--json", "unlock", "--code", "--secrets-stdin"],
+        "123\n7291ab\n7291ab\n",
+    )
+    .await?;
+    expect_error(&bad, "InvalidArgument", "malformed unlock code")?;
+    check(bad.stdout.contains("unlock_code"), || format!("{bad}"))?;
+    let mismatch = cli(
+        bus,
+        &["--json", "unlock", "--code", "--secrets-stdin"],
+        &format!("{UNLOCK_CODE}\n7291ab\n7291ac\n"),
+    )
+    .await?;
+    check(mismatch.code != 0 && mismatch.error() == "usage", || {
+        format!("two different new passcodes:\n{mismatch}")
+    })?;
+    let ra = cli(
+        bus,
+        &["--json", "unlock", "--code", "--secrets-stdin"],
+        &format!("{UNLOCK_CODE}\n7291ab\n7291ab\n"),
+    )
+    .await?;
+    expect_ok(&ra, "RA unlock")?;
+    wait_state(agent, "card-present").await?;
+    agent
+        .login("7291ab", false)
+        .await
+        .map_err(|e| fail("login with the passcode set at the RA unlock", e))?;
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+
+    // Path 2, a Sponsor: lock Cara's card again, move it to the second reader, the sponsor
+    // logs in with their own card in the first.
+    block(agent, ["666666", "777777", "888888"]).await?;
+    let cara_card = cara.remove().map_err(|e| fail("remove", e))?;
+    wait_state(agent, "no-card").await?;
+    let dev = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, DEV, Validity::Default)?),
+        )
+        .map_err(|e| fail("insert sponsor", e))?;
+    wait_holder(agent, DEV.1).await?;
+    log_in(agent, DEMO_PASSCODE, SPONSOR_ROLE).await?;
+    let cara = lab
+        .insert(ReaderSlot::Second, cara_card)
+        .map_err(|e| fail("insert holder", e))?;
+    wait_for("both cards in", || {
+        let agent = agent.clone();
+        async move {
+            agent
+                .readers()
+                .await
+                .map(|r| r.iter().filter(|r| r.card_present).count() == 2)
+                .unwrap_or(false)
+        }
+    })
+    .await?;
+    // Give the agent a moment to read the holder's card (the sponsor's session stays put).
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+
+    // Never the sponsor's own card: NotEligible (the agent refuses before asking the endpoint,
+    // which would refuse too; this suite cannot tell the two apart).
+    let own = cli(
+        bus,
+        &[
+            "--json",
+            "unlock",
+            "--sponsor",
+            "--holder",
+            DEV.1,
+            "--card",
+            DEV.2,
+            "--secrets-stdin",
+        ],
+        "4826pq\n4826pq\n",
+    )
+    .await?;
+    expect_error(&own, "NotEligible", "sponsor unlocking their own card")?;
+    let bad = cli(
+        bus,
+        &[
+            "--json",
+            "unlock",
+            "--sponsor",
+            "--holder",
+            "12345",
+            "--card",
+            CARA.2,
+            "--secrets-stdin",
+        ],
+        "4826pq\n4826pq\n",
+    )
+    .await?;
+    expect_error(&bad, "InvalidArgument", "malformed holder UUID")?;
+    check(bad.stdout.contains("holder_uuid"), || format!("{bad}"))?;
+    let sponsor = cli(
+        bus,
+        &[
+            "--json",
+            "unlock",
+            "--sponsor",
+            "--holder",
+            CARA.1,
+            "--card",
+            CARA.2,
+            "--secrets-stdin",
+        ],
+        "4826pq\n4826pq\n",
+    )
+    .await?;
+    expect_ok(&sponsor, "sponsor unlock")?;
+    agent
+        .logout()
+        .await
+        .map_err(|e| fail("sponsor logout", e))?;
+    dev.remove().map_err(|e| fail("remove sponsor", e))?;
+    wait_holder(agent, CARA.1).await?;
+    agent
+        .login("4826pq", false)
+        .await
+        .map_err(|e| fail("login with the passcode set at the sponsor unlock", e))?;
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+    cara.remove().map_err(|e| fail("remove", e))?;
+
+    // Old-generation cards cannot be unlocked: told at once.
+    let eve = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, EVE, Validity::Default)?),
+        )
+        .map_err(|e| fail("insert", e))?;
+    wait_holder(agent, EVE.1).await?;
+    let old = cli(bus, &["--json", "unlock"], "").await?;
+    expect_error(
+        &old,
+        "NotEligible",
+        "self-service on an old-generation card",
+    )?;
+    check(old.stdout.contains("01, 02 or 03"), || format!("{old}"))?;
+    eve.remove().map_err(|e| fail("remove", e))?;
+
+    // No registered contact: self-service is refused with the endpoint's reason.
+    let finn = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, FINN, Validity::Default)?),
+        )
+        .map_err(|e| fail("insert", e))?;
+    wait_holder(agent, FINN.1).await?;
+    let none = cli(bus, &["--json", "unlock"], "").await?;
+    expect_error(
+        &none,
+        "NotEligible",
+        "self-service without a registered contact",
+    )?;
+    finn.remove().map_err(|e| fail("remove", e))?;
+
+    let audit = running.stop().await?;
+    for needle in [
+        "\"path\":\"self_service\"",
+        "\"path\":\"registration_authority\"",
+        "\"path\":\"sponsor\"",
+        "\"outcome\":\"succeeded\"",
+        "\"outcome\":\"refused\"",
+    ] {
+        check(audit.contains(needle), || format!("audit lacks {needle}"))?;
+    }
+    for secret in [
+        UNLOCK_CODE,
+        "5836xz",
+        "7291ab",
+        "4826pq",
+        code.as_str(),
+        DEMO_PASSCODE,
+    ] {
+        check(!audit.contains(secret), || {
+            "a secret reached the audit trail".to_owned()
+        })?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ renewal
+
+fn renewal(lab: &mut Lab) -> Result<(), Failed> {
+    runtime()?.block_on(renewal_async(lab))
+}
+
+async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
+    let running = start().await?;
+    let (agent, bus) = (&running.agent, running.address.as_str());
+
+    // Not logged in: said so, nothing touched.
+    let cara = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, CARA, Validity::ExpiresInDays(30))?),
+        )
+        .map_err(|e| fail("insert", e))?;
+    wait_holder(agent, CARA.1).await?;
+    let early = cli(bus, &["--json", "renew"], "").await?;
+    expect_error(&early, "NotLoggedIn", "renew without a session")?;
+
+    let old_not_after = agent
+        .certificate_not_after()
+        .await
+        .map_err(|e| fail("expiry", e))?;
+    let login = cli(
+        bus,
+        &["--json", "login", "--passcode-stdin", "--role", CARA_ROLE],
+        &format!("{DEMO_PASSCODE}\n"),
+    )
+    .await?;
+    expect_ok(&login, "login")?;
+    let renewed = cli(bus, &["--json", "renew"], "").await?;
+    expect_ok(&renewed, "renew")?;
+    let steps = renewed.json()["steps"].to_string();
+    check(
+        [
+            "generating-key",
+            "requesting-certificate",
+            "writing-certificate",
+            "done",
+        ]
+        .iter()
+        .all(|s| steps.contains(s)),
+        || format!("progress steps missing:\n{renewed}"),
+    )?;
+    let new_not_after = renewed.json()["certificate_not_after"]
+        .as_i64()
+        .unwrap_or(0);
+    check(new_not_after > old_not_after + 600 * 86_400, || {
+        format!("new expiry {new_not_after} vs old {old_not_after}")
+    })?;
+    // The card itself holds it (read back by the agent through pcscd), the session carries on,
+    // and the endpoint accepts the new key and certificate at a fresh log-in.
+    let on_card = agent
+        .certificate_not_after()
+        .await
+        .map_err(|e| fail("expiry", e))?;
+    check(on_card == new_not_after, || {
+        format!("the card reads {on_card}, renewal said {new_not_after}")
+    })?;
+    check(
+        agent.state().await.unwrap_or_default() == "logged-in",
+        || "the session did not survive renewal".into(),
+    )?;
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+    login_fresh(agent).await?;
+    // Renewed: not due any more.
+    let again = cli(bus, &["--json", "renew"], "").await?;
+    expect_error(&again, "NotEligible", "renewing a fresh certificate")?;
+    check(again.stdout.contains("not due"), || format!("{again}"))?;
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+    cara.remove().map_err(|e| fail("remove", e))?;
+
+    // Old generation: refused with the reason, before the card's key is touched.
+    let eve = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, EVE, Validity::ExpiresInDays(30))?),
+        )
+        .map_err(|e| fail("insert", e))?;
+    wait_holder(agent, EVE.1).await?;
+    log_in(agent, DEMO_PASSCODE, "RP-EVE-FA123").await?;
+    let before = agent.certificate_not_after().await.unwrap_or(0);
+    let old = cli(bus, &["--json", "renew"], "").await?;
+    expect_error(&old, "NotEligible", "renewing an old-generation card")?;
+    check(old.stdout.contains("01, 02 or 03"), || format!("{old}"))?;
+    // Its key is untouched: the endpoint still accepts a fresh log-in with it.
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+    log_in(agent, DEMO_PASSCODE, "RP-EVE-FA123").await?;
+    check(
+        agent.certificate_not_after().await.unwrap_or(0) == before,
+        || "the old-generation card's certificate changed".into(),
+    )?;
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+    eve.remove().map_err(|e| fail("remove", e))?;
+
+    let audit = running.stop().await?;
+    check(
+        audit.contains("\"subject\":\"certificates\"")
+            && audit.contains("\"outcome\":\"succeeded\""),
+        || "no successful renewal on the audit trail".into(),
+    )?;
+    check(audit.contains("\"outcome\":\"refused\""), || {
+        "no refused renewal on the audit trail".into()
+    })?;
+    Ok(())
+}
+
+async fn login_fresh(agent: &AgentProxy<'static>) -> Result<(), Failed> {
+    log_in(agent, DEMO_PASSCODE, CARA_ROLE).await.map_err(|e| {
+        Failed::from(format!(
+            "log-in with the renewed certificate and key: {}",
+            e.message().unwrap_or("")
+        ))
+    })
+}
+
+// ------------------------------------------------------------------ TAC, passcode, arguments
+
+fn tac_and_passcode(lab: &mut Lab) -> Result<(), Failed> {
+    runtime()?.block_on(tac_and_passcode_async(lab))
+}
+
+async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
+    let running = start().await?;
+    let (agent, bus) = (&running.agent, running.address.as_str());
+
+    // Without a session: TACs need the sponsor logged in.
+    let none = cli(bus, &["--json", "tac", "show", "4000000001"], "").await?;
+    expect_error(&none, "NotLoggedIn", "TAC without a session")?;
+
+    let dev = lab
+        .insert(
+            ReaderSlot::First,
+            Box::new(card(&running, DEV, Validity::Default)?),
+        )
+        .map_err(|e| fail("insert", e))?;
+    wait_holder(agent, DEV.1).await?;
+
+    // Passcode change: the policy said first, new passcode twice, then it works.
+    let changed = cli(
+        bus,
+        &["passcode", "change", "--secrets-stdin"],
+        &format!("{DEMO_PASSCODE}\nq7w8e9\nq7w8e9\n"),
+    )
+    .await?;
+    check(
+        changed.code == 0 && changed.stderr.contains("4 to 8 letters or digits"),
+        || format!("passcode change:\n{changed}"),
+    )?;
+    let bad = cli(
+        bus,
+        &["--json", "passcode", "change", "--secrets-stdin"],
+        "q7w8e9\nab\nab\n",
+    )
+    .await?;
+    check(bad.error() == "usage", || {
+        format!("short new passcode:\n{bad}")
+    })?;
+    let tries = agent.passcode_tries_left().await.unwrap_or(-1);
+    check(tries == 3, || {
+        format!("a refused change spent a try: {tries}")
+    })?;
+    log_in(agent, "q7w8e9", SPONSOR_ROLE).await?;
+
+    // The TAC lifecycle with the custodian's register.
+    let serial = "4000000001";
+    let activated = cli(
+        bus,
+        &[
+            "--json",
+            "tac",
+            "activate",
+            serial,
+            "--holder",
+            FINN.1,
+            "--custodian",
+            "Pharmacy manager",
+        ],
+        "",
+    )
+    .await?;
+    expect_ok(&activated, "TAC activate")?;
+    check(activated.json()["tac"]["state"] == "active", || {
+        format!("{activated}")
+    })?;
+    let twice = cli(
+        bus,
+        &[
+            "--json",
+            "tac",
+            "activate",
+            serial,
+            "--holder",
+            FINN.1,
+            "--custodian",
+            "Pharmacy manager",
+        ],
+        "",
+    )
+    .await?;
+    expect_error(&twice, "NotEligible", "activating an active TAC")?;
+    let used = cli(
+        bus,
+        &[
+            "--json",
+            "tac",
+            "record-use",
+            serial,
+            "--used-by",
+            FINN.1,
+            "--from",
+            "2026-11-23T09:00:00Z",
+            "--until",
+            "2026-11-23T17:30:00Z",
+        ],
+        "",
+    )
+    .await?;
+    expect_ok(&used, "TAC record-use")?;
+    let backwards = cli(
+        bus,
+        &[
+            "--json",
+            "tac",
+            "record-use",
+            serial,
+            "--used-by",
+            FINN.1,
+            "--from",
+            "2026-11-23T17:30:00Z",
+            "--until",
+            "2026-11-23T09:00:00Z",
+        ],
+        "",
+    )
+    .await?;
+    expect_error(&backwards, "InvalidArgument", "until before from")?;
+    let returned = cli(bus, &["--json", "tac", "return", serial], "").await?;
+    expect_ok(&returned, "TAC return")?;
+    let shown = cli(bus, &["tac", "show", serial], "").await?;
+    check(
+        shown.code == 0
+            && shown.stdout.contains("blank")
+            && shown.stdout.contains(FINN.1)
+            && shown.stdout.contains("returned"),
+        || format!("the register must outlive the return:\n{shown}"),
+    )?;
+    let record = cli(bus, &["--json", "tac", "show", serial], "").await?;
+    check(
+        record.json()["tac"]["usage"].as_array().map(Vec::len) == Some(1),
+        || format!("{record}"),
+    )?;
+
+    // Bad arguments: named, through the CLI and straight over the bus (busctl).
+    let bad = cli(bus, &["--json", "tac", "show", "12ab"], "").await?;
+    expect_error(&bad, "InvalidArgument", "non-digit TAC serial")?;
+    check(bad.stdout.contains("tac_serial"), || format!("{bad}"))?;
+    let bad = cli(
+        bus,
+        &[
+            "--json",
+            "tac",
+            "activate",
+            serial,
+            "--holder",
+            "1234",
+            "--custodian",
+            "x",
+        ],
+        "",
+    )
+    .await?;
+    expect_error(&bad, "InvalidArgument", "short holder UUID")?;
+    let bad_time = cli(
+        bus,
+        &[
+            "--json",
+            "tac",
+            "record-use",
+            serial,
+            "--used-by",
+            FINN.1,
+            "--from",
+            "yesterday",
+            "--until",
+            "now",
+        ],
+        "",
+    )
+    .await?;
+    check(bad_time.code == 2 && bad_time.error() == "usage", || {
+        format!("{bad_time}")
+    })?;
+    let call = "org.cardgate.Agent /org/cardgate/Agent org.cardgate.Agent1";
+    for (method, signature, args, named) in [
+        (
+            "UnlockWithCode",
+            "ssb",
+            vec!["12", "123456", "false"],
+            "unlock_code",
+        ),
+        (
+            "UnlockWithCode",
+            "ssb",
+            vec![UNLOCK_CODE, "1", "false"],
+            "new_passcode",
+        ),
+        (
+            "UnlockWithOneTimeCode",
+            "sss",
+            vec!["r 1", "123456", "123456"],
+            "request_id",
+        ),
+        (
+            "SponsorUnlock",
+            "sss",
+            vec![CARA.1, "bad serial!", "123456"],
+            "card_serial",
+        ),
+        (
+            "TacRecordUse",
+            "ssxx",
+            vec![serial, FINN.1, "0", "10"],
+            "from",
+        ),
+        ("TacActivate", "sss", vec![serial, FINN.1, ""], "custodian"),
+    ] {
+        let mut command = vec![format!("--address={bus}"), "call".to_owned()];
+        command.extend(call.split(' ').map(str::to_owned));
+        command.push(method.to_owned());
+        command.push(signature.to_owned());
+        command.extend(args.iter().map(|s| (*s).to_owned()));
+        let output = std::process::Command::new("busctl")
+            .args(&command)
+            .output()
+            .map_err(|e| fail("busctl", e))?;
+        let text = String::from_utf8_lossy(&output.stderr).into_owned();
+        check(!output.status.success() && text.contains(named), || {
+            format!("busctl {method} {args:?}: wanted an error naming {named}, got: {text}")
+        })?;
+    }
+    let tries = agent.passcode_tries_left().await.unwrap_or(-1);
+    check(tries == -1 || tries == 3, || {
+        format!("bad arguments spent a try: {tries}")
+    })?;
+
+    agent.logout().await.map_err(|e| fail("logout", e))?;
+    dev.remove().map_err(|e| fail("remove", e))?;
+    let audit = running.stop().await?;
+    for kind in ["tac_activated", "tac_used", "tac_returned"] {
+        check(audit.contains(kind), || format!("audit lacks {kind}"))?;
+    }
+    check(!audit.contains("q7w8e9"), || {
+        "a passcode reached the audit trail".into()
+    })?;
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! End-to-end: the Debian package. `packaging/build-deb` stages the binaries of the test's own
+//! build profile (`cargo build --locked -p cardgated -p cardgate-cli -p cardgate-pam`, run by
+//! `scripts/test` before the tests; a real package packs the release build) and the packaging
+//! files into a .deb, which is then installed on this machine with the real `dpkg -i` (as
+//! root), checked, and purged again.
+//!
+//! Checked after installing: every file is where the unit, the bus and libpam look for it;
+//! the `cardgate` group and account exist; the PAM profile is shipped but not enabled; the
+//! bus policy and the activation file load in a real `dbus-daemon` (system type) that lists
+//! `org.cardgate.Agent` as activatable; `systemd-analyze verify` accepts the unit. After
+//! purging: the files, the configuration and the state directory are gone.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use cardgate_e2e::check;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let trials = vec![Trial::test(
+        "deb_builds_installs_validates_and_purges",
+        deb_package,
+    )];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Runs a command; its stdout on success, a failure with everything it said otherwise.
+fn run(program: &str, args: &[&str]) -> Result<String, Failed> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| Failed::from(format!("{program}: {e}")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Failed::from(format!(
+            "{program} {} failed ({}):\n{text}",
+            args.join(" "),
+            out.status
+        )))
+    }
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// The files the package must install (paths on the installed system).
+fn shipped(multiarch: &str) -> Vec<PathBuf> {
+    [
+        "/usr/sbin/cardgated".to_owned(),
+        "/usr/bin/cardgate".to_owned(),
+        format!("/usr/lib/{multiarch}/security/pam_cardgate.so"),
+        "/lib/systemd/system/cardgated.service".to_owned(),
+        "/usr/share/dbus-1/system-services/org.cardgate.Agent.service".to_owned(),
+        "/usr/share/dbus-1/system.d/org.cardgate.Agent.conf".to_owned(),
+        "/usr/lib/sysusers.d/cardgated.conf".to_owned(),
+        "/usr/share/polkit-1/rules.d/50-cardgate.rules".to_owned(),
+        "/usr/share/pam-configs/cardgate".to_owned(),
+        "/etc/cardgate/cardgated.toml".to_owned(),
+        "/etc/cardgate/pam-users".to_owned(),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect()
+}
+
+fn deb_package() -> Result<(), Failed> {
+    let started = Instant::now();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?
+        .to_path_buf();
+    // The binaries of this build's own profile (target/debug under `cargo test`, built by
+    // scripts/test): the test is about what the package holds and does, not optimisation.
+    let release = std::env::current_exe()
+        .map_err(|e| Failed::from(e.to_string()))?
+        .ancestors()
+        .nth(2)
+        .ok_or("no target directory")?
+        .to_path_buf();
+    let out = tempfile::tempdir().map_err(|e| Failed::from(e.to_string()))?;
+    let script = root.join("packaging/build-deb");
+    let deb = run(
+        script.to_str().ok_or("path")?,
+        &[
+            out.path().to_str().ok_or("path")?,
+            release.to_str().ok_or("path")?,
+        ],
+    )?;
+    let deb = deb
+        .lines()
+        .last()
+        .ok_or("build-deb printed nothing")?
+        .to_owned();
+    let info = run("dpkg-deb", &["--info", &deb])?;
+    check(
+        info.contains("Package: cardgate") && info.contains("pcscd"),
+        || format!("control: {info}"),
+    )?;
+    let multiarch = run("dpkg-architecture", &["-qDEB_HOST_MULTIARCH"])?
+        .trim()
+        .to_owned();
+
+    // A leftover from an interrupted run would make dpkg -i an upgrade; start clean.
+    if installed("cardgate") {
+        run("dpkg", &["--purge", "cardgate"])?;
+    }
+    run("dpkg", &["-i", &deb])?;
+    let result = installed_checks(&multiarch);
+    // Purge whatever the checks said, then report.
+    let purged = run("dpkg", &["--purge", "cardgate"]);
+    result?;
+    purged?;
+    check(!installed("cardgate"), || {
+        "still installed after purge".into()
+    })?;
+    for path in shipped(&multiarch) {
+        check(!path.exists(), || {
+            format!("{} is still there after purge", path.display())
+        })?;
+    }
+    check(!Path::new("/etc/cardgate").exists(), || {
+        "/etc/cardgate is still there after purge".into()
+    })?;
+    check(!Path::new("/var/lib/cardgate").exists(), || {
+        "/var/lib/cardgate is still there after purge".into()
+    })?;
+    eprintln!("deb_package: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn installed_checks(multiarch: &str) -> Result<(), Failed> {
+    check(installed("cardgate"), || "dpkg says not installed".into())?;
+    for path in shipped(multiarch) {
+        check(path.exists(), || {
+            format!("{} was not installed", path.display())
+        })?;
+    }
+    run("getent", &["group", "cardgate"])?;
+    let account = run("getent", &["passwd", "cardgate"])?;
+    check(account.contains("/var/lib/cardgate"), || {
+        format!("the cardgate account: {account}")
+    })?;
+    check(Path::new("/var/lib/cardgate").is_dir(), || {
+        "no /var/lib/cardgate".into()
+    })?;
+    // The PAM profile is shipped, not enabled.
+    let profile = std::fs::read_to_string("/usr/share/pam-configs/cardgate")
+        .map_err(|e| Failed::from(e.to_string()))?;
+    check(profile.contains("Default: no"), || profile.clone())?;
+    for stack in ["common-auth", "common-account", "common-session"] {
+        let text = std::fs::read_to_string(Path::new("/etc/pam.d").join(stack)).unwrap_or_default();
+        check(!text.contains("pam_cardgate"), || {
+            format!("/etc/pam.d/{stack} was changed by installing: {text}")
+        })?;
+    }
+    // The installed binaries run.
+    let version = run("/usr/sbin/cardgated", &["--version"])?;
+    check(version.contains("cardgated"), || version.clone())?;
+    run("/usr/bin/cardgate", &["--help"])?;
+
+    // The bus policy and the activation file in a real dbus-daemon of the system type.
+    let dir = tempfile::tempdir().map_err(|e| Failed::from(e.to_string()))?;
+    let socket = dir.path().join("bus");
+    let config = dir.path().join("system.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <servicedir>/usr/share/dbus-1/system-services</servicedir>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+  <include>/usr/share/dbus-1/system.d/org.cardgate.Agent.conf</include>
+</busconfig>
+"#,
+            socket.display()
+        ),
+    )
+    .map_err(|e| Failed::from(e.to_string()))?;
+    let started = run(
+        "dbus-daemon",
+        &[
+            &format!("--config-file={}", config.display()),
+            "--fork",
+            "--print-pid=1",
+            "--nopidfile",
+        ],
+    )?;
+    let pid = started.trim().to_owned();
+    let names = run(
+        "dbus-send",
+        &[
+            &format!("--bus=unix:path={}", socket.display()),
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.ListActivatableNames",
+        ],
+    );
+    let _ = Command::new("kill").arg(&pid).status();
+    let names = names?;
+    check(names.contains("\"org.cardgate.Agent\""), || {
+        format!("org.cardgate.Agent is not activatable: {names}")
+    })?;
+
+    // The unit, as systemd reads it.
+    run(
+        "systemd-analyze",
+        &["verify", "/lib/systemd/system/cardgated.service"],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Insert/remove cycles with the card pulled at random points: during the daemon's read at
+//! insertion (certificate reading), during a login (VERIFY, then the card signing the TLS
+//! handshake), and as a brief removal under a live session. Over the in-process virtual
+//! reader the cycles are fast enough for 1,000 in CI; over the lab's real pcscd a share of
+//! them hang the card at a random APDU of insertion + login and pull it mid-command.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cardgate_e2e::check;
+use cardgate_e2e::daemon_harness::fail;
+use cardgate_ipc::AgentProxy;
+use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_reader::{PcscBackend, VirtualBackend};
+use cardgate_vcard::applet::PivApplet;
+use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
+use libtest_mimic::Failed;
+
+use crate::support::{
+    Cut, FaultDaemon, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
+    card_tries_left, cycles, wait_until,
+};
+
+/// How long the daemon may take to see an insertion or removal.
+const SEE: Duration = Duration::from_secs(10);
+
+/// What the test saw acknowledged, to find on the audit trail afterwards.
+#[derive(Default, Debug)]
+pub struct Acknowledged {
+    /// `Login` calls answered with role profiles.
+    pub logins: usize,
+    /// `Authorise` calls answered (allowed or not).
+    pub decisions: usize,
+}
+
+/// Waits until the daemon has read the pharmacist's card.
+async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
+    wait_until("the card to be read", SEE, || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
+    })
+    .await
+}
+
+/// Logs in, selects the pharmacist role and checks that download is allowed.
+async fn full_login(agent: &AgentProxy<'static>, ack: &mut Acknowledged) -> Result<u64, Failed> {
+    agent
+        .login(DEMO_PASSCODE, false)
+        .await
+        .map_err(|e| fail("Login", e))?;
+    ack.logins += 1;
+    agent
+        .select_role_profile("RP-PHARM-FA123")
+        .await
+        .map_err(|e| fail("SelectRoleProfile", e))?;
+    let answer = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .map_err(|e| fail("Authorise", e))?;
+    ack.decisions += 1;
+    check(answer.allowed, || {
+        format!("Authorise with a session: {answer:?}")
+    })?;
+    Ok(answer.generation)
+}
+
+/// Busy-waits `micros` µs: sleeps are too coarse to land inside a read of a few APDUs.
+fn spin(micros: u64) {
+    let until = Instant::now() + Duration::from_micros(micros);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// Removal points hit over a run, for the summary line.
+#[derive(Default, Debug)]
+struct Tally {
+    during_read: u64,
+    during_login: u64,
+    login_completed_first: u64,
+    brief_under_session: u64,
+}
+
+/// `cycles()` insert/remove cycles over the virtual reader: 60 % pull the card at a random
+/// moment of the read at insertion, 30 % at a random moment of a login, 10 % bounce it (out
+/// and in faster than a poll) under a live session. After each: the invariants, and the
+/// card's retry counter still full (the test only ever types the right passcode).
+pub async fn virtual_cycles() -> Result<(), Failed> {
+    let backend = Arc::new(VirtualBackend::new());
+    let reader = backend.attach_reader("Fault Reader 00 00");
+    let running = FaultDaemon::start(backend.clone(), |_, _| {}).await?;
+    let agent = running.agent.clone();
+    let applet = Arc::new(Mutex::new(PivApplet::new(
+        running
+            .world
+            .card(PHARMACIST)
+            .map_err(|e| fail("card", e))?,
+    )));
+    let full = card_tries_left(&applet);
+    let mut rng = Rng::from_env("virtual_reader_card_pulled_at_random_points");
+    let mut ack = Acknowledged::default();
+    let mut tally = Tally::default();
+
+    // One clean login first, to learn how long a login takes here.
+    backend
+        .insert(&reader, Box::new(SharedCard::new(&applet)))
+        .map_err(|_| Failed::from("reader occupied"))?;
+    card_read(&agent).await?;
+    let started = Instant::now();
+    let generation = full_login(&agent, &mut ack).await?;
+    let login_time = started.elapsed();
+    backend.remove(&reader);
+    assert_no_session_survives(&agent, generation, SEE).await?;
+
+    let total = cycles();
+    let began = Instant::now();
+    // Pulls during a login wait a random time in 0..window µs after the call goes out.
+    let mut window = login_time.as_micros() as u64;
+    for cycle in 0..total {
+        let before = agent
+            .session_generation()
+            .await
+            .map_err(|e| fail("SessionGeneration", e))?;
+        backend
+            .insert(&reader, Box::new(SharedCard::new(&applet)))
+            .map_err(|_| Failed::from("reader occupied"))?;
+        let kind = rng.below(10);
+        let card_generation = if kind < 6 {
+            // Pulled during the read at insertion (SELECT, CHUID, certificate, status).
+            spin(rng.below(3_000));
+            tally.during_read += 1;
+            // The daemon may not have seen this card at all; nothing was decided with it.
+            before.saturating_sub(1)
+        } else if kind < 9 {
+            card_read(&agent).await?;
+            let generation = agent
+                .session_generation()
+                .await
+                .map_err(|e| fail("SessionGeneration", e))?;
+            let login = {
+                let agent = agent.clone();
+                tokio::spawn(async move { agent.login(DEMO_PASSCODE, false).await })
+            };
+            tokio::time::sleep(Duration::from_micros(rng.below(window.max(1)))).await;
+            backend.remove(&reader);
+            let outcome = login.await.map_err(|e| fail("login task", e))?;
+            // The window adapts so about half the pulls land inside the login.
+            if outcome.is_ok() {
+                ack.logins += 1;
+                tally.login_completed_first += 1;
+                window = window * 9 / 10;
+            } else {
+                tally.during_login += 1;
+                window = window * 11 / 10;
+            }
+            generation
+        } else {
+            card_read(&agent).await?;
+            let generation = full_login(&agent, &mut ack).await?;
+            // Out and in again faster than the monitor polls: the session must still end.
+            check(backend.bounce(&reader), || "bounce: no card".into())?;
+            wait_until("the bounce to end the session", SEE, || {
+                let agent = agent.clone();
+                async move {
+                    agent
+                        .session_generation()
+                        .await
+                        .is_ok_and(|g| g > generation)
+                }
+            })
+            .await?;
+            let answer = agent
+                .authorise("download", DEMO_ODS)
+                .await
+                .map_err(|e| fail("Authorise after bounce", e))?;
+            ack.decisions += 1;
+            check(!answer.allowed && answer.generation > generation, || {
+                format!("cycle {cycle}: after a brief removal Authorise answered {answer:?}")
+            })?;
+            tally.brief_under_session += 1;
+            generation
+        };
+        backend.remove(&reader);
+        assert_no_session_survives(&agent, card_generation, SEE)
+            .await
+            .map_err(|e| Failed::from(format!("cycle {cycle}: {}", e.message().unwrap_or(""))))?;
+        ack.decisions += 1;
+        let left = card_tries_left(&applet);
+        check(left == full, || {
+            format!("cycle {cycle}: the card's retry counter went from {full} to {left}")
+        })?;
+    }
+    let elapsed = began.elapsed();
+
+    // Afterwards the agent works as on the first day, and its own counter is full.
+    backend
+        .insert(&reader, Box::new(SharedCard::new(&applet)))
+        .map_err(|_| Failed::from("reader occupied"))?;
+    card_read(&agent).await?;
+    let tries = agent
+        .passcode_tries_left()
+        .await
+        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+    check(tries == i32::from(full), || {
+        format!("the agent reports {tries} tries left, the card has {full}")
+    })?;
+    full_login(&agent, &mut ack).await?;
+    eprintln!(
+        "{total} cycles in {elapsed:.1?} (login {login_time:.1?}): {tally:?}, acknowledged {ack:?}"
+    );
+    let audit = running.stop().await?;
+    assert_entries_at_least(&audit, "session_started", ack.logins)?;
+    assert_entries_at_least(&audit, "authorisation_decision", ack.decisions)
+}
+
+/// Cycles over the lab's pcscd: the card hangs at a random APDU of the read at insertion
+/// plus a login (processed or not before it hangs), is pulled mid-command, and the
+/// invariants are checked; `cycles() / 40` of them (25 by default).
+pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
+    let running = FaultDaemon::start(Arc::new(PcscBackend::new()), |_, _| {}).await?;
+    let agent = running.agent.clone();
+    let applet = Arc::new(Mutex::new(PivApplet::new(
+        running
+            .world
+            .card(PHARMACIST)
+            .map_err(|e| fail("card", e))?,
+    )));
+    let full = card_tries_left(&applet);
+    let mut rng = Rng::from_env("pcscd_card_pulled_mid_apdu");
+    let mut ack = Acknowledged::default();
+
+    // A clean insertion and login, counting the APDUs each part takes.
+    let card = SharedCard::new(&applet);
+    let served = card.served();
+    let inserted = lab
+        .insert(ReaderSlot::First, Box::new(card))
+        .map_err(|e| fail("insert", e))?;
+    card_read(&agent).await?;
+    let read_apdus = served.load(Ordering::SeqCst);
+    let generation = full_login(&agent, &mut ack).await?;
+    let all_apdus = served.load(Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || inserted.remove())
+        .await
+        .map_err(|e| fail("remove task", e))?
+        .map_err(|e| fail("remove", e))?;
+    assert_no_session_survives(&agent, generation, SEE).await?;
+    ack.decisions += 1;
+
+    let total = (cycles() / 40).max(1);
+    let began = Instant::now();
+    let mut points = Vec::new();
+    for cycle in 0..total {
+        let at = 1 + rng.below(all_apdus);
+        let processed = rng.below(2) == 1;
+        points.push(at);
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let release = Arc::new((Mutex::new(false), Condvar::new()));
+        let card = SharedCard::with_cut(
+            &applet,
+            Cut {
+                at,
+                processed,
+                reached: reached_tx,
+                release: Arc::clone(&release),
+            },
+        );
+        let before = agent
+            .session_generation()
+            .await
+            .map_err(|e| fail("SessionGeneration", e))?;
+        // Lab::insert waits for pcscd to see the card; the daemon may already be reading it.
+        let inserted = lab
+            .insert(ReaderSlot::First, Box::new(card))
+            .map_err(|e| fail("insert", e))?;
+        let login = if at > read_apdus {
+            card_read(&agent).await?;
+            let agent = agent.clone();
+            Some(tokio::spawn(async move {
+                agent.login(DEMO_PASSCODE, false).await
+            }))
+        } else {
+            None
+        };
+        // Pull the card while it hangs in the chosen command.
+        let pulled = tokio::task::spawn_blocking(move || {
+            reached
+                .recv_timeout(SEE)
+                .map_err(|_| format!("the card never reached APDU {at}"))?;
+            let releaser = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                let (flag, wake) = &*release;
+                *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                wake.notify_all();
+            });
+            // The connection may fail as the card goes: the removal is what matters here.
+            let _ = inserted.remove();
+            let _ = releaser.join();
+            Ok::<(), String>(())
+        })
+        .await
+        .map_err(|e| fail("pull task", e))?;
+        pulled.map_err(|e| Failed::from(format!("cycle {cycle}: {e}")))?;
+        if let Some(login) = login {
+            if login.await.map_err(|e| fail("login task", e))?.is_ok() {
+                ack.logins += 1;
+            }
+        }
+        assert_no_session_survives(&agent, before, SEE)
+            .await
+            .map_err(|e| {
+                Failed::from(format!(
+                    "cycle {cycle} (APDU {at}, processed {processed}): {}",
+                    e.message().unwrap_or("")
+                ))
+            })?;
+        ack.decisions += 1;
+        let left = card_tries_left(&applet);
+        check(left == full, || {
+            format!("cycle {cycle} (APDU {at}): the card's retry counter went {full} -> {left}")
+        })?;
+    }
+    let elapsed = began.elapsed();
+
+    // The card works again afterwards. A VERIFY whose answer was lost counts as a failure in
+    // the agent's own ledger (it cannot know whether the card counted it), so before the next
+    // good login the agent may report fewer tries than the card has; the login clears that.
+    let inserted = lab
+        .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
+        .map_err(|e| fail("insert", e))?;
+    card_read(&agent).await?;
+    let reported = agent
+        .passcode_tries_left()
+        .await
+        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+    full_login(&agent, &mut ack).await?;
+    let tries = agent
+        .passcode_tries_left()
+        .await
+        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+    check(tries == i32::from(full), || {
+        format!("after a good login the agent reports {tries} tries left")
+    })?;
+    let left = card_tries_left(&applet);
+    check(left == full, || {
+        format!("the card's retry counter went {full} -> {left}")
+    })?;
+    eprintln!("before the last login the agent reported {reported} tries, the card had {full}");
+    drop(inserted);
+    points.sort_unstable();
+    eprintln!(
+        "{total} pcscd cycles in {elapsed:.1?}; read {read_apdus} + login {} APDUs; pulled at {points:?}",
+        all_apdus - read_apdus
+    );
+    let audit = running.stop().await?;
+    assert_entries_at_least(&audit, "session_started", ack.logins)?;
+    assert_entries_at_least(&audit, "authorisation_decision", ack.decisions)
+}
