@@ -7,12 +7,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::ACTIONS;
 use cardgate_lab::{Lab, ReaderSlot};
-use cardgate_vcard::applet::PivApplet;
 use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
 
@@ -94,14 +93,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
 
     // The pharmacist's card goes in.
     let pharmacist = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
-    let inserted = lab
-        .insert(ReaderSlot::First, Box::new(PivApplet::new(pharmacist)))
-        .map_err(|e| fail("inserting the card", e))?;
-    wait_for("the card to be read", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await?;
+    let inserted = insert_and_read(lab, ReaderSlot::First, pharmacist, agent, PHARMACIST.1).await?;
     let state = agent.state().await.map_err(|e| fail("State", e))?;
     check(state == "card-present", || format!("State {state}"))?;
     let answer = agent
@@ -261,14 +253,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
 
     // Another holder's card: nothing is inherited.
     let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
-    let _second = lab
-        .insert(ReaderSlot::First, Box::new(PivApplet::new(dispenser)))
-        .map_err(|e| fail("inserting the second card", e))?;
-    wait_for("the second card to be read", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
-    })
-    .await?;
+    let _second = insert_and_read(lab, ReaderSlot::First, dispenser, agent, DISPENSER.1).await?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
@@ -448,14 +433,7 @@ fn no_passcode_in_the_daemon_log(lab: &mut Lab) -> Result<(), Failed> {
             async move { agent.readers().await.is_ok_and(|r| !r.is_empty()) }
         })
         .await?;
-        let _inserted = lab
-            .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-            .map_err(|e| fail("insert", e))?;
-        wait_for("the card to be read", || {
-            let agent = agent.clone();
-            async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-        })
-        .await?;
+        let _inserted = insert_and_read(lab, ReaderSlot::First, card, &agent, PHARMACIST.1).await?;
         let wrong = error_name(agent.login(WRONG, false).await);
         check(wrong.ends_with("Error.WrongPasscode"), || wrong.clone())?;
         agent

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardgate_ipc::AgentProxy;
+use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
+use cardgate_vcard::applet::PivApplet;
+use cardgate_vcard::card_file::CardFile;
+use cardgate_vcard::vpcd::InsertedCard;
 use cardgated::demo::{DemoWorld, PrivateBus};
 use cardgated::{Config, DaemonError};
 use libtest_mimic::Failed;
@@ -33,6 +37,26 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(Failed::from(format!("timed out waiting for {what}")))
+}
+
+/// Puts `card` in the lab's reader `slot` and waits until the daemon behind `agent` has read
+/// it (its `HolderUuid` is `holder_uuid`); the card stays in while the returned handle lives.
+pub async fn insert_and_read(
+    lab: &Lab,
+    slot: ReaderSlot,
+    card: CardFile,
+    agent: &AgentProxy<'static>,
+    holder_uuid: &str,
+) -> Result<InsertedCard, Failed> {
+    let inserted = lab
+        .insert(slot, Box::new(PivApplet::new(card)))
+        .map_err(|e| fail("inserting the card", e))?;
+    wait_for("the card to be read", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == holder_uuid }
+    })
+    .await?;
+    Ok(inserted)
 }
 
 /// `cardgated` running on a private bus against the lab's pcscd, with a client proxy.

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
@@ -66,16 +66,13 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
 
     // Log in and choose a role.
     let pharmacist = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
-    let inserted = lab
-        .insert(
-            ReaderSlot::First,
-            Box::new(PivApplet::new(pharmacist.clone())),
-        )
-        .map_err(|e| fail("inserting the card", e))?;
-    wait_for("the card to be read", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
+    let inserted = insert_and_read(
+        lab,
+        ReaderSlot::First,
+        pharmacist.clone(),
+        agent,
+        PHARMACIST.1,
+    )
     .await?;
     agent
         .login(DEMO_PASSCODE, false)
@@ -111,14 +108,7 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     )?;
 
     // The same card back, its passcode again: the same session and role.
-    let again = lab
-        .insert(ReaderSlot::First, Box::new(PivApplet::new(pharmacist)))
-        .map_err(|e| fail("reinserting the card", e))?;
-    wait_for("the card to be read again", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await?;
+    let again = insert_and_read(lab, ReaderSlot::First, pharmacist, agent, PHARMACIST.1).await?;
     let state = agent.state().await.map_err(|e| fail("State", e))?;
     check(state == "session-locked", || format!("State {state}"))?;
     agent
@@ -209,16 +199,13 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
     let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
 
     // First, before the revocation: the card is fine.
-    let inserted = lab
-        .insert(
-            ReaderSlot::First,
-            Box::new(PivApplet::new(dispenser.clone())),
-        )
-        .map_err(|e| fail("inserting the card", e))?;
-    wait_for("the card to be read", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
-    })
+    let inserted = insert_and_read(
+        lab,
+        ReaderSlot::First,
+        dispenser.clone(),
+        agent,
+        DISPENSER.1,
+    )
     .await?;
     let before = agent
         .authorise("download", DEMO_ODS)
@@ -253,14 +240,7 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
     })
     .await?;
 
-    let _again = lab
-        .insert(ReaderSlot::First, Box::new(PivApplet::new(dispenser)))
-        .map_err(|e| fail("inserting the card again", e))?;
-    wait_for("the card to be read again", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
-    })
-    .await?;
+    let _again = insert_and_read(lab, ReaderSlot::First, dispenser, agent, DISPENSER.1).await?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
@@ -320,14 +300,7 @@ activities = ["eps.download"]
 
     for (holder, expect_signal) in [(PHARMACIST, false), (EXPIRING, true)] {
         let card = world.card(holder).map_err(|e| fail("card", e))?;
-        let inserted = lab
-            .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-            .map_err(|e| fail("inserting the card", e))?;
-        wait_for("the card to be read", || {
-            let agent = agent.clone();
-            async move { agent.holder_uuid().await.unwrap_or_default() == holder.1 }
-        })
-        .await?;
+        let inserted = insert_and_read(lab, ReaderSlot::First, card, agent, holder.1).await?;
         agent
             .login(DEMO_PASSCODE, false)
             .await
@@ -391,14 +364,7 @@ async fn idled_out_at_the_endpoint(lab: &mut Lab) -> Result<(), Failed> {
         .await
         .map_err(|e| fail("SessionEnded stream", e))?;
     let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
-    let _inserted = lab
-        .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
-    wait_for("the card to be read", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await?;
+    let _inserted = insert_and_read(lab, ReaderSlot::First, card, agent, PHARMACIST.1).await?;
     agent
         .login(DEMO_PASSCODE, false)
         .await
