@@ -49,6 +49,7 @@ use crate::audit_writer::AuditWriter;
 use crate::config::{Config, RemovalMode};
 use crate::endpoint::Endpoint;
 use crate::error::DaemonError;
+use crate::pending_renewals::PendingRenewals;
 use crate::workstation::{CardStanding, RemovedCard};
 
 /// Warn at log-in (and in `Status`) when the passcode expires within this many days.
@@ -308,6 +309,8 @@ struct Shared {
     session_changes: tokio::sync::Mutex<()>,
     /// Where removals go after the agent's own removal work (`crate::workstation`).
     removal_hook: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RemovedCard>>>,
+    /// Renewals a card was pulled out of (`crate::pending_renewals`).
+    renewals: PendingRenewals,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -346,8 +349,18 @@ impl Agent {
             what: "starting the audit writer thread".to_owned(),
             source,
         })?;
+        // Beside the passcode ledger: the state directory in production.
+        let renewals = PendingRenewals::new(
+            config
+                .paths
+                .ledger
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("pending-renewals"),
+        );
         Ok(Agent {
             shared: Arc::new(Shared {
+                renewals,
                 config,
                 backend,
                 inspector,
@@ -674,6 +687,8 @@ impl Agent {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let result = actor.inspect(insertion.clone()).await;
+                // A renewal this card was pulled out of is finished before it counts as read.
+                let result = agent.finish_held_renewal(&actor, &insertion, result).await;
                 agent.card_read(insertion, result);
             });
         }
@@ -1088,8 +1103,15 @@ impl Agent {
                 lock(&self.shared.state).endpoint_unreachable = false;
                 session
             }
+            Err(SpineError::KeyDoesNotMatchCertificate) => {
+                return Err(self.key_does_not_match(&identity.card_serial));
+            }
             Err(e) => return Err(self.endpoint_error(e)),
         };
+        // The card signed with the key its certificate names: no half-renewal to explain.
+        self.shared
+            .renewals
+            .forget_key_replaced(&identity.card_serial);
 
         // Install the session only if the card of this insertion is still in the reader.
         let installed = {

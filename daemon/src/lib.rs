@@ -29,6 +29,7 @@ mod dbus;
 pub mod demo;
 pub mod endpoint;
 mod error;
+mod pending_renewals;
 mod staff_jobs;
 mod workstation;
 

@@ -16,6 +16,7 @@ mod clients;
 mod crash;
 mod cycles;
 mod outages;
+mod renewal;
 mod support;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ fn main() -> ExitCode {
         ),
         cardgate_e2e::lab_trial("pcscd_card_pulled_mid_apdu", |lab| {
             runtime()?.block_on(cycles::pcscd_cycles(lab))
+        }),
+        cardgate_e2e::lab_trial("pcscd_card_pulled_during_renewal", |lab| {
+            runtime()?.block_on(renewal::renewal_pulls(lab))
         }),
         cardgate_e2e::lab_trial("pcscd_killed_during_each_operation", |lab| {
             runtime()?.block_on(outages::pcscd_killed(lab))

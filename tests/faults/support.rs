@@ -214,6 +214,7 @@ pub struct SharedCard {
     applet: Arc<Mutex<PivApplet>>,
     cut: Option<Cut>,
     served: Arc<AtomicU64>,
+    headers: Arc<Mutex<Vec<[u8; 4]>>>,
 }
 
 impl SharedCard {
@@ -223,6 +224,7 @@ impl SharedCard {
             applet: Arc::clone(applet),
             cut: None,
             served: Arc::new(AtomicU64::new(0)),
+            headers: Arc::default(),
         }
     }
 
@@ -237,6 +239,12 @@ impl SharedCard {
     /// APDUs answered (or hung on) since this card was made.
     pub fn served(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.served)
+    }
+
+    /// The header (CLA INS P1 P2) of every APDU it was sent, in order, to tell which
+    /// command a count lands on.
+    pub fn headers(&self) -> Arc<Mutex<Vec<[u8; 4]>>> {
+        Arc::clone(&self.headers)
     }
 }
 
@@ -271,6 +279,12 @@ impl Card for SharedCard {
 
     fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
         let n = self.served.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(header) = command.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) {
+            self.headers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(header);
+        }
         let Some(cut) = self.cut.as_ref().filter(|c| c.at == n) else {
             return lock(&self.applet).transmit(command);
         };
@@ -331,10 +345,10 @@ pub fn cycles() -> u64 {
         .unwrap_or(1_000)
 }
 
-/// Invariants 1 and 2 after a card left: every `Authorise` answered from now on is refused,
-/// and within `limit` the daemon no longer sees a card, refuses as `no-card` under a
-/// generation later than `before` (the one a decision made with the card would have
-/// carried), and no session is left (`State` is not logged in).
+/// Invariants 1 and 2 after a card left: once the daemon reports the card gone, every
+/// `Authorise` is refused, and within `limit` it refuses as `no-card` under a generation
+/// later than `before` (the one a decision made with the card would have carried), and no
+/// session is left (`State` is not logged in).
 ///
 /// It asks until the answer settles because a card pulled within a few milliseconds of its
 /// insertion may reach the daemon as an insertion after the test already saw `CardPresent`
@@ -344,6 +358,11 @@ pub async fn assert_no_session_survives(
     before: u64,
     limit: Duration,
 ) -> Result<(), Failed> {
+    wait_until("the daemon to see the card gone", limit, || {
+        let agent = agent.clone();
+        async move { agent.card_present().await.is_ok_and(|present| !present) }
+    })
+    .await?;
     let deadline = Instant::now() + limit;
     loop {
         let present = agent

@@ -122,6 +122,14 @@ pub enum SpineError {
         /// What is wrong.
         reason: String,
     },
+    /// The card signed, but not with the key its certificate names: its key was replaced
+    /// without the matching certificate being written (a certificate renewal cut short after
+    /// the card made its new key). Only the RA can issue a certificate for the new key.
+    #[error(
+        "the card's signature does not match its certificate: the key on the card and the \
+         certificate do not belong together"
+    )]
+    KeyDoesNotMatchCertificate,
     /// The TLS connection failed for another reason (the server's certificate is not from the
     /// pinned service CA, or the server refused the handshake).
     #[error("the secure connection to the national endpoint failed: {source}")]

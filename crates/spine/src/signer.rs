@@ -143,7 +143,6 @@ pub(crate) fn check_signature_with_key(
     message: &[u8],
     signature_bytes: &[u8],
 ) -> Result<(), SpineError> {
-    let unsupported = |reason: String| SpineError::UnsupportedCard { reason };
     let algorithm: &dyn signature::VerificationAlgorithm = match check {
         Check::EcdsaSha256 => &signature::ECDSA_P256_SHA256_ASN1,
         Check::RsaPkcs1Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -151,13 +150,7 @@ pub(crate) fn check_signature_with_key(
     };
     UnparsedPublicKey::new(algorithm, key)
         .verify(message, signature_bytes)
-        .map_err(|_| {
-            unsupported(
-                "the card's signature does not match its certificate (the key on the card \
-                 and the certificate do not belong together)"
-                    .to_owned(),
-            )
-        })
+        .map_err(|_| SpineError::KeyDoesNotMatchCertificate)
 }
 
 /// One request to the card thread.

@@ -21,6 +21,7 @@ use cardgate_spine::wire::{
 use zeroize::Zeroizing;
 
 use super::*;
+use crate::pending_renewals::HeldCertificate;
 use crate::staff_jobs::{self, HostTyped};
 
 /// How long a renewal's card and endpoint steps may take together before the agent gives up
@@ -609,8 +610,14 @@ impl Agent {
         let algorithm = cardgate_spine::key_algorithm_of(&current)
             .map_err(|e| AgentError::NotEligible(e.to_string()))?;
         let actor = self.actor(&target.reader)?;
+        let card_serial = report.identity.card_serial.clone();
+        let replaces = current.clone();
 
         self.emit_progress("generating-key", 5);
+        // From here a pull may leave the card with a new key and no certificate for it.
+        self.shared
+            .renewals
+            .key_generation_began(&card_serial, now());
         let generate_key = key.clone();
         let csr = tokio::time::timeout(
             RENEWAL_STEP_TIMEOUT,
@@ -635,6 +642,17 @@ impl Agent {
             .renew_certificate(spine, &csr)
             .await
             .map_err(|e| self.staff_endpoint_error(e))?;
+        // Kept on disk first: if the card is pulled before it is written, the next insertion
+        // writes it (`finish_held_renewal`) and the card is not left with a key no
+        // certificate names.
+        let held = HeldCertificate {
+            holder: report.identity.holder_uuid.as_str().to_owned(),
+            replaces,
+            certificate: certificate.clone(),
+        };
+        if let Err(e) = self.shared.renewals.hold(&card_serial, &held) {
+            tracing::warn!(error = %e, "the new certificate could not be kept for a retry");
+        }
 
         self.emit_progress("writing-certificate", 80);
         let written = certificate.clone();
@@ -644,15 +662,21 @@ impl Agent {
         })
         .await
         .map_err(card_error)?
-        .map_err(|e| {
-            card_error(CardError::Card {
+        .map_err(|e| match e {
+            PivError::Channel(cardgate_piv::ChannelError::CardRemoved) => AgentError::NoCard(
+                "The card was removed while its new certificate was being written: insert it \
+                 again and the agent finishes the renewal."
+                    .into(),
+            ),
+            e => card_error(CardError::Card {
                 reader: target.reader.clone(),
                 source: e,
-            })
+            }),
         })?;
 
         // The card now holds the new certificate: read it afresh and bind the session to it,
         // so this same card still counts as the session's.
+        self.shared.renewals.release(&card_serial);
         self.shared.inspector.forget_identity(&target.insertion);
         let fresh = actor.inspect(target.insertion.clone()).await;
         let not_after = match &fresh {
@@ -672,6 +696,93 @@ impl Agent {
         self.card_read_quietly(target.insertion.clone(), fresh);
         self.emit_progress("done", 100);
         Ok(not_after)
+    }
+
+    /// At insertion: a card pulled out of its renewal after the endpoint issued the new
+    /// certificate gets that certificate written now, before the card counts as read, so the
+    /// holder's next log-in uses the new key and certificate. Anything that stops it leaves
+    /// `read` as it was (the log-in then explains the mismatch).
+    pub(crate) async fn finish_held_renewal(
+        &self,
+        actor: &CardActor,
+        insertion: &Insertion,
+        read: Result<CardReport, CardError>,
+    ) -> Result<CardReport, CardError> {
+        let Ok(report) = &read else {
+            return read;
+        };
+        let identity = &report.identity;
+        let card_serial = identity.card_serial.clone();
+        let Some(held) = self.shared.renewals.held(&card_serial) else {
+            return read;
+        };
+        let finished = |reason: &str| AuditEvent::Renewal {
+            card_serial: Some(card_serial.clone()),
+            holder: Some(identity.holder_uuid.clone()),
+            subject: RenewalSubject::Certificates,
+            by: None,
+            outcome: Outcome::Succeeded,
+            reason_code: Some(reason.to_owned()),
+        };
+        if identity.auth_certificate_der == held.certificate {
+            // Written before the pull; only the answer was lost.
+            self.shared.renewals.release(&card_serial);
+            self.audit_after_the_fact(&finished("written_before_removal"));
+            return read;
+        }
+        if !held.applies_to(&identity.holder_uuid, &identity.auth_certificate_der) {
+            tracing::warn!(card = %card_serial, "a held renewal certificate no longer fits this card; dropped");
+            self.shared.renewals.release(&card_serial);
+            return read;
+        }
+        let key = match self.management_key() {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(card = %card_serial, error = %e, "a held renewal certificate cannot be written");
+                return read;
+            }
+        };
+        let certificate = held.certificate.clone();
+        let written = staff_jobs::run(actor, insertion.clone(), HostTyped::No, move |c| {
+            c.authenticate_management_key(&key)?;
+            c.write_certificate(Slot::Authentication, &certificate)
+        })
+        .await;
+        if let Err(e) = written
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            tracing::warn!(card = %card_serial, error = %e, "the held renewal certificate was not written; kept for the next insertion");
+            return read;
+        }
+        tracing::info!(card = %card_serial, "renewal finished at reinsertion: the new certificate is on the card");
+        self.shared.renewals.release(&card_serial);
+        self.audit_after_the_fact(&finished("finished_at_reinsertion"));
+        self.shared.inspector.forget_identity(insertion);
+        actor.inspect(insertion.clone()).await
+    }
+
+    /// The log-in error for a card whose signature its own certificate does not verify.
+    pub(crate) fn key_does_not_match(&self, card_serial: &CardSerial) -> AgentError {
+        let next_step = "The card cannot log in until your Registration Authority (RA) issues \
+                         a certificate for its key: contact your RA. Your passcode was \
+                         accepted; no try was used.";
+        AgentError::Card(match self.shared.renewals.key_replaced_at(card_serial) {
+            Some(at) => format!(
+                "This card's key no longer matches its certificate: the certificate renewal \
+                 begun at {:02}:{:02} UTC on {} was cut short when the card was removed, after \
+                 the card had made its new key and before a certificate was issued for it. \
+                 {next_step}",
+                at.hour(),
+                at.minute(),
+                at.date()
+            ),
+            None => format!(
+                "This card's key does not match its certificate (the key was replaced without \
+                 a certificate for it being written, for example by a renewal that did not \
+                 finish). {next_step}"
+            ),
+        })
     }
 
     /// The cards' management key from `[renewal] management_key`.
