@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
-use cardgate_lab::{ProbeCard, ReaderSlot};
-use libtest_mimic::{Arguments, Failed};
+use cardgate_lab::{Lab, LabOptions, ProbeCard, ReaderSlot};
+use libtest_mimic::{Arguments, Failed, Trial};
 
 /// pcscd polls vpcd about every 400 ms; a removal must be seen well inside this.
 const REMOVAL_DEADLINE: Duration = Duration::from_secs(2);
@@ -26,6 +26,22 @@ fn main() -> ExitCode {
                 readers == ["Virtual PCD 00 00", "Virtual PCD 00 01"],
                 || format!("readers listed: {readers:?}"),
             )
+        }),
+        // Its own lab, so not `lab_trial` (which starts the two readers).
+        Trial::test("a_lab_with_no_readers_runs_pcscd_listing_none", || {
+            let lab = Lab::start_with(LabOptions {
+                no_readers: true,
+                ..LabOptions::default()
+            })
+            .map_err(|e| format!("starting the lab: {e}"))?;
+            let client = PcscClient::new()?;
+            let readers = client
+                .readers()
+                .map_err(|e| format!("SCardListReaders: {e}"))?;
+            check(readers.is_empty(), || {
+                format!("readers listed: {readers:?}")
+            })?;
+            check(lab.pcscd_pid().is_some(), || "pcscd is not running".into())
         }),
         lab_trial(
             "inserted_card_is_present_with_its_atr_and_answers_apdus_through_pcscd",

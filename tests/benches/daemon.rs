@@ -26,6 +26,10 @@
 //!    resident memory and wake-ups are its own: with the lab's two readers empty, one card
 //!    in and logged in, and a card in each reader; pcscd's wake-ups in the same windows are
 //!    the reference. (The lab has two readers: one vpcd entry per pcscd, LAB.md.)
+//! 5. The daemon alone again on a pcscd started with no reader configured (a workstation
+//!    whose reader is unplugged): memory and wake-ups with nothing to watch. Four readers
+//!    cannot be had here: a second vpcd entry lists four but hangs every client once cards
+//!    are in, and the daemon talks to one pcscd; the table says so in its row.
 //!
 //! `cargo bench -p cardgate-e2e --bench daemon` (root; its own lab namespace). Without
 //! `--bench` (as clippy's builds and `cargo test --benches` run it) it does a short smoke run.
@@ -39,7 +43,7 @@ use std::time::{Duration, Instant};
 use cardgate_e2e::bench_table::{BenchRow, record};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_ipc::AgentProxy;
-use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_lab::{Lab, LabOptions, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
@@ -111,19 +115,160 @@ fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 
 /// Starts the lab, runs the benchmark, prints pcscd's log on failure.
 fn run(plan: Plan) -> BenchResult<()> {
-    let mut lab = Lab::start().map_err(ctx("starting the lab"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(ctx("runtime"))?;
+    let mut lab = Lab::start().map_err(ctx("starting the lab"))?;
     let result = runtime.block_on(bench(&lab, plan));
     if result.is_err() {
         eprintln!("---- pcscd log ----\n{}", lab.pcscd_log());
     }
-    drop(runtime);
     let _ = lab.kill_pcscd();
-    result
+    drop(lab);
+    let mut rows = result?;
+
+    // 5. The daemon alone with no reader at all: pcscd started with none configured.
+    let mut empty = Lab::start_with(LabOptions {
+        no_readers: true,
+        ..LabOptions::default()
+    })
+    .map_err(ctx("starting the lab with no readers"))?;
+    let sample = runtime.block_on(alone_without_readers(&empty, plan.idle));
+    let _ = empty.kill_pcscd();
+    let sample = sample?;
+    print_alone(std::slice::from_ref(&sample));
+    rows.extend(alone_rows(std::slice::from_ref(&sample)));
+    rows.push(BenchRow {
+        measure: "Daemon alone, 4 readers".into(),
+        figure: "not measurable here".into(),
+        reference: "the lab gives 2 readers per pcscd; see docs/performance.md".into(),
+        ..BenchRow::default()
+    });
+    drop(runtime);
+    if let Some(path) = record("daemon", &rows).map_err(ctx("recording rows"))? {
+        println!("rows recorded in {}", path.display());
+    }
+    println!("\nrerun: {RERUN}");
+    Ok(())
+}
+
+/// The daemon alone, as its own process, on a pcscd with no readers: idle memory and
+/// wake-ups with nothing to watch.
+async fn alone_without_readers(lab: &Lab, window: Duration) -> BenchResult<AloneSample> {
+    let dir = tempfile::tempdir().map_err(ctx("tempdir"))?;
+    let world = DemoWorld::start(dir.path())
+        .await
+        .map_err(ctx("demo world"))?;
+    let bus = PrivateBus::start().map_err(ctx("private bus"))?;
+    let address = bus.address().to_owned();
+    let child = DaemonProcess::spawn(&world, &address, None).map_err(ctx("the daemon alone"))?;
+    let (connection, agent) = client(&address).await?;
+    wait_for_name(&connection).await?;
+    let readers = agent.readers().await.map_err(ctx("Readers"))?;
+    if !readers.is_empty() {
+        return Err(format!(
+            "with no readers configured the daemon lists {readers:?}"
+        ));
+    }
+    let sample = idle_window(child.pid(), lab.pcscd_pid(), window, "0 readers").await;
+    tokio::task::spawn_blocking(move || child.stop())
+        .await
+        .map_err(ctx("waiting"))?
+        .map_err(ctx("the daemon alone"))?;
+    drop(bus);
+    Ok(sample)
+}
+
+/// Waits until the daemon owns its bus name.
+async fn wait_for_name(connection: &zbus::Connection) -> BenchResult<()> {
+    let dbus = zbus::fdo::DBusProxy::new(connection)
+        .await
+        .map_err(ctx("bus proxy"))?;
+    wait_for("the daemon alone to own its name", || {
+        let dbus = dbus.clone();
+        async move {
+            dbus.name_has_owner(cardgate_ipc::BUS_NAME.try_into().unwrap())
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await
+}
+
+/// One idle window of the daemon process `pid`, with pcscd's wake-ups beside it.
+async fn idle_window(
+    pid: u32,
+    pcscd: Option<u32>,
+    window: Duration,
+    cards: &'static str,
+) -> AloneSample {
+    // Let the last event's work settle before the window opens.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = pid.to_string();
+    let pcscd = pcscd.map(|p| p.to_string());
+    let (cpu_before, before) = threads_of(&pid);
+    let pcscd_before = pcscd.as_deref().map(threads_of).unwrap_or_default();
+    tokio::time::sleep(window).await;
+    let (cpu_after, after) = threads_of(&pid);
+    let pcscd_after = pcscd.as_deref().map(threads_of).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let secs = window.as_secs_f64();
+    AloneSample {
+        cards,
+        rss_mib: status_field(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
+        daemon_per_s: after.saturating_sub(before) as f64 / secs,
+        pcscd_per_s: pcscd_after.1.saturating_sub(pcscd_before.1) as f64 / secs,
+        cpu_ms: cpu_after.saturating_sub(cpu_before) as f64 / 1e6,
+    }
+}
+
+/// One printed line of the detailed table.
+fn row(what: &str, figure: String, goal: &str, verdict: &str) {
+    println!("{what:<52} {figure:>30} {goal:>22} {verdict:>8}");
+}
+
+/// Prints the daemon-alone samples' rows.
+fn print_alone(alone: &[AloneSample]) {
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    for a in alone {
+        row(
+            &format!("alone, {}: RSS MiB / CPU ms", a.cards),
+            format!("{:.1} / {:.2}", a.rss_mib, a.cpu_ms),
+            "(reported)",
+            "",
+        );
+        row(
+            &format!("alone, {}: wake-ups/s daemon / pcscd", a.cards),
+            format!("{:.1} / {:.1}", a.daemon_per_s, a.pcscd_per_s),
+            &format!("< {IDLE_GOAL_PER_S}/s"),
+            met(a.daemon_per_s < IDLE_GOAL_PER_S),
+        );
+    }
+}
+
+/// The one table's rows for the daemon-alone samples.
+fn alone_rows(alone: &[AloneSample]) -> Vec<BenchRow> {
+    let mut rows = Vec::new();
+    for a in alone {
+        rows.push(BenchRow {
+            measure: format!("Daemon alone, {}: resident memory MiB", a.cards),
+            figure: format!("{:.1}", a.rss_mib),
+            ..BenchRow::default()
+        });
+        rows.push(
+            BenchRow::compare(
+                format!("Daemon alone, {}: idle wake-ups per s", a.cards),
+                a.daemon_per_s,
+                "pcscd's own, same window",
+                a.pcscd_per_s,
+                1,
+            )
+            .goal("none beyond pcscd's", a.daemon_per_s < IDLE_GOAL_PER_S),
+        );
+    }
+    rows
 }
 
 /// The value at quantile `q` (0..=1) of sorted `values`.
@@ -444,42 +589,9 @@ async fn alone(
     window: Duration,
 ) -> BenchResult<Vec<AloneSample>> {
     let child = DaemonProcess::spawn(world, address, None).map_err(ctx("the daemon alone"))?;
-    let pid = child.pid().to_string();
-    let (connection, agent) = client(address).await?;
-    let dbus = zbus::fdo::DBusProxy::new(&connection)
-        .await
-        .map_err(ctx("bus proxy"))?;
-    wait_for("the daemon alone to own its name", || {
-        let dbus = dbus.clone();
-        async move {
-            dbus.name_has_owner(cardgate_ipc::BUS_NAME.try_into().unwrap())
-                .await
-                .unwrap_or(false)
-        }
-    })
-    .await?;
-    let sample = |cards: &'static str| {
-        let pid = pid.clone();
-        async move {
-            // Let the last event's work settle before the window opens.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let pcscd = pcscd.map(|p| p.to_string());
-            let (cpu_before, before) = threads_of(&pid);
-            let pcscd_before = pcscd.as_deref().map(threads_of).unwrap_or_default();
-            tokio::time::sleep(window).await;
-            let (cpu_after, after) = threads_of(&pid);
-            let pcscd_after = pcscd.as_deref().map(threads_of).unwrap_or_default();
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let secs = window.as_secs_f64();
-            AloneSample {
-                cards,
-                rss_mib: status_field(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
-                daemon_per_s: after.saturating_sub(before) as f64 / secs,
-                pcscd_per_s: pcscd_after.1.saturating_sub(pcscd_before.1) as f64 / secs,
-                cpu_ms: cpu_after.saturating_sub(cpu_before) as f64 / 1e6,
-            }
-        }
-    };
+    let (_connection, agent) = client(address).await?;
+    wait_for_name(&_connection).await?;
+    let sample = |cards: &'static str| idle_window(child.pid(), pcscd, window, cards);
     let mut samples = vec![sample("2 readers, no card").await];
     let pharmacist = world.card(PHARMACIST).map_err(ctx("card"))?;
     let first = card_in_and_log_in(lab, &pharmacist, &agent).await?;
@@ -509,7 +621,7 @@ async fn alone(
     Ok(samples)
 }
 
-async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
+async fn bench(lab: &Lab, plan: Plan) -> BenchResult<Vec<BenchRow>> {
     let dir = tempfile::tempdir().map_err(ctx("tempdir"))?;
     let world = DemoWorld::start(dir.path())
         .await
@@ -698,9 +810,6 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
         "{:<52} {:>30} {:>22} {:>8}",
         "measure", "figure", "goal", ""
     );
-    let row = |what: &str, figure: String, goal: &str, verdict: &str| {
-        println!("{what:<52} {figure:>30} {goal:>22} {verdict:>8}");
-    };
     row(
         "Authorise latency median / p99 (us)",
         format!("{:.1} / {:.1}", us(auth_med), us(auth_p99)),
@@ -801,20 +910,7 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
             .map(|d| (signed_ms(*d) * 100.0).round() / 100.0)
             .collect::<Vec<_>>()
     });
-    for a in &alone {
-        row(
-            &format!("alone, {}: RSS MiB / CPU ms", a.cards),
-            format!("{:.1} / {:.2}", a.rss_mib, a.cpu_ms),
-            "(reported)",
-            "",
-        );
-        row(
-            &format!("alone, {}: wake-ups/s daemon / pcscd", a.cards),
-            format!("{:.1} / {:.1}", a.daemon_per_s, a.pcscd_per_s),
-            &format!("< {IDLE_GOAL_PER_S}/s"),
-            met(a.daemon_per_s < IDLE_GOAL_PER_S),
-        );
-    }
+    print_alone(&alone);
 
     // The headline rows for scripts/bench's one table.
     let mut rows = vec![
@@ -863,26 +959,6 @@ async fn bench(lab: &Lab, plan: Plan) -> BenchResult<()> {
             removal_med < REMOVAL_GOAL.as_secs_f64(),
         ),
     );
-    for a in &alone {
-        rows.push(BenchRow {
-            measure: format!("Daemon alone, {}: resident memory MiB", a.cards),
-            figure: format!("{:.1}", a.rss_mib),
-            ..BenchRow::default()
-        });
-        rows.push(
-            BenchRow::compare(
-                format!("Daemon alone, {}: idle wake-ups per s", a.cards),
-                a.daemon_per_s,
-                "pcscd's own, same window",
-                a.pcscd_per_s,
-                1,
-            )
-            .goal("none beyond pcscd's", a.daemon_per_s < IDLE_GOAL_PER_S),
-        );
-    }
-    if let Some(path) = record("daemon", &rows).map_err(ctx("recording rows"))? {
-        println!("rows recorded in {}", path.display());
-    }
-    println!("\nrerun: {RERUN}");
-    Ok(())
+    rows.extend(alone_rows(&alone));
+    Ok(rows)
 }

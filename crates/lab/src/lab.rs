@@ -60,6 +60,9 @@ impl fmt::Display for ReaderSlot {
 pub struct LabOptions {
     /// Run pcscd with `-a -d`, so its log holds every APDU and response (slows it down).
     pub apdu_log: bool,
+    /// Run pcscd with no reader at all (an empty reader.conf.d): a workstation whose reader
+    /// is unplugged, for what the agent costs with nothing to watch. Inserting then fails.
+    pub no_readers: bool,
 }
 
 /// Only one lab per process: pcscd's socket path in the namespace is fixed, so tests that
@@ -130,16 +133,18 @@ impl Lab {
             .map_err(LabError::io("creating the lab directory"))?;
         let conf_dir = dir.path().join("reader.conf.d");
         std::fs::create_dir(&conf_dir).map_err(LabError::io("creating reader.conf.d"))?;
-        std::fs::write(
-            conf_dir.join("vpcd"),
-            format!(
-                "FRIENDLYNAME \"{FRIENDLY_NAME}\"\n\
-                 DEVICENAME   /dev/null:0x{DEFAULT_PORT:04X}\n\
-                 LIBPATH      {VPCD_DRIVER}\n\
-                 CHANNELID    0x{DEFAULT_PORT:04X}\n"
-            ),
-        )
-        .map_err(LabError::io("writing the vpcd reader configuration"))?;
+        if !options.no_readers {
+            std::fs::write(
+                conf_dir.join("vpcd"),
+                format!(
+                    "FRIENDLYNAME \"{FRIENDLY_NAME}\"\n\
+                     DEVICENAME   /dev/null:0x{DEFAULT_PORT:04X}\n\
+                     LIBPATH      {VPCD_DRIVER}\n\
+                     CHANNELID    0x{DEFAULT_PORT:04X}\n"
+                ),
+            )
+            .map_err(LabError::io("writing the vpcd reader configuration"))?;
+        }
         let mut lab = Lab {
             options,
             dir,
@@ -259,7 +264,13 @@ impl Lab {
 
     fn wait_until_ready(&mut self) -> Result<(), LabError> {
         let started = Instant::now();
-        let wanted: Vec<String> = ReaderSlot::ALL.iter().map(|s| s.to_string()).collect();
+        // With no readers, pcscd answering (an empty list) is all there is to wait for.
+        let slots: &[ReaderSlot] = if self.options.no_readers {
+            &[]
+        } else {
+            &ReaderSlot::ALL
+        };
+        let wanted: Vec<String> = slots.iter().map(|s| s.to_string()).collect();
         let mut missing = String::from("pcscd not answering yet");
         while started.elapsed() < START_TIMEOUT {
             if let Some(child) = self.pcscd.as_mut() {
@@ -280,7 +291,7 @@ impl Lab {
                 Ok(listed) => {
                     let absent: Vec<&String> =
                         wanted.iter().filter(|w| !listed.contains(w)).collect();
-                    let closed: Vec<SocketAddr> = ReaderSlot::ALL
+                    let closed: Vec<SocketAddr> = slots
                         .iter()
                         .map(|s| self.vpcd_addr(*s))
                         .filter(|a| !port_accepts(*a))

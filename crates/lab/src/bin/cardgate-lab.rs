@@ -134,7 +134,11 @@ fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
 }
 
 fn shell(apdu_log: bool) -> Result<(), String> {
-    let lab = Lab::start_with(LabOptions { apdu_log }).map_err(|e| e.to_string())?;
+    let lab = Lab::start_with(LabOptions {
+        apdu_log,
+        ..LabOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
     let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/bash".into());
     println!(
         "cardgate lab: pcscd is running in this namespace (pid {:?})",
