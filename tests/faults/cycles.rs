@@ -323,8 +323,8 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
     let elapsed = began.elapsed();
 
     // The card works again afterwards. A VERIFY whose answer was lost counts as a failure in
-    // the agent's own ledger (it cannot know whether the card counted it), so before the next
-    // good login the agent may report fewer tries than the card has; the login clears that.
+    // the agent's own ledger (it cannot know whether the card counted it) only until the
+    // card's counter is read again, at the next insertion: the agent reports every try.
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
         .map_err(|e| fail("insert", e))?;
@@ -333,6 +333,9 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
         .passcode_tries_left()
         .await
         .map_err(|e| fail("PasscodeTriesLeft", e))?;
+    check(reported == i32::from(full), || {
+        format!("after the pulls the agent reports {reported} tries left, the card has {full}")
+    })?;
     full_login(&agent, &mut ack).await?;
     let tries = agent
         .passcode_tries_left()
@@ -345,7 +348,6 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
     check(left == full, || {
         format!("the card's retry counter went {full} -> {left}")
     })?;
-    eprintln!("before the last login the agent reported {reported} tries, the card had {full}");
     drop(inserted);
     points.sort_unstable();
     eprintln!(

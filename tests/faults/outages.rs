@@ -219,12 +219,15 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
         .map_err(|e| fail("insert", e))?;
     card_read(&agent).await?;
-    // A VERIFY cut off by the crash counts in the agent's ledger until the next good login
-    // (see cycles.rs), so the agent's own count is compared after it.
+    // A VERIFY cut off by the crash counts in the agent's ledger only until the card's
+    // counter is read again (at this insertion): the agent reports every try.
     let reported = agent
         .passcode_tries_left()
         .await
         .map_err(|e| fail("PasscodeTriesLeft", e))?;
+    check(reported == i32::from(full), || {
+        format!("after the crash the agent reports {reported} tries left, the card has {full}")
+    })?;
     login_and_allow(&agent).await?;
     logins += 1;
     let tries = agent

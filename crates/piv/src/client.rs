@@ -51,6 +51,14 @@ const KEY_REF_MANAGEMENT: u8 = 0x9B;
 /// The largest certificate the agent writes: PIV containers top out near this on real cards.
 const MAX_CERTIFICATE_LEN: usize = 3 * 1024;
 
+/// What the passcode policy checked before a passcode-bearing command is sent.
+struct PreflightPassed {
+    /// The card's serial, which the guard counts by.
+    serial: CardSerial,
+    /// The card's own tries left just before (`None` when it was already verified).
+    card_tries: Option<u8>,
+}
+
 /// One session with one inserted card. Create a new client for every insertion: nothing it
 /// learned (the card serial, whether the application is selected) may outlive the card.
 ///
@@ -170,14 +178,20 @@ impl<C: CardChannel> PivClient<C> {
     }
 
     /// The passcode's state without spending a try (VERIFY without data), capped by the
-    /// agent's three-attempt limit. A card the agent counts as locked is not asked at all.
+    /// agent's three-attempt limit. A card the agent counts as locked is not asked at all,
+    /// unless attempts whose answer was lost wait for its counter to settle them.
     pub fn passcode_status(&mut self) -> Result<PasscodeStatus, PivError> {
         let serial = self.card_serial()?;
+        let settled = self.settle_unanswered(&serial)?;
         let agent_left = self.guard.agent_tries_left(&serial);
         if agent_left == 0 {
             return Ok(PasscodeStatus::Blocked);
         }
-        Ok(match self.card_passcode_status()?.0 {
+        let (status, _) = match settled {
+            Some(read) => read,
+            None => self.card_passcode_status()?,
+        };
+        Ok(match status {
             PasscodeStatus::TriesLeft(n) => {
                 PasscodeStatus::TriesLeft(PasscodeTriesLeft::new(n.get().min(agent_left)))
             }
@@ -196,10 +210,10 @@ impl<C: CardChannel> PivClient<C> {
         passcode: &Passcode,
         final_try: FinalTry,
     ) -> Result<(), PivError> {
-        let serial = self.passcode_preflight(Some(passcode), final_try)?;
+        let checked = self.passcode_preflight(Some(passcode), final_try)?;
         let mut apdu = Zeroizing::new(vec![0x00, INS_VERIFY, 0x00, KEY_REF_PIN, 0x08]);
         apdu.extend_from_slice(&*passcode.padded());
-        self.send_passcode(Operation::VerifyPasscode, &serial, apdu, passcode)
+        self.send_passcode(Operation::VerifyPasscode, &checked, apdu, passcode)
     }
 
     /// Checks the holder's passcode with a reader that takes it on its own PIN pad and builds
@@ -218,14 +232,17 @@ impl<C: CardChannel> PivClient<C> {
         send: impl FnOnce(&mut C) -> Result<ReaderEntry, ChannelError>,
     ) -> Result<(), PivError> {
         let operation = Operation::VerifyPasscode;
-        let serial = self.passcode_preflight(None, final_try)?;
+        let checked = self.passcode_preflight(None, final_try)?;
+        let serial = &checked.serial;
         self.ensure_selected()?;
         let raw = match send(&mut self.channel) {
             Ok(ReaderEntry::CardAnswered(raw)) => raw,
             Ok(ReaderEntry::EndedAtReader(how)) => return Err(PivError::PinPadEntryEnded { how }),
             Err(e) => {
-                // The card may or may not have counted it: count it, to stay on the safe side.
-                self.guard.record_unknown(&serial, Reference::Passcode);
+                // The card may or may not have counted it: count it, to stay on the safe side,
+                // until its counter says.
+                self.guard
+                    .record_unknown(serial, Reference::Passcode, checked.card_tries);
                 return Err(e.into());
             }
         };
@@ -234,9 +251,9 @@ impl<C: CardChannel> PivClient<C> {
             reason: e.to_string(),
         })?;
         match response.status {
-            StatusWord::Success => self.guard.record_success(&serial, Reference::Passcode),
+            StatusWord::Success => self.guard.record_success(serial, Reference::Passcode),
             StatusWord::VerificationFailed { tries_left } => {
-                let failures = self.guard.record_unseen_failure(&serial)?;
+                let failures = self.guard.record_unseen_failure(serial)?;
                 let agent_left = AGENT_MAX_CONSECUTIVE_FAILURES.saturating_sub(failures);
                 Err(PivError::WrongPasscode {
                     tries_left: PasscodeTriesLeft::new(tries_left.min(agent_left)),
@@ -255,7 +272,7 @@ impl<C: CardChannel> PivClient<C> {
         new: &Passcode,
         final_try: FinalTry,
     ) -> Result<(), PivError> {
-        let serial = self.passcode_preflight(Some(current), final_try)?;
+        let checked = self.passcode_preflight(Some(current), final_try)?;
         let mut apdu = Zeroizing::new(vec![
             0x00,
             INS_CHANGE_REFERENCE_DATA,
@@ -265,7 +282,7 @@ impl<C: CardChannel> PivClient<C> {
         ]);
         apdu.extend_from_slice(&*current.padded());
         apdu.extend_from_slice(&*new.padded());
-        self.send_passcode(Operation::ChangePasscode, &serial, apdu, current)
+        self.send_passcode(Operation::ChangePasscode, &checked, apdu, current)
     }
 
     /// Unlock-code tries left, if the card can say without spending one (Yubico's GET
@@ -518,8 +535,9 @@ impl<C: CardChannel> PivClient<C> {
         &mut self,
         passcode: Option<&Passcode>,
         final_try: FinalTry,
-    ) -> Result<CardSerial, PivError> {
+    ) -> Result<PreflightPassed, PivError> {
         let serial = self.card_serial()?;
+        let settled = self.settle_unanswered(&serial)?;
         let agent_left = self.guard.agent_tries_left(&serial);
         if agent_left == 0 {
             return Err(PivError::CardBlocked {
@@ -536,7 +554,10 @@ impl<C: CardChannel> PivClient<C> {
                 what: Reference::Passcode.name(),
             });
         }
-        let (status, sw) = self.card_passcode_status()?;
+        let (status, sw) = match settled {
+            Some(read) => read,
+            None => self.card_passcode_status()?,
+        };
         let card_left = match status {
             PasscodeStatus::Blocked => {
                 return Err(PivError::CardBlocked {
@@ -553,22 +574,42 @@ impl<C: CardChannel> PivClient<C> {
                 what: Reference::Passcode.name(),
             });
         }
-        Ok(serial)
+        Ok(PreflightPassed {
+            serial,
+            card_tries: (card_left != u8::MAX).then_some(card_left),
+        })
+    }
+
+    /// Reads the card's counter if attempts whose answer was lost wait for it, and settles
+    /// them ([`PasscodeGuard`]); returns the read so it is not made twice.
+    fn settle_unanswered(
+        &mut self,
+        serial: &CardSerial,
+    ) -> Result<Option<(PasscodeStatus, StatusWord)>, PivError> {
+        if !self.guard.has_unanswered(serial) {
+            return Ok(None);
+        }
+        let read = self.card_passcode_status()?;
+        self.guard.settle(serial, read.0)?;
+        Ok(Some(read))
     }
 
     /// Sends a passcode-bearing APDU and applies the outcome to the guard.
     fn send_passcode(
         &mut self,
         operation: Operation,
-        serial: &CardSerial,
+        checked: &PreflightPassed,
         apdu: Zeroizing<Vec<u8>>,
         passcode: &Passcode,
     ) -> Result<(), PivError> {
+        let serial = &checked.serial;
         let response = match self.send_secret(operation, apdu) {
             Ok(response) => response,
             Err(e @ PivError::Channel(_)) => {
-                // The card may or may not have counted it: count it, to stay on the safe side.
-                self.guard.record_unknown(serial, Reference::Passcode);
+                // The card may or may not have counted it: count it, to stay on the safe side,
+                // until its counter says.
+                self.guard
+                    .record_unknown(serial, Reference::Passcode, checked.card_tries);
                 return Err(e);
             }
             Err(e) => return Err(e),

@@ -16,6 +16,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use crate::error::PivError;
 use crate::identity::CardSerial;
 use crate::ledger::{FailureLedger, MemoryLedger};
+use crate::passcode::PasscodeStatus;
 
 /// Consecutive wrong passcodes after which the agent treats a card as locked, whatever the
 /// card's own counter allows: the NHS rule is three.
@@ -53,6 +54,20 @@ struct Inner {
     /// Unlock-code tries the card last reported (63Cx), for cards that cannot be asked
     /// without spending one.
     unlock_tries: HashMap<CardSerial, u8>,
+    /// Passcode attempts whose answer was lost (the card left mid-command), per card, until
+    /// the card's own counter says which way they went ([`PasscodeGuard::settle`]).
+    unanswered: HashMap<CardSerial, Unanswered>,
+}
+
+/// Attempts whose answer was lost: counted as failures meanwhile, settled at the next read
+/// of the card's counter. Kept in memory only: after a restart they stay counted (the safe
+/// side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unanswered {
+    /// The card's own tries left just before the first of them.
+    card_tries_before: u8,
+    /// How many.
+    attempts: u8,
 }
 
 impl fmt::Debug for PasscodeGuard {
@@ -79,6 +94,7 @@ impl PasscodeGuard {
                 ledger: Box::new(ledger),
                 last_failed: HashMap::new(),
                 unlock_tries: HashMap::new(),
+                unanswered: HashMap::new(),
             }),
         })
     }
@@ -142,11 +158,65 @@ impl PasscodeGuard {
     }
 
     /// Records an attempt whose outcome is unknown (the card left mid-command): counted as a
-    /// failure in the ledger, because the card may have counted it.
-    pub(crate) fn record_unknown(&self, card: &CardSerial, reference: Reference) {
-        if reference == Reference::Passcode {
-            // Best effort: the transport error is what the caller reports.
-            let _ = self.lock().ledger.record_failure(card);
+    /// failure in the ledger, because the card may have counted it, until the card's counter
+    /// is next read ([`PasscodeGuard::settle`]). `card_tries_before` is what the card reported
+    /// just before the attempt (`None` when it was already verified, which says nothing a
+    /// later read can be compared with: the attempt then stays counted).
+    pub(crate) fn record_unknown(
+        &self,
+        card: &CardSerial,
+        reference: Reference,
+        card_tries_before: Option<u8>,
+    ) {
+        if reference != Reference::Passcode {
+            return;
+        }
+        let mut inner = self.lock();
+        // Best effort: the transport error is what the caller reports.
+        if inner.ledger.record_failure(card).is_err() {
+            return;
+        }
+        if let Some(before) = card_tries_before {
+            inner
+                .unanswered
+                .entry(card.clone())
+                .and_modify(|u| u.attempts = u.attempts.saturating_add(1))
+                .or_insert(Unanswered {
+                    card_tries_before: before,
+                    attempts: 1,
+                });
+        }
+    }
+
+    /// Whether attempts on `card` wait for the card's counter to settle them.
+    pub(crate) fn has_unanswered(&self, card: &CardSerial) -> bool {
+        self.lock().unanswered.contains_key(card)
+    }
+
+    /// Settles the attempts whose answer was lost against what the card reports now: tries
+    /// left as before them means the card never counted them (taken back from the ledger);
+    /// fewer means it counted that many as failures; more, or verified, means a right
+    /// passcode reset its counter since (the ledger is cleared). A blocked card keeps them.
+    pub(crate) fn settle(&self, card: &CardSerial, now: PasscodeStatus) -> Result<(), PivError> {
+        let mut inner = self.lock();
+        let Some(unanswered) = inner.unanswered.remove(card) else {
+            return Ok(());
+        };
+        match now {
+            PasscodeStatus::Blocked => Ok(()),
+            PasscodeStatus::Verified => inner.ledger.reset(card),
+            PasscodeStatus::TriesLeft(left) if left.get() > unanswered.card_tries_before => {
+                inner.ledger.reset(card)
+            }
+            PasscodeStatus::TriesLeft(left) => {
+                let counted = unanswered
+                    .attempts
+                    .min(unanswered.card_tries_before - left.get());
+                inner
+                    .ledger
+                    .withdraw(card, unanswered.attempts - counted)
+                    .map(drop)
+            }
         }
     }
 

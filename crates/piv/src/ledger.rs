@@ -24,6 +24,9 @@ pub trait FailureLedger: Send {
     fn record_failure(&mut self, card: &CardSerial) -> Result<u8, PivError>;
     /// Forgets the failures of `card` (after a right passcode or an unlock).
     fn reset(&mut self, card: &CardSerial) -> Result<(), PivError>;
+    /// Takes back `n` failures recorded for attempts whose answer was lost and which the
+    /// card's own counter later showed it never counted. Returns the new count.
+    fn withdraw(&mut self, card: &CardSerial, n: u8) -> Result<u8, PivError>;
 }
 
 /// A ledger that lives as long as the process: for tests and for tools that run once.
@@ -53,6 +56,16 @@ impl FailureLedger for MemoryLedger {
     fn reset(&mut self, card: &CardSerial) -> Result<(), PivError> {
         self.failures.remove(card);
         Ok(())
+    }
+
+    fn withdraw(&mut self, card: &CardSerial, n: u8) -> Result<u8, PivError> {
+        let left = self.consecutive_failures(card).saturating_sub(n);
+        if left == 0 {
+            self.failures.remove(card);
+        } else {
+            self.failures.insert(card.clone(), left);
+        }
+        Ok(left)
     }
 }
 
@@ -186,6 +199,22 @@ impl FailureLedger for JsonFileLedger {
         failures.remove(card.as_str());
         self.save(failures)
     }
+
+    fn withdraw(&mut self, card: &CardSerial, n: u8) -> Result<u8, PivError> {
+        let now = self.consecutive_failures(card);
+        let left = now.saturating_sub(n);
+        if left == now {
+            return Ok(now);
+        }
+        let mut failures = self.failures.clone();
+        if left == 0 {
+            failures.remove(card.as_str());
+        } else {
+            failures.insert(card.as_str().to_owned(), left);
+        }
+        self.save(failures)?;
+        Ok(left)
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +261,29 @@ mod tests {
         );
         // Only the ledger is left in the directory: no temporary files behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn withdrawn_failures_come_off_the_count_never_below_zero_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failures.json");
+        let a = serial("4123456789");
+        let mut file = JsonFileLedger::open(&path).unwrap();
+        let mut memory = MemoryLedger::new();
+        for ledger in [&mut file as &mut dyn FailureLedger, &mut memory] {
+            ledger.record_failure(&a).unwrap();
+            ledger.record_failure(&a).unwrap();
+            assert_eq!(ledger.withdraw(&a, 1).unwrap(), 1);
+            assert_eq!(ledger.withdraw(&a, 5).unwrap(), 0);
+            assert_eq!(ledger.consecutive_failures(&a), 0);
+            ledger.record_failure(&a).unwrap();
+        }
+        assert_eq!(
+            JsonFileLedger::open(&path)
+                .unwrap()
+                .consecutive_failures(&a),
+            1
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use cardgate_piv::{
     PasscodeGuard, PasscodeStatus, PinPadEnd, PivClient, PivError, PublicKey, ReaderEntry,
     Sha256Digest, SignInput, Slot, UnlockCode,
 };
+use cardgate_vcard::Card as _;
 use cardgate_vcard::card_file::{self, HexBytes, ObjectTag};
 use ring::signature::{self, UnparsedPublicKey};
 use support::{AppletChannel, HOLDER_NAME, HOLDER_UUID, MANAGEMENT_KEY, PIN, PUK};
@@ -357,6 +358,108 @@ fn a_card_pulled_during_verify_counts_as_a_failure() {
         "{e:?}"
     );
     assert_eq!(guard.consecutive_failures(&serial), 1);
+}
+
+/// A channel whose VERIFY-with-data answers are lost: the card gets the command (`processed`)
+/// or not, and the client sees the card removed.
+struct LoseVerifyAnswers {
+    inner: AppletChannel,
+    processed: bool,
+}
+
+impl CardChannel for LoseVerifyAnswers {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        if command.len() > 4 && command[1] == 0x20 {
+            if self.processed {
+                self.inner.transmit(command)?;
+            }
+            return Err(ChannelError::CardRemoved);
+        }
+        self.inner.transmit(command)
+    }
+}
+
+#[test]
+fn lost_verify_answers_are_settled_by_the_cards_counter_at_the_next_read() {
+    let card = support::provisioned(&support::spec());
+    let guard = Arc::new(PasscodeGuard::in_memory().unwrap());
+    let mut client = PivClient::new(
+        AppletChannel::new(support::applet(&card)),
+        Arc::clone(&guard),
+    );
+    let serial = client.card_serial().unwrap();
+    let mut applet = client.into_channel().applet;
+    // The card's own counter, read around each step (VERIFY without data).
+    let card_tries = |applet: &cardgate_vcard::applet::PivApplet| applet.card_file().pin.tries_left;
+    let lose = |applet: cardgate_vcard::applet::PivApplet, value: &str, processed: bool| {
+        let mut client = PivClient::new(
+            LoseVerifyAnswers {
+                inner: AppletChannel::new(applet),
+                processed,
+            },
+            Arc::clone(&guard),
+        );
+        let e = client
+            .verify_passcode(&passcode(value), FinalTry::Confirmed)
+            .unwrap_err();
+        assert!(
+            matches!(e, PivError::Channel(ChannelError::CardRemoved)),
+            "{e:?}"
+        );
+        let mut applet = client.into_channel().inner.applet;
+        // Pulled: the next insertion powers it up afresh.
+        applet.power_off();
+        applet.power_on();
+        applet
+    };
+    let status = |applet: cardgate_vcard::applet::PivApplet| {
+        let mut client = PivClient::new(AppletChannel::new(applet), Arc::clone(&guard));
+        let status = client.passcode_status().unwrap();
+        (status, client.into_channel().applet)
+    };
+    let tries = |n| PasscodeStatus::TriesLeft(cardgate_piv::PasscodeTriesLeft::new(n));
+
+    // Three right passcodes whose answers were lost: each counted meanwhile, so a card with
+    // every try left is not taken for blocked; the next read of its counter takes them back.
+    for _ in 0..3 {
+        applet = lose(applet, PIN, true);
+        assert_eq!(guard.consecutive_failures(&serial), 1);
+        let (now, back) = status(applet);
+        applet = back;
+        assert_eq!(now, tries(3));
+        assert_eq!(guard.consecutive_failures(&serial), 0);
+    }
+    // Lost in a row with no status read between: each attempt reads the counter before it
+    // sends, which settles the one before, so the ledger holds only the one in flight.
+    for processed in [false, true, false] {
+        applet = lose(applet, PIN, processed);
+        assert_eq!(guard.consecutive_failures(&serial), 1);
+    }
+    let (now, back) = status(applet);
+    applet = back;
+    assert_eq!(now, tries(3));
+    assert_eq!(guard.consecutive_failures(&serial), 0);
+
+    // A wrong passcode whose answer was lost: the card counted it, so it stays counted.
+    applet = lose(applet, "1111", true);
+    assert_eq!(card_tries(&applet), 2);
+    let (now, back) = status(applet);
+    applet = back;
+    assert_eq!(now, tries(2));
+    assert_eq!(guard.consecutive_failures(&serial), 1);
+    // A wrong one that never reached the card: taken back; the real failure stays.
+    applet = lose(applet, "2222", false);
+    assert_eq!(guard.consecutive_failures(&serial), 2);
+    let (now, back) = status(applet);
+    applet = back;
+    assert_eq!(now, tries(2));
+    assert_eq!(guard.consecutive_failures(&serial), 1);
+    // The right one, answer lost, after that failure: the card's counter is full again, so
+    // the ledger is cleared like after any right passcode.
+    applet = lose(applet, PIN, true);
+    let (now, _) = status(applet);
+    assert_eq!(now, tries(3));
+    assert_eq!(guard.consecutive_failures(&serial), 0);
 }
 
 #[test]
