@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
 use cardgate_ipc::ACTIONS;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
+
+/// VERIFY with no data: the card answers 90 00 while its passcode is verified, else 63 Cx
+/// with the tries left, and costs no try.
+const VERIFY_STATUS: [u8; 4] = [0x00, 0x20, 0x00, 0x80];
 
 fn main() -> ExitCode {
     if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {
@@ -266,6 +270,34 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     check(role.id.is_empty(), || format!("{role:?}"))?;
     let ticket = error_name(agent.get_ticket().await);
     check(ticket.ends_with("Error.NotLoggedIn"), || ticket.clone())?;
+
+    // Logged out, the card no longer holds a verified passcode: another program sharing the
+    // reader (a plain PC/SC client here) finds it locked. While logged in it does not.
+    let other_program = PcscClient::new()?;
+    // One connection throughout, left without a reset at the end (dropping it would reset
+    // the card, which clears the verified state by itself and would prove nothing).
+    let card = other_program.connect(ReaderSlot::First)?;
+    let verified = |card: &pcsc::Card| -> Result<Vec<u8>, Failed> {
+        transmit(card, &SELECT_PIV)?;
+        transmit(card, &VERIFY_STATUS)
+    };
+    agent
+        .login(DEMO_PASSCODE, false)
+        .await
+        .map_err(|e| fail("Login", e))?;
+    let during = verified(&card)?;
+    check(during == [0x90, 0x00], || {
+        format!("logged in, the card answered {during:02X?} to a status VERIFY")
+    })?;
+    agent.logout().await.map_err(|e| fail("Logout", e))?;
+    let after = verified(&card)?;
+    card.disconnect(pcsc::Disposition::LeaveCard)
+        .map_err(|(_, e)| fail("SCardDisconnect", e))?;
+    check(after == [0x63, 0xC3], || {
+        format!(
+            "after Logout the card answered {after:02X?} to a status VERIFY (63 C3: not verified, 3 tries)"
+        )
+    })?;
 
     // Malformed calls to every method: a named error each, and the daemon stays up.
     let cases: Vec<(&str, String)> = vec![

@@ -636,12 +636,20 @@ impl Agent {
                     session.card_serial.as_str()
                 ),
             });
-            self.session_over(session, SessionEndReason::CardSwapped, generation);
+            // The swapped-in card is another insertion: nothing of this one to forget.
+            let _ = self.session_over(session, SessionEndReason::CardSwapped, generation);
         }
     }
 
-    /// After a session was taken out of the state: audit, signal, endpoint logout.
-    fn session_over(&self, session: Session, reason: SessionEndReason, generation: u64) {
+    /// After a session was taken out of the state: audit, signal, endpoint logout, and the
+    /// card's verified passcode dropped if the card is still in its reader. Returns that last
+    /// job, for a caller that answers only once it is done (`Logout`).
+    fn session_over(
+        &self,
+        session: Session,
+        reason: SessionEndReason,
+        generation: u64,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         tracing::info!(reason = reason.as_str(), generation, "session ended");
         self.audit_after_the_fact(&AuditEvent::SessionEnded {
             card_serial: session.card_serial.clone(),
@@ -650,6 +658,11 @@ impl Agent {
             reason: audit_end_reason(reason),
         });
         self.emit(AgentEvent::SessionEnded { reason, generation });
+        let forgotten = if session.detached.is_none() {
+            self.forget_verification(&session.reader, &session.insertion)
+        } else {
+            None
+        };
         let endpoint = Arc::clone(&self.shared.endpoint);
         // The endpoint is told without holding anything up; a failure is logged (the session
         // idles out there).
@@ -660,6 +673,43 @@ impl Agent {
                 }
             });
         }
+        forgotten
+    }
+
+    /// Drops the passcode's verified state on the card of `insertion` if it is still in
+    /// `reader` (PIV VERIFY with P1 = FF), on the reader's actor after anything queued: once
+    /// no session uses it, no other program sharing the reader can use the card's keys
+    /// without the passcode. A card that refuses is logged; the session is over either way.
+    fn forget_verification(
+        &self,
+        reader: &ReaderName,
+        insertion: &Insertion,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let still_in = lock(&self.shared.state)
+            .readers
+            .get(reader)
+            .and_then(|slot| slot.card.as_ref())
+            .is_some_and(|card| &card.insertion == insertion);
+        if !still_in {
+            return None;
+        }
+        let actor = self.actor(reader).ok()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let insertion = insertion.clone();
+        Some(runtime.spawn(async move {
+            let done = crate::staff_jobs::run(
+                &actor,
+                insertion,
+                crate::staff_jobs::HostTyped::No,
+                |c| c.forget_verification(),
+            )
+            .await;
+            match done {
+                Ok(Ok(())) => tracing::debug!("the card's passcode is no longer verified"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the card kept its verified passcode"),
+                Err(e) => tracing::debug!(error = %e, "the card left before its passcode state was dropped"),
+            }
+        }))
     }
 
     /// A new card: remember the insertion, read it on the reader's actor.
@@ -1103,10 +1153,15 @@ impl Agent {
                 lock(&self.shared.state).endpoint_unreachable = false;
                 session
             }
+            // No session: the passcode verified above must not stay verified on the card.
             Err(SpineError::KeyDoesNotMatchCertificate) => {
+                let _ = self.forget_verification(&reader, &insertion);
                 return Err(self.key_does_not_match(&identity.card_serial));
             }
-            Err(e) => return Err(self.endpoint_error(e)),
+            Err(e) => {
+                let _ = self.forget_verification(&reader, &insertion);
+                return Err(self.endpoint_error(e));
+            }
         };
         // The card signed with the key its certificate names: no half-renewal to explain.
         self.shared
@@ -1435,12 +1490,16 @@ impl Agent {
                 "There is no session to log out of.".into(),
             ));
         }
-        self.end_session(SessionEndReason::LoggedOut);
+        // Answered once the card no longer holds the verified passcode.
+        if let Some(forgotten) = self.end_session(SessionEndReason::LoggedOut) {
+            let _ = forgotten.await;
+        }
         Ok(())
     }
 
-    /// Ends the session (if any) for `reason`: generation first.
-    fn end_session(&self, reason: SessionEndReason) {
+    /// Ends the session (if any) for `reason`: generation first. Returns the job dropping the
+    /// card's verified passcode, if the card is still in.
+    fn end_session(&self, reason: SessionEndReason) -> Option<tokio::task::JoinHandle<()>> {
         let ended = {
             let mut state = lock(&self.shared.state);
             state.session.take().map(|session| {
@@ -1448,10 +1507,10 @@ impl Agent {
                 (session, state.generation)
             })
         };
-        if let Some((session, generation)) = ended {
-            self.session_over(session, reason, generation);
-            self.emit(AgentEvent::PropertiesChanged);
-        }
+        let (session, generation) = ended?;
+        let forgotten = self.session_over(session, reason, generation);
+        self.emit(AgentEvent::PropertiesChanged);
+        forgotten
     }
 
     /// `GetTicket`.

@@ -199,6 +199,18 @@ impl<C: CardChannel> PivClient<C> {
         })
     }
 
+    /// Ends the passcode's verified state on the card (VERIFY with P1 = FF, SP 800-73-4
+    /// 3.2.1), so once the agent's session is over no program sharing the reader can use keys
+    /// that need the passcode until it is entered again. Costs no try.
+    pub fn forget_verification(&mut self) -> Result<(), PivError> {
+        let command = CommandApdu::new(0x00, INS_VERIFY, 0xFF, KEY_REF_PIN);
+        let response = self.exchange(Operation::VerifyPasscode, &command)?;
+        match response.status {
+            StatusWord::Success => Ok(()),
+            other => Err(status_error(Operation::VerifyPasscode, other)),
+        }
+    }
+
     /// Checks the holder's passcode against the card.
     ///
     /// Before anything is sent: the agent's ledger (three consecutive failures lock the card

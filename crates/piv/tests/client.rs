@@ -360,6 +360,32 @@ fn a_card_pulled_during_verify_counts_as_a_failure() {
     assert_eq!(guard.consecutive_failures(&serial), 1);
 }
 
+#[test]
+fn a_forgotten_verification_needs_the_passcode_again_and_costs_no_try() {
+    let card = support::provisioned(&support::spec());
+    let mut client = PivClient::new(
+        AppletChannel::new(support::applet(&card)),
+        Arc::new(PasscodeGuard::in_memory().unwrap()),
+    );
+    client
+        .verify_passcode(&passcode(PIN), FinalTry::NotConfirmed)
+        .unwrap();
+    assert_eq!(client.passcode_status().unwrap(), PasscodeStatus::Verified);
+    client.forget_verification().unwrap();
+    assert_eq!(
+        client.passcode_status().unwrap(),
+        PasscodeStatus::TriesLeft(cardgate_piv::PasscodeTriesLeft::new(3))
+    );
+    // The authentication key is locked again until the passcode is entered.
+    let digest = Sha256Digest::of(b"to be signed");
+    assert!(
+        client
+            .sign(Slot::Authentication, SignInput::EcdsaP256Sha256(digest))
+            .is_err()
+    );
+    assert_eq!(client.channel().card_pin_tries(), 3);
+}
+
 /// A channel whose VERIFY-with-data answers are lost: the card gets the command (`processed`)
 /// or not, and the client sees the card removed.
 struct LoseVerifyAnswers {
