@@ -352,19 +352,37 @@ fn endpoint_ended(lab: &mut Lab) -> Result<(), Failed> {
     runtime.block_on(idled_out_at_the_endpoint(lab))
 }
 
+/// A Sponsor at FA123 whose role allows Temporary Access Cards, for a staff call.
+const SPONSOR: (&str, &str) = ("Dev Shah", "555000777888");
+
 /// spine-sim's clock moves past its idle limit (the workstation's own timer has not run
-/// out): the next endpoint call in the session (a role change) is told the session is over,
-/// and the daemon ends its own session as `endpoint-ended` instead of carrying on with a dead
-/// ticket; decisions after that are refused.
+/// out): the next endpoint call in the session (a role change, then in a second session a
+/// staff task) is told the session is over, and the daemon ends its own session as
+/// `endpoint-ended` instead of carrying on with a dead ticket; decisions after that are
+/// refused.
 async fn idled_out_at_the_endpoint(lab: &mut Lab) -> Result<(), Failed> {
-    let running = RunningDaemon::start(|_| {}).await?;
+    let sponsor_toml = format!(
+        r#"
+[[users]]
+uid = "{}"
+name = "{}"
+[[users.role_profiles]]
+id = "RP-LSA-FA123"
+job_role = "Sponsor"
+ods_code = "FA123"
+organisation_name = "High Street Pharmacy"
+activities = ["eps.download", "admin.tac"]
+"#,
+        SPONSOR.1, SPONSOR.0
+    );
+    let running = RunningDaemon::start_with(&sponsor_toml, |_| {}).await?;
     let RunningDaemon { world, agent, .. } = &running;
     let mut ended = agent
         .receive_session_ended()
         .await
         .map_err(|e| fail("SessionEnded stream", e))?;
     let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
-    let _inserted = insert_and_read(lab, ReaderSlot::First, card, agent, PHARMACIST.1).await?;
+    let inserted = insert_and_read(lab, ReaderSlot::First, card, agent, PHARMACIST.1).await?;
     agent
         .login(DEMO_PASSCODE, false)
         .await
@@ -375,13 +393,60 @@ async fn idled_out_at_the_endpoint(lab: &mut Lab) -> Result<(), Failed> {
         .map_err(|e| fail("SelectRoleProfile", e))?;
     world.sim().advance_clock(Duration::from_secs(901));
     let refused = agent.select_role_profile("RP-LOCUM-FFFFF").await;
+    ended_by_the_endpoint(&refused, &mut ended, "a role change").await?;
+    let answer = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .map_err(|e| fail("Authorise", e))?;
+    check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
+    tokio::task::spawn_blocking(move || inserted.remove())
+        .await
+        .map_err(|e| fail("remove task", e))?
+        .map_err(|e| fail("remove", e))?;
+
+    // A staff task (reading a TAC) in a session the endpoint has idled out: the same.
+    let card = world.card(SPONSOR).map_err(|e| fail("card", e))?;
+    let _inserted = insert_and_read(lab, ReaderSlot::First, card, agent, SPONSOR.1).await?;
+    agent
+        .login(DEMO_PASSCODE, false)
+        .await
+        .map_err(|e| fail("Login", e))?;
+    agent
+        .select_role_profile("RP-LSA-FA123")
+        .await
+        .map_err(|e| fail("SelectRoleProfile", e))?;
+    let staff = cardgate_ipc::AgentStaffProxy::builder(agent.inner().connection())
+        .build()
+        .await
+        .map_err(|e| fail("staff proxy", e))?;
+    world.sim().advance_clock(Duration::from_secs(901));
+    let refused = staff.tac_read("4000000001").await;
+    ended_by_the_endpoint(&refused, &mut ended, "a TAC read").await?;
+    let answer = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .map_err(|e| fail("Authorise", e))?;
+    check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
+    let audit = running.stop().await?;
+    let ended_there = audit.matches(r#""reason":"endpoint_ended""#).count();
+    check(ended_there == 2, || {
+        format!("{ended_there} session ends on the audit trail as endpoint_ended, 2 expected")
+    })
+}
+
+/// `refused` is `NotLoggedIn` and `SessionEnded(endpoint-ended)` follows within 2 s.
+async fn ended_by_the_endpoint<T: std::fmt::Debug>(
+    refused: &zbus::Result<T>,
+    ended: &mut cardgate_ipc::SessionEndedStream,
+    what: &str,
+) -> Result<(), Failed> {
     check(
-        matches!(&refused, Err(zbus::Error::MethodError(name, _, _)) if name.ends_with("Error.NotLoggedIn")),
-        || format!("a role change in a session the endpoint ended: {refused:?}"),
+        matches!(refused, Err(zbus::Error::MethodError(name, _, _)) if name.ends_with("Error.NotLoggedIn")),
+        || format!("{what} in a session the endpoint ended: {refused:?}"),
     )?;
     let signal = tokio::time::timeout(Duration::from_secs(2), ended.next())
         .await
-        .map_err(|_| Failed::from("no SessionEnded"))?
+        .map_err(|_| Failed::from(format!("no SessionEnded after {what}")))?
         .ok_or("SessionEnded stream ended")?;
     let reason = signal
         .args()
@@ -389,15 +454,6 @@ async fn idled_out_at_the_endpoint(lab: &mut Lab) -> Result<(), Failed> {
         .reason
         .to_string();
     check(reason == "endpoint-ended", || {
-        format!("SessionEnded({reason})")
-    })?;
-    let answer = agent
-        .authorise("download", DEMO_ODS)
-        .await
-        .map_err(|e| fail("Authorise", e))?;
-    check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
-    let audit = running.stop().await?;
-    check(audit.contains(r#""reason":"endpoint_ended""#), || {
-        "the session end is not on the audit trail as endpoint_ended".into()
+        format!("SessionEnded({reason}) after {what}")
     })
 }

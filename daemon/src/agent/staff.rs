@@ -180,6 +180,16 @@ impl Agent {
     }
 
     /// The named error for an endpoint refusal of a staff task.
+    /// [`Agent::staff_endpoint_error`] for a call made under the session `spine`: the
+    /// endpoint saying that session is over ends the local one too (`endpoint-ended`), as a
+    /// role change does, and the caller is told to log in again.
+    fn session_call_error(&self, spine: &SpineSession, e: SpineError) -> AgentError {
+        match e {
+            SpineError::SessionExpired => self.ended_by_endpoint(&spine.session_id),
+            e => self.staff_endpoint_error(e),
+        }
+    }
+
     fn staff_endpoint_error(&self, e: SpineError) -> AgentError {
         let message = e.to_string();
         match e.code() {
@@ -494,7 +504,7 @@ impl Agent {
             .spine_client()?
             .sponsor_unlock(&sponsor.spine, holder.as_str(), serial.as_str())
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         self.reset_with(&target, code, new_passcode, FinalTry::Confirmed)
             .await
     }
@@ -641,7 +651,7 @@ impl Agent {
         let certificate = client
             .renew_certificate(spine, &csr)
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(spine, e))?;
         // Kept on disk first: if the card is pulled before it is written, the next insertion
         // writes it (`finish_held_renewal`) and the card is not left with a key no
         // certificate names.
@@ -850,7 +860,7 @@ impl Agent {
                 },
             )
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         self.audit(&AuditEvent::TacActivated {
             tac_serial: serial,
             holder,
@@ -893,7 +903,7 @@ impl Agent {
                 },
             )
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         let ods = lock(&self.shared.state)
             .live_session()
             .and_then(|s| s.selected.as_ref())
@@ -914,11 +924,11 @@ impl Agent {
         let before = client
             .tac(&sponsor.spine, serial.as_str())
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         let record = client
             .return_tac(&sponsor.spine, serial.as_str())
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         self.audit(&AuditEvent::TacReturned {
             tac_serial: serial,
             holder: before
@@ -938,7 +948,7 @@ impl Agent {
             .spine_client()?
             .tac(&sponsor.spine, serial.as_str())
             .await
-            .map_err(|e| self.staff_endpoint_error(e))?;
+            .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         Ok(tac_info(&record))
     }
 }
