@@ -17,6 +17,9 @@ use cardgated::demo::DemoWorld;
 pub const CHILD_VAR: &str = "CARDGATE_E2E_DAEMON_CONFIG";
 /// The child's log filter (`tracing_subscriber::EnvFilter` syntax); no logging when unset.
 pub const LOG_VAR: &str = "CARDGATE_E2E_DAEMON_LOG";
+/// Set to N: the child watches N empty in-process virtual readers instead of pcscd (for
+/// what the daemon itself costs per reader, beyond what the lab's pcscd can give).
+pub const VIRTUAL_READERS_VAR: &str = "CARDGATE_E2E_DAEMON_VIRTUAL_READERS";
 
 /// Call first in `main`: when this process is the daemon child, runs the daemon and returns
 /// its exit code; otherwise `None`.
@@ -55,7 +58,19 @@ fn run_daemon(config: &Path) -> ExitCode {
         })
         .await;
     };
-    let backend = Arc::new(cardgate_reader::PcscBackend::new());
+    let virtual_readers = std::env::var(VIRTUAL_READERS_VAR)
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok());
+    let backend: Arc<dyn cardgate_reader::ReaderBackend> = match virtual_readers {
+        Some(n) => {
+            let backend = cardgate_reader::VirtualBackend::new();
+            for i in 0..n {
+                backend.attach_reader(&format!("Virtual Reader {i:02}"));
+            }
+            Arc::new(backend)
+        }
+        None => Arc::new(cardgate_reader::PcscBackend::new()),
+    };
     match runtime.block_on(cardgated::run(config, backend, None, stopped)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -81,6 +96,25 @@ impl DaemonProcess {
         address: &str,
         log_filter: Option<&str>,
     ) -> Result<DaemonProcess, String> {
+        DaemonProcess::spawn_with(world, address, log_filter, None)
+    }
+
+    /// As [`DaemonProcess::spawn`], watching `readers` empty in-process virtual readers
+    /// instead of pcscd.
+    pub fn spawn_on_virtual_readers(
+        world: &DemoWorld,
+        address: &str,
+        readers: usize,
+    ) -> Result<DaemonProcess, String> {
+        DaemonProcess::spawn_with(world, address, None, Some(readers))
+    }
+
+    fn spawn_with(
+        world: &DemoWorld,
+        address: &str,
+        log_filter: Option<&str>,
+        virtual_readers: Option<usize>,
+    ) -> Result<DaemonProcess, String> {
         let text = cardgated::config::DEMO_CONFIG
             .replace("unix:path=@DEMO_DIR@/bus", address)
             .replace("@DEMO_DIR@", &world.dir().display().to_string())
@@ -102,6 +136,10 @@ impl DaemonProcess {
         if let Some(filter) = log_filter {
             command.env(LOG_VAR, filter);
         }
+        match virtual_readers {
+            Some(n) => command.env(VIRTUAL_READERS_VAR, n.to_string()),
+            None => command.env_remove(VIRTUAL_READERS_VAR),
+        };
         let child = command
             .spawn()
             .map_err(|e| format!("starting the daemon process: {e}"))?;

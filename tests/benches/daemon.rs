@@ -27,9 +27,11 @@
 //!    in and logged in, and a card in each reader; pcscd's wake-ups in the same windows are
 //!    the reference. (The lab has two readers: one vpcd entry per pcscd, LAB.md.)
 //! 5. The daemon alone again on a pcscd started with no reader configured (a workstation
-//!    whose reader is unplugged): memory and wake-ups with nothing to watch. Four readers
-//!    cannot be had here: a second vpcd entry lists four but hangs every client once cards
-//!    are in, and the daemon talks to one pcscd; the table says so in its row.
+//!    whose reader is unplugged): memory and wake-ups with nothing to watch.
+//! 6. One and four readers: the lab's pcscd cannot give them (one vpcd entry is two readers;
+//!    a second entry lists four but hangs every client once cards are in, LAB.md), so the
+//!    daemon alone watches 1 and 4 empty in-process virtual readers instead: its own memory
+//!    and wake-ups per reader, with no pcscd in the picture.
 //!
 //! `cargo bench -p cardgate-e2e --bench daemon` (root; its own lab namespace). Without
 //! `--bench` (as clippy's builds and `cargo test --benches` run it) it does a short smoke run.
@@ -140,12 +142,38 @@ fn run(plan: Plan) -> BenchResult<()> {
     let sample = sample?;
     print_alone(std::slice::from_ref(&sample));
     rows.extend(alone_rows(std::slice::from_ref(&sample)));
-    rows.push(BenchRow {
-        measure: "Daemon alone, 4 readers".into(),
-        figure: "not measurable here".into(),
-        reference: "the lab gives 2 readers per pcscd; see docs/performance.md".into(),
-        ..BenchRow::default()
-    });
+    // 6. One and four readers: the lab's pcscd gives two (a second vpcd entry hangs every
+    //    client once cards are in), so the daemon alone watches in-process virtual readers,
+    //    empty: what the daemon itself costs per reader, with no pcscd beside it.
+    let mut virtual_samples = Vec::new();
+    for (readers, label) in [(1, "1 virtual reader"), (4, "4 virtual readers")] {
+        virtual_samples
+            .push(runtime.block_on(alone_on_virtual_readers(readers, label, plan.idle))?);
+    }
+    print_alone(&virtual_samples);
+    for a in &virtual_samples {
+        rows.push(BenchRow {
+            measure: format!("Daemon alone, {}: resident memory MiB", a.cards),
+            figure: format!("{:.1}", a.rss_mib),
+            reference: "0 readers on pcscd, above".into(),
+            reference_figure: format!("{:.1}", sample.rss_mib),
+            ratio: Some(a.rss_mib / sample.rss_mib.max(1e-9)),
+            ..BenchRow::default()
+        });
+        rows.push(BenchRow {
+            measure: format!("Daemon alone, {}: idle wake-ups per s", a.cards),
+            figure: format!("{:.1}", a.daemon_per_s),
+            reference: "no pcscd: in-process readers".into(),
+            goal: "none".into(),
+            verdict: if a.daemon_per_s < IDLE_GOAL_PER_S {
+                "met"
+            } else {
+                "not met"
+            }
+            .into(),
+            ..BenchRow::default()
+        });
+    }
     drop(runtime);
     if let Some(path) = record("daemon", &rows).map_err(ctx("recording rows"))? {
         println!("rows recorded in {}", path.display());
@@ -173,6 +201,36 @@ async fn alone_without_readers(lab: &Lab, window: Duration) -> BenchResult<Alone
         ));
     }
     let sample = idle_window(child.pid(), lab.pcscd_pid(), window, "0 readers").await;
+    tokio::task::spawn_blocking(move || child.stop())
+        .await
+        .map_err(ctx("waiting"))?
+        .map_err(ctx("the daemon alone"))?;
+    drop(bus);
+    Ok(sample)
+}
+
+/// The daemon alone, as its own process, watching `readers` empty in-process virtual readers.
+async fn alone_on_virtual_readers(
+    readers: usize,
+    label: &'static str,
+    window: Duration,
+) -> BenchResult<AloneSample> {
+    let dir = tempfile::tempdir().map_err(ctx("tempdir"))?;
+    let world = DemoWorld::start(dir.path())
+        .await
+        .map_err(ctx("demo world"))?;
+    let bus = PrivateBus::start().map_err(ctx("private bus"))?;
+    let address = bus.address().to_owned();
+    let child = DaemonProcess::spawn_on_virtual_readers(&world, &address, readers)
+        .map_err(ctx("the daemon alone"))?;
+    let (connection, agent) = client(&address).await?;
+    wait_for_name(&connection).await?;
+    wait_for("the daemon to list its virtual readers", || {
+        let agent = agent.clone();
+        async move { agent.readers().await.is_ok_and(|r| r.len() == readers) }
+    })
+    .await?;
+    let sample = idle_window(child.pid(), None, window, label).await;
     tokio::task::spawn_blocking(move || child.stop())
         .await
         .map_err(ctx("waiting"))?
