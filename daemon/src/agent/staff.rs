@@ -179,7 +179,6 @@ impl Agent {
         })
     }
 
-    /// The named error for an endpoint refusal of a staff task.
     /// [`Agent::staff_endpoint_error`] for a call made under the session `spine`: the
     /// endpoint saying that session is over ends the local one too (`endpoint-ended`), as a
     /// role change does, and the caller is told to log in again.
@@ -190,6 +189,7 @@ impl Agent {
         }
     }
 
+    /// The named error for an endpoint refusal of a staff task.
     fn staff_endpoint_error(&self, e: SpineError) -> AgentError {
         let message = e.to_string();
         match e.code() {
