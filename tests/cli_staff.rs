@@ -14,7 +14,7 @@ use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{TEST_MANAGEMENT_KEY, check, lab_trial};
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
@@ -35,10 +35,6 @@ const EVE: (&str, &str, &str) = ("Eve Moss", "555000999000", "0212345678");
 const FINN: (&str, &str, &str) = ("Finn Hale", "555000121212", "6516770104");
 /// Every test card's unlock code, which spine-sim holds for each.
 const UNLOCK_CODE: &str = "80264513";
-/// The test cards' AES-128 management key (the agent's `[renewal] management_key`).
-const MANAGEMENT_KEY: [u8; 16] = [
-    0x10, 0x21, 0x32, 0x43, 0x54, 0x65, 0x76, 0x87, 0x98, 0xA9, 0xBA, 0xCB, 0xDC, 0xED, 0xFE, 0x0F,
-];
 const SPONSOR_ROLE: &str = "RP-LSA-FA123";
 const CARA_ROLE: &str = "RP-CARA-FA123";
 
@@ -117,7 +113,7 @@ activities = [{activities}]
 async fn start() -> Result<RunningDaemon, Failed> {
     let key_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
     let key_path = key_dir.keep().join("management-key.hex");
-    std::fs::write(&key_path, hex::encode(MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
+    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
     RunningDaemon::start_with(&extra_sim_toml(), move |config| {
         config.renewal.management_key = Some(key_path);
     })
@@ -133,7 +129,7 @@ fn card(
         .card_serial(who.2)
         .pin(DEMO_PASSCODE)
         .puk(UNLOCK_CODE)
-        .management_key(&MANAGEMENT_KEY)
+        .management_key(&TEST_MANAGEMENT_KEY)
         .validity(validity);
     Ok(PivApplet::new(
         running

@@ -91,6 +91,12 @@ pub const SELECT_PIV: [u8; 15] = [
     0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x00,
 ];
 
+/// The AES-128 card management key the suites' renewable test cards get, and the agent's
+/// `[renewal] management_key` in those suites.
+pub const TEST_MANAGEMENT_KEY: [u8; 16] = [
+    0x10, 0x21, 0x32, 0x43, 0x54, 0x65, 0x76, 0x87, 0x98, 0xA9, 0xBA, 0xCB, 0xDC, 0xED, 0xFE, 0x0F,
+];
+
 /// Asserts `condition`, failing the test with `message` otherwise.
 pub fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
     if condition {

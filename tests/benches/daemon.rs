@@ -137,7 +137,11 @@ fn run(plan: Plan) -> BenchResult<()> {
         ..LabOptions::default()
     })
     .map_err(ctx("starting the lab with no readers"))?;
-    let sample = runtime.block_on(alone_without_readers(&empty, plan.idle));
+    let sample = runtime.block_on(alone_with_empty_readers(
+        EmptyReaders::PcscdWithNone(empty.pcscd_pid()),
+        "0 readers",
+        plan.idle,
+    ));
     let _ = empty.kill_pcscd();
     let sample = sample?;
     print_alone(std::slice::from_ref(&sample));
@@ -147,8 +151,11 @@ fn run(plan: Plan) -> BenchResult<()> {
     //    empty: what the daemon itself costs per reader, with no pcscd beside it.
     let mut virtual_samples = Vec::new();
     for (readers, label) in [(1, "1 virtual reader"), (4, "4 virtual readers")] {
-        virtual_samples
-            .push(runtime.block_on(alone_on_virtual_readers(readers, label, plan.idle))?);
+        virtual_samples.push(runtime.block_on(alone_with_empty_readers(
+            EmptyReaders::Virtual(readers),
+            label,
+            plan.idle,
+        ))?);
     }
     print_alone(&virtual_samples);
     for a in &virtual_samples {
@@ -182,36 +189,18 @@ fn run(plan: Plan) -> BenchResult<()> {
     Ok(())
 }
 
-/// The daemon alone, as its own process, on a pcscd with no readers: idle memory and
-/// wake-ups with nothing to watch.
-async fn alone_without_readers(lab: &Lab, window: Duration) -> BenchResult<AloneSample> {
-    let dir = tempfile::tempdir().map_err(ctx("tempdir"))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(ctx("demo world"))?;
-    let bus = PrivateBus::start().map_err(ctx("private bus"))?;
-    let address = bus.address().to_owned();
-    let child = DaemonProcess::spawn(&world, &address, None).map_err(ctx("the daemon alone"))?;
-    let (connection, agent) = client(&address).await?;
-    wait_for_name(&connection).await?;
-    let readers = agent.readers().await.map_err(ctx("Readers"))?;
-    if !readers.is_empty() {
-        return Err(format!(
-            "with no readers configured the daemon lists {readers:?}"
-        ));
-    }
-    let sample = idle_window(child.pid(), lab.pcscd_pid(), window, "0 readers").await;
-    tokio::task::spawn_blocking(move || child.stop())
-        .await
-        .map_err(ctx("waiting"))?
-        .map_err(ctx("the daemon alone"))?;
-    drop(bus);
-    Ok(sample)
+/// Where the daemon alone finds its readers for a sample with every reader empty.
+enum EmptyReaders {
+    /// The lab's pcscd (its pid, for its wake-ups), started with no reader configured.
+    PcscdWithNone(Option<u32>),
+    /// This many in-process virtual readers, no pcscd.
+    Virtual(usize),
 }
 
-/// The daemon alone, as its own process, watching `readers` empty in-process virtual readers.
-async fn alone_on_virtual_readers(
-    readers: usize,
+/// The daemon alone, as its own process, idle with every reader empty: memory and wake-ups
+/// with nothing to watch (no reader on pcscd) or per reader (in-process readers).
+async fn alone_with_empty_readers(
+    readers: EmptyReaders,
     label: &'static str,
     window: Duration,
 ) -> BenchResult<AloneSample> {
@@ -221,16 +210,25 @@ async fn alone_on_virtual_readers(
         .map_err(ctx("demo world"))?;
     let bus = PrivateBus::start().map_err(ctx("private bus"))?;
     let address = bus.address().to_owned();
-    let child = DaemonProcess::spawn_on_virtual_readers(&world, &address, readers)
-        .map_err(ctx("the daemon alone"))?;
+    let (child, expected, pcscd) = match readers {
+        EmptyReaders::PcscdWithNone(pcscd) => {
+            (DaemonProcess::spawn(&world, &address, None), 0, pcscd)
+        }
+        EmptyReaders::Virtual(n) => (
+            DaemonProcess::spawn_on_virtual_readers(&world, &address, n),
+            n,
+            None,
+        ),
+    };
+    let child = child.map_err(ctx("the daemon alone"))?;
     let (connection, agent) = client(&address).await?;
     wait_for_name(&connection).await?;
-    wait_for("the daemon to list its virtual readers", || {
+    wait_for("the daemon to list its readers", || {
         let agent = agent.clone();
-        async move { agent.readers().await.is_ok_and(|r| r.len() == readers) }
+        async move { agent.readers().await.is_ok_and(|r| r.len() == expected) }
     })
     .await?;
-    let sample = idle_window(child.pid(), None, window, label).await;
+    let sample = idle_window(child.pid(), pcscd, window, label).await;
     tokio::task::spawn_blocking(move || child.stop())
         .await
         .map_err(ctx("waiting"))?

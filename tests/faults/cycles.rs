@@ -5,7 +5,7 @@
 //! them hang the card at a random APDU of insertion + login and pull it mid-command.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_e2e::check;
@@ -18,7 +18,7 @@ use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
 use libtest_mimic::Failed;
 
 use crate::support::{
-    Cut, FaultDaemon, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
+    FaultDaemon, Hang, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
     card_tries_left, cycles, wait_until,
 };
 
@@ -35,7 +35,7 @@ pub struct Acknowledged {
 }
 
 /// Waits until the daemon has read the pharmacist's card.
-async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
+pub(crate) async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
     wait_until("the card to be read", SEE, || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
@@ -43,8 +43,12 @@ async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
     .await
 }
 
-/// Logs in, selects the pharmacist role and checks that download is allowed.
-async fn full_login(agent: &AgentProxy<'static>, ack: &mut Acknowledged) -> Result<u64, Failed> {
+/// Logs in, selects the pharmacist role and checks that download is allowed; returns the
+/// generation it was allowed under.
+pub(crate) async fn full_login(
+    agent: &AgentProxy<'static>,
+    ack: &mut Acknowledged,
+) -> Result<u64, Failed> {
     agent
         .login(DEMO_PASSCODE, false)
         .await
@@ -254,17 +258,7 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
         let at = 1 + rng.below(all_apdus);
         let processed = rng.below(2) == 1;
         points.push(at);
-        let (reached_tx, reached) = std::sync::mpsc::channel();
-        let release = Arc::new((Mutex::new(false), Condvar::new()));
-        let card = SharedCard::with_cut(
-            &applet,
-            Cut {
-                at,
-                processed,
-                reached: reached_tx,
-                release: Arc::clone(&release),
-            },
-        );
+        let (card, hang) = Hang::card(&applet, at, processed);
         let before = agent
             .session_generation()
             .await
@@ -283,24 +277,9 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
             None
         };
         // Pull the card while it hangs in the chosen command.
-        let pulled = tokio::task::spawn_blocking(move || {
-            reached
-                .recv_timeout(SEE)
-                .map_err(|_| format!("the card never reached APDU {at}"))?;
-            let releaser = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                let (flag, wake) = &*release;
-                *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                wake.notify_all();
-            });
-            // The connection may fail as the card goes: the removal is what matters here.
-            let _ = inserted.remove();
-            let _ = releaser.join();
-            Ok::<(), String>(())
-        })
-        .await
-        .map_err(|e| fail("pull task", e))?;
-        pulled.map_err(|e| Failed::from(format!("cycle {cycle}: {e}")))?;
+        hang.pull(inserted)
+            .await
+            .map_err(|e| Failed::from(format!("cycle {cycle}: {}", e.message().unwrap_or(""))))?;
         if let Some(login) = login {
             if login.await.map_err(|e| fail("login task", e))?.is_ok() {
                 ack.logins += 1;

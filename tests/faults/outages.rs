@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_e2e::check;
@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::error_name;
 use crate::support::{
-    Cut, FaultDaemon, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
+    FaultDaemon, Hang, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
     card_tries_left, wait_until,
 };
 
@@ -53,32 +53,6 @@ async fn login_and_allow(agent: &AgentProxy<'static>) -> Result<u64, Failed> {
         format!("Authorise with a session: {answer:?}")
     })?;
     Ok(answer.generation)
-}
-
-/// A released-on-demand hang point for a [`SharedCard`].
-struct Hang {
-    reached: std::sync::mpsc::Receiver<()>,
-    release: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl Hang {
-    fn card(applet: &Arc<Mutex<PivApplet>>, at: u64) -> (SharedCard, Hang) {
-        let (tx, reached) = std::sync::mpsc::channel();
-        let release = Arc::new((Mutex::new(false), Condvar::new()));
-        let cut = Cut {
-            at,
-            processed: false,
-            reached: tx,
-            release: Arc::clone(&release),
-        };
-        (SharedCard::with_cut(applet, cut), Hang { reached, release })
-    }
-
-    fn release(&self) {
-        let (flag, wake) = &*self.release;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        wake.notify_all();
-    }
 }
 
 /// pcscd killed (SIGKILL) and restarted with the card idle in the reader, under a live
@@ -133,7 +107,7 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
 
     // 3. In the middle of the read at insertion (a random one of its APDUs).
     let at = 1 + rng.below(read_apdus);
-    let (card, hang) = Hang::card(&applet, at);
+    let (card, hang) = Hang::card(&applet, at, false);
     let before = agent
         .session_generation()
         .await
@@ -175,7 +149,7 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
     drop(tokio::task::spawn_blocking(move || inserted.remove()).await);
     assert_no_session_survives(&agent, before, SEE).await?;
     let at = start + 1 + rng.below(login_apdus.max(1));
-    let (card, hang) = Hang::card(&applet, at);
+    let (card, hang) = Hang::card(&applet, at, false);
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(card))
         .map_err(|e| fail("insert", e))?;

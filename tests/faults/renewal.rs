@@ -8,41 +8,35 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::fail;
-use cardgate_ipc::{AgentProxy, AgentStaffProxy};
+use cardgate_e2e::{TEST_MANAGEMENT_KEY, check};
+use cardgate_ipc::AgentStaffProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::{ObjectTag, Slot};
 use cardgate_vcard::provision::{CardSpec, Validity};
 use cardgate_vcard::vpcd::InsertedCard;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
+use cardgated::demo::{DEMO_PASSCODE, PHARMACIST};
 use libtest_mimic::Failed;
 
-use crate::cycles::Acknowledged;
+use crate::cycles::{Acknowledged, card_read, full_login};
 use crate::support::{
-    Cut, FaultDaemon, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
+    FaultDaemon, Hang, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
     card_tries_left, lock, wait_until,
 };
 
 /// How long the daemon may take to see an insertion or removal.
 const SEE: Duration = Duration::from_secs(10);
-/// The test card's AES-128 management key, also the agent's `[renewal] management_key`.
-const MANAGEMENT_KEY: [u8; 16] = [
-    0x3C, 0x19, 0x8A, 0x52, 0xE4, 0x07, 0x6B, 0xD1, 0x90, 0x2F, 0x44, 0xA8, 0x1E, 0xC3, 0x75, 0x0B,
-];
-/// The pharmacist's role profile in the demo world.
-const ROLE: &str = "RP-PHARM-FA123";
 
 /// A fresh pharmacist card whose certificate expires in 30 days, so renewal is due.
 fn due_card(running: &FaultDaemon) -> Result<Arc<Mutex<PivApplet>>, Failed> {
     let spec = CardSpec::new(PHARMACIST.0, PHARMACIST.1)
         .pin(DEMO_PASSCODE)
-        .management_key(&MANAGEMENT_KEY)
+        .management_key(&TEST_MANAGEMENT_KEY)
         .validity(Validity::ExpiresInDays(30));
     let file = running
         .world
@@ -97,34 +91,6 @@ fn left(before: &AuthSlot, now: &AuthSlot) -> Left {
     }
 }
 
-async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
-    wait_until("the card to be read", SEE, || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await
-}
-
-/// Logs in with the pharmacist role; returns the generation download was allowed under.
-async fn log_in(agent: &AgentProxy<'static>, ack: &mut Acknowledged) -> Result<u64, Failed> {
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
-    ack.logins += 1;
-    agent
-        .select_role_profile(ROLE)
-        .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
-    let answer = agent
-        .authorise("download", DEMO_ODS)
-        .await
-        .map_err(|e| fail("Authorise", e))?;
-    ack.decisions += 1;
-    check(answer.allowed, || format!("Authorise: {answer:?}"))?;
-    Ok(answer.generation)
-}
-
 async fn remove(inserted: InsertedCard) -> Result<(), Failed> {
     tokio::task::spawn_blocking(move || inserted.remove())
         .await
@@ -137,7 +103,7 @@ async fn remove(inserted: InsertedCard) -> Result<(), Failed> {
 pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
     let keys = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
     let key_path: PathBuf = keys.path().join("management-key.hex");
-    std::fs::write(&key_path, hex::encode(MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
+    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
     let running = FaultDaemon::start(Arc::new(PcscBackend::new()), |config, _| {
         config.renewal.management_key = Some(key_path.clone());
     })
@@ -160,7 +126,7 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
         .insert(ReaderSlot::First, Box::new(card))
         .map_err(|e| fail("insert", e))?;
     card_read(&agent).await?;
-    let generation = log_in(&agent, &mut ack).await?;
+    let generation = full_login(&agent, &mut ack).await?;
     let before_renewal = served.load(Ordering::SeqCst);
     staff
         .renew_certificate()
@@ -195,44 +161,19 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
         let applet = due_card(&running)?;
         let original = auth_slot(&applet);
         let full = card_tries_left(&applet);
-        let at = before_renewal + k;
-        let (reached_tx, reached) = std::sync::mpsc::channel();
-        let release = Arc::new((Mutex::new(false), Condvar::new()));
-        let card = SharedCard::with_cut(
-            &applet,
-            Cut {
-                at,
-                processed,
-                reached: reached_tx,
-                release: Arc::clone(&release),
-            },
-        );
+        let (card, hang) = Hang::card(&applet, before_renewal + k, processed);
         let inserted = lab
             .insert(ReaderSlot::First, Box::new(card))
             .map_err(|e| fail("insert", e))?;
         card_read(&agent).await?;
-        let generation = log_in(&agent, &mut ack).await?;
+        let generation = full_login(&agent, &mut ack).await?;
         let renewal = {
             let staff = staff.clone();
             tokio::spawn(async move { staff.renew_certificate().await })
         };
-        let pulled = tokio::task::spawn_blocking(move || {
-            reached
-                .recv_timeout(SEE)
-                .map_err(|_| format!("the card never reached APDU {at}"))?;
-            let releaser = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                let (flag, wake) = &*release;
-                *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                wake.notify_all();
-            });
-            let _ = inserted.remove();
-            let _ = releaser.join();
-            Ok::<(), String>(())
-        })
-        .await
-        .map_err(|e| fail("pull task", e))?;
-        pulled.map_err(|e| Failed::from(format!("renewal APDU {k}: {e}")))?;
+        hang.pull(inserted).await.map_err(|e| {
+            Failed::from(format!("renewal APDU {k}: {}", e.message().unwrap_or("")))
+        })?;
         let answered = renewal.await.map_err(|e| fail("renewal task", e))?;
         let answer = match &answered {
             Ok(_) => "ok".to_owned(),
@@ -259,7 +200,7 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
             .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
             .map_err(|e| fail("insert", e))?;
         card_read(&agent).await.map_err(context)?;
-        let relogin = log_in(&agent, &mut ack).await;
+        let relogin = full_login(&agent, &mut ack).await;
         let state = left(&original, &auth_slot(&applet));
         outcomes.push((k, processed, answer.clone(), state));
         let expected = phases.expected(k, processed);

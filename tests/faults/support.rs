@@ -14,6 +14,7 @@ use cardgate_ipc::AgentProxy;
 use cardgate_reader::ReaderBackend;
 use cardgate_vcard::Card;
 use cardgate_vcard::applet::PivApplet;
+use cardgate_vcard::vpcd::InsertedCard;
 use cardgated::demo::{DEMO_ODS, DemoWorld, PrivateBus};
 use cardgated::{Config, DaemonError};
 use libtest_mimic::Failed;
@@ -206,6 +207,65 @@ pub struct Cut {
     pub reached: std::sync::mpsc::Sender<()>,
     /// Set (and notified) to let the hung card go on; its answer then goes nowhere.
     pub release: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// The test's end of a [`Cut`]: told when the card hangs, and able to let it go.
+pub struct Hang {
+    /// The APDU the card hangs at.
+    pub at: u64,
+    /// Told when the card hangs.
+    pub reached: std::sync::mpsc::Receiver<()>,
+    release: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Hang {
+    /// The card behind `applet`, hanging at APDU `at` (after acting on it when `processed`),
+    /// and the hang to pull it by.
+    pub fn card(applet: &Arc<Mutex<PivApplet>>, at: u64, processed: bool) -> (SharedCard, Hang) {
+        let (tx, reached) = std::sync::mpsc::channel();
+        let release = Arc::new((Mutex::new(false), Condvar::new()));
+        let cut = Cut {
+            at,
+            processed,
+            reached: tx,
+            release: Arc::clone(&release),
+        };
+        let hang = Hang {
+            at,
+            reached,
+            release,
+        };
+        (SharedCard::with_cut(applet, cut), hang)
+    }
+
+    /// Lets the hung card go on; its answer goes nowhere.
+    pub fn release(&self) {
+        let (flag, wake) = &*self.release;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+    }
+
+    /// Waits (off the runtime) for the card to hang, pulls it from its vpcd reader while it
+    /// hangs mid-command, and lets it go 20 ms later.
+    pub async fn pull(self, inserted: InsertedCard) -> Result<(), Failed> {
+        tokio::task::spawn_blocking(move || {
+            let at = self.at;
+            self.reached
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| format!("the card never reached APDU {at}"))?;
+            let releaser = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                self.release();
+            });
+            // The connection may fail as the card goes: the removal is what matters here.
+            let _ = inserted.remove();
+            let _ = releaser.join();
+            Ok::<(), String>(())
+        })
+        .await
+        .map_err(|e| fail("pull task", e))?
+        .map_err(Failed::from)
+    }
 }
 
 /// The PIV applet behind a shared handle, so the test reads the card's own retry counter

@@ -338,18 +338,14 @@ fn a_card_pulled_during_verify_counts_as_a_failure() {
     let serial = client.card_serial().unwrap();
     client.passcode_status().unwrap();
     // The status query and the VERIFY: fail the VERIFY's answer.
-    struct PullOnVerify(AppletChannel);
-    impl CardChannel for PullOnVerify {
-        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, ChannelError> {
-            let response = self.0.transmit(command)?;
-            if command.len() > 4 && command[1] == 0x20 {
-                return Err(ChannelError::CardRemoved);
-            }
-            Ok(response)
-        }
-    }
     let applet = client.into_channel().applet;
-    let mut client = PivClient::new(PullOnVerify(AppletChannel::new(applet)), Arc::clone(&guard));
+    let mut client = PivClient::new(
+        LoseVerifyAnswers {
+            inner: AppletChannel::new(applet),
+            processed: true,
+        },
+        Arc::clone(&guard),
+    );
     let e = client
         .verify_passcode(&passcode("1111"), FinalTry::NotConfirmed)
         .unwrap_err();

@@ -380,7 +380,7 @@ async fn renewal_generates_the_key_on_the_card_and_writes_the_new_certificate() 
     });
     let result = client.login_with_signed_challenge(stale).await;
     assert!(
-        matches!(result, Err(SpineError::UnsupportedCard { .. })),
+        matches!(result, Err(SpineError::KeyDoesNotMatchCertificate)),
         "{result:?}"
     );
 }
