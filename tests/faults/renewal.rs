@@ -116,7 +116,35 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
     let mut rng = Rng::from_env("pcscd_card_pulled_during_renewal");
     let mut ack = Acknowledged::default();
 
-    // A clean renewal first, counting the APDUs up to it and of it.
+    // A session the endpoint has already idled out: refused before the card's key is touched,
+    // and the local session ends with it.
+    let applet = due_card(&running)?;
+    let original = auth_slot(&applet);
+    let inserted = lab
+        .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
+        .map_err(|e| fail("insert", e))?;
+    card_read(&agent).await?;
+    let generation = full_login(&agent, &mut ack).await?;
+    running.world.sim().advance_clock(Duration::from_secs(901));
+    let refused = staff.renew_certificate().await;
+    check(
+        crate::error_name(&refused).ends_with("Error.NotLoggedIn"),
+        || format!("renewal in a session the endpoint ended: {refused:?}"),
+    )?;
+    check(
+        left(&original, &auth_slot(&applet)) == Left::Untouched,
+        || "a renewal refused by the endpoint replaced the card's key".into(),
+    )?;
+    wait_until("the session to end", SEE, || {
+        let agent = agent.clone();
+        async move { agent.state().await.is_ok_and(|s| s != "logged-in") }
+    })
+    .await?;
+    remove(inserted).await?;
+    assert_no_session_survives(&agent, generation, SEE).await?;
+    ack.decisions += 1;
+
+    // A clean renewal next, counting the APDUs up to it and of it.
     let applet = due_card(&running)?;
     let original = auth_slot(&applet);
     let card = SharedCard::new(&applet);
@@ -274,8 +302,9 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
     check(finished == finished_later, || {
         format!("{finished_later} renewals finished at reinsertion, {finished} on the audit trail")
     })?;
-    // One entry per renewal asked (the clean one and each pulled), one per finish.
-    let asked = pulls.len() + 1;
+    // One entry per renewal asked (the refused one, the clean one and each pulled), one per
+    // finish.
+    let asked = pulls.len() + 2;
     check(renewals == asked + finished_later, || {
         format!(
             "{asked} renewals asked and {finished_later} finished, {renewals} on the audit trail"

@@ -623,6 +623,14 @@ impl Agent {
         let card_serial = report.identity.card_serial.clone();
         let replaces = current.clone();
 
+        // The endpoint session must be alive before the card's key is replaced: found over (or
+        // the endpoint not answering) now, it costs nothing; after the key generation it would
+        // leave the card with a key no certificate names.
+        client
+            .session(spine)
+            .await
+            .map_err(|e| self.session_call_error(spine, e))?;
+
         self.emit_progress("generating-key", 5);
         // From here a pull may leave the card with a new key and no certificate for it.
         self.shared
