@@ -417,7 +417,7 @@ where
 async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let connection = client(&running).await?;
-    let _rule = zbus::fdo::DBusProxy::new(&connection)
+    zbus::fdo::DBusProxy::new(&connection)
         .await
         .map_err(|e| fail("bus proxy", e))?
         .add_match_rule(

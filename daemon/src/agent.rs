@@ -243,6 +243,18 @@ struct State {
     card_left_signalled: bool,
     /// The last endpoint call failed for want of the endpoint.
     endpoint_unreachable: bool,
+    /// The configuration's idle limits (`max_idle_time`, `card_left_idle_time`; zero: off),
+    /// here so the demo's controls can shorten them (`agent/demo_hooks.rs`).
+    limits: IdleLimits,
+}
+
+/// The configured idle limits the timers apply.
+#[derive(Debug, Clone, Copy)]
+struct IdleLimits {
+    /// The longest a session may idle (the endpoint's own limit may be shorter).
+    max_idle: Duration,
+    /// How long an idle workstation may hold a card before `CardLeftInReader`; zero: never.
+    card_left: Duration,
 }
 
 impl State {
@@ -347,6 +359,10 @@ impl Agent {
         audit: AuditLog,
     ) -> Result<Agent, DaemonError> {
         let (events, _) = broadcast::channel(256);
+        let limits = IdleLimits {
+            max_idle: config.max_idle(),
+            card_left: Duration::from_secs(config.session.card_left_idle_time),
+        };
         let audit = AuditWriter::spawn(audit).map_err(|source| DaemonError::Io {
             what: "starting the audit writer thread".to_owned(),
             source,
@@ -376,6 +392,7 @@ impl Agent {
                     last_activity: Instant::now(),
                     card_left_signalled: false,
                     endpoint_unreachable: false,
+                    limits,
                 }),
                 actors: Mutex::new(HashMap::new()),
                 events,
@@ -1183,8 +1200,8 @@ impl Agent {
                 .is_some_and(|card| card.insertion == insertion);
             if still_here && self.shared.inspector.is_current(&insertion) {
                 state.generation += 1;
-                let max_idle = Duration::from_secs(spine.max_idle_time.max(1))
-                    .min(self.shared.config.max_idle());
+                let max_idle =
+                    Duration::from_secs(spine.max_idle_time.max(1)).min(state.limits.max_idle);
                 let selected = spine
                     .selected_role_profile
                     .as_ref()
@@ -1708,9 +1725,9 @@ impl Agent {
                     .and_then(|d| d.mobility_until)
                     .is_some_and(|until| Instant::now() >= until)
             });
-            let card_left = if config.card_left_idle_time > 0
+            let card_left = if !state.limits.card_left.is_zero()
                 && !state.card_left_signalled
-                && idle >= Duration::from_secs(config.card_left_idle_time)
+                && idle >= state.limits.card_left
             {
                 state
                     .active_card()
@@ -1744,8 +1761,8 @@ impl Agent {
     /// `mobility` re-authentication deadline, or the card-left time; `None` when no timer
     /// runs. A deadline that moved later (activity) only costs one early look.
     pub fn next_timer_deadline(&self) -> Option<Instant> {
-        let card_left_idle = self.shared.config.session.card_left_idle_time;
         let state = lock(&self.shared.state);
+        let card_left_idle = state.limits.card_left;
         let idle_limit = state
             .session
             .as_ref()
@@ -1755,9 +1772,10 @@ impl Agent {
             .as_ref()
             .and_then(|s| s.detached)
             .and_then(|d| d.mobility_until);
-        let card_left =
-            (card_left_idle > 0 && !state.card_left_signalled && state.active_card().is_some())
-                .then(|| state.last_activity + Duration::from_secs(card_left_idle));
+        let card_left = (!card_left_idle.is_zero()
+            && !state.card_left_signalled
+            && state.active_card().is_some())
+        .then(|| state.last_activity + card_left_idle);
         [idle_limit, mobility, card_left]
             .into_iter()
             .flatten()
@@ -1902,6 +1920,7 @@ fn printable(value: &str) -> String {
         .collect()
 }
 
+mod demo_hooks;
 mod staff;
 
 #[cfg(test)]

@@ -140,6 +140,18 @@ pub async fn run(
     bus: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    serve(config, backend, bus, shutdown, None).await
+}
+
+/// [`run`], and with `demo` also the demo's controls (`org.cardgate.Demo1`) on the same
+/// connection: only [`demo::run`] passes them, so the production daemon never serves them.
+async fn serve(
+    config: Config,
+    backend: Arc<dyn ReaderBackend>,
+    bus: Option<String>,
+    shutdown: impl Future<Output = ()>,
+    demo: Option<demo::DemoControls>,
+) -> Result<(), DaemonError> {
     let audit = open_audit(&config)?;
     let guard = Arc::new(PasscodeGuard::new(JsonFileLedger::open(
         &config.paths.ledger,
@@ -208,6 +220,13 @@ pub async fn run(
         zbus::connection::Builder::system()?
     } else {
         zbus::connection::Builder::address(bus.as_str())?
+    };
+    let builder = match demo {
+        Some(controls) => {
+            controls.attach(agent.clone());
+            builder.serve_at(demo::DEMO_OBJECT_PATH, controls)?
+        }
+        None => builder,
     };
     let connection = builder
         .serve_at(

@@ -37,6 +37,7 @@ pub(crate) async fn run(cli: Cli) -> u8 {
             Ok(0)
         }
         Command::Man => man(),
+        Command::Demo { command } => crate::demo::run(&bus, json, command).await,
         Command::Staff(command) => crate::staff::run(&bus, json, command).await,
         Command::Doctor { config } => Ok(crate::doctor::run(&config, &bus, json).await),
         Command::SupportBundle {

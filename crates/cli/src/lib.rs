@@ -12,6 +12,7 @@
 
 pub mod atr;
 mod commands;
+pub mod demo;
 pub mod doctor;
 mod error;
 pub mod format;
@@ -96,6 +97,13 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Drive the embedded demo (`scripts/run`): take the card out, put it back, swap
+    /// holders, type on the demo PIN pad, make the idle timers run out soon.
+    Demo {
+        /// What to do.
+        #[command(subcommand)]
+        command: demo::DemoCommand,
+    },
     /// Staff tasks: `passcode change`, `unlock`, `renew`, `tac` (`staff.rs`).
     #[command(flatten)]
     Staff(staff::StaffCommand),

@@ -19,12 +19,14 @@
 
 #![forbid(unsafe_code)]
 
+mod demo;
 mod error;
 mod proxy;
 mod staff;
 mod types;
 mod workstation;
 
+pub use demo::{DEMO_OBJECT_PATH, DEMO1_XML, DemoProxy};
 pub use error::AgentError;
 pub use proxy::*;
 pub use staff::*;
