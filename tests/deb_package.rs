@@ -65,6 +65,8 @@ fn shipped(multiarch: &str) -> Vec<PathBuf> {
         "/lib/systemd/system/cardgated.service".to_owned(),
         "/usr/share/dbus-1/system-services/org.cardgate.Agent.service".to_owned(),
         "/usr/share/dbus-1/system.d/org.cardgate.Agent.conf".to_owned(),
+        "/usr/share/dbus-1/interfaces/org.cardgate.Agent1.xml".to_owned(),
+        "/usr/share/dbus-1/interfaces/org.cardgate.Workstation1.xml".to_owned(),
         "/usr/lib/sysusers.d/cardgated.conf".to_owned(),
         "/usr/share/polkit-1/rules.d/50-cardgate.rules".to_owned(),
         "/usr/share/pam-configs/cardgate".to_owned(),
@@ -146,6 +148,23 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
     for path in shipped(multiarch) {
         check(path.exists(), || {
             format!("{} was not installed", path.display())
+        })?;
+    }
+    // The installed contract is the one the daemon serves (tests/ipc_contract.rs).
+    for (path, xml) in [
+        (
+            "/usr/share/dbus-1/interfaces/org.cardgate.Agent1.xml",
+            cardgate_ipc::AGENT1_XML,
+        ),
+        (
+            "/usr/share/dbus-1/interfaces/org.cardgate.Workstation1.xml",
+            cardgate_ipc::WORKSTATION1_XML,
+        ),
+    ] {
+        let installed = std::fs::read_to_string(path)
+            .map_err(|e| Failed::from(format!("reading {path}: {e}")))?;
+        check(installed == xml, || {
+            format!("{path} differs from crates/ipc/interfaces")
         })?;
     }
     run("getent", &["group", "cardgate"])?;

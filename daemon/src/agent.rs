@@ -173,6 +173,8 @@ pub struct Snapshot {
     pub session_generation: u64,
     /// Warnings for the holder (certificate expiry, few tries left, card problems).
     pub warnings: Vec<String>,
+    /// The ODS codes this workstation serves (the configuration's; constant).
+    pub workstation_ods_codes: Vec<String>,
 }
 
 /// The card in one reader, as far as it has been read.
@@ -781,7 +783,9 @@ impl Agent {
                     card_serial: report.identity.card_serial.as_str().to_owned(),
                     holder_uuid: report.identity.holder_uuid.as_str().to_owned(),
                 });
-                if let Some(days_left) = days_left(report.certificate.not_after)
+                // The same whole-days count (rounded up) the finding's sentence says.
+                if let cardgate_certs::Validity::Valid { days_left } = report.certificate.validity
+                    && let Ok(days_left) = i32::try_from(days_left)
                     && report
                         .certificate
                         .findings
@@ -892,6 +896,14 @@ impl Agent {
                 .unwrap_or(0),
             session_generation: state.generation,
             warnings,
+            workstation_ods_codes: self
+                .shared
+                .config
+                .policy
+                .workstation_ods_codes()
+                .iter()
+                .map(|ods| ods.as_str().to_owned())
+                .collect(),
         }
     }
 
@@ -1123,20 +1135,13 @@ impl Agent {
             })?;
         }
         if let Err(e) = verified {
-            if e.piv().is_some_and(|p| {
-                matches!(
-                    p,
-                    PivError::WrongPasscode { .. } | PivError::CardBlocked { .. }
-                )
-            }) {
-                // The tries left changed: read the card again for the properties.
-                self.reinspect(&actor, insertion.clone());
-            }
+            // The tries left changed: the properties say so before the answer does.
+            self.note_attempt(&insertion, &Err(&e));
             return Err(staff::with_unlock_paths(card_error(e), &report));
         }
+        self.note_attempt(&insertion, &Ok(()));
 
         if let Some(resumed) = self.resume(&reader, &insertion, &report)? {
-            self.reinspect(&actor, insertion);
             self.emit(AgentEvent::PropertiesChanged);
             return Ok(resumed);
         }
@@ -1235,7 +1240,6 @@ impl Agent {
         {
             self.emit(AgentEvent::PasscodeExpiring { days_left, message });
         }
-        self.reinspect(&actor, insertion);
         self.emit(AgentEvent::PropertiesChanged);
         Ok(spine.role_profiles.iter().map(role_info).collect())
     }
@@ -1319,7 +1323,45 @@ impl Agent {
         Ok(Some(profiles))
     }
 
-    /// Reads the card again in the background (tries left after an attempt).
+    /// Records at once what a passcode attempt on the card of `insertion` told about its
+    /// passcode: verified, or the tries left a wrong one leaves, or blocked. So the
+    /// properties (and their `PropertiesChanged`) are right before the method answers,
+    /// without reading the card again. Other failures tell nothing and change nothing.
+    fn note_attempt(&self, insertion: &Insertion, result: &Result<(), &CardError>) {
+        let status = match result {
+            Ok(()) => PasscodeStatus::Verified,
+            Err(e) => match e.piv() {
+                Some(PivError::WrongPasscode { tries_left, .. }) => {
+                    PasscodeStatus::TriesLeft(*tries_left)
+                }
+                Some(PivError::CardBlocked { .. }) => PasscodeStatus::Blocked,
+                _ => return,
+            },
+        };
+        let mut state = lock(&self.shared.state);
+        if let Some(report) = state
+            .readers
+            .get_mut(insertion.reader())
+            .and_then(|slot| slot.card.as_mut())
+            .filter(|card| &card.insertion == insertion)
+            .and_then(|card| card.report.as_mut())
+        {
+            report.passcode = status;
+        }
+        drop(state);
+        self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    /// Reads the card again and waits for it, so what the card now says (tries left after
+    /// an unlock) is in the properties before the method that changed it answers.
+    pub(crate) async fn reinspect_now(&self, actor: &CardActor, insertion: Insertion) {
+        let result = actor.inspect(insertion.clone()).await;
+        if result.is_ok() {
+            self.card_read_quietly(insertion, result);
+        }
+    }
+
+    /// Reads the card again in the background (a newer CRL arrived).
     fn reinspect(&self, actor: &CardActor, insertion: Insertion) {
         let agent = self.clone();
         let actor = actor.clone();
@@ -1599,15 +1641,11 @@ impl Agent {
                 text: "passcode changed by the holder (ChangePasscode)".into(),
             })?;
         }
-        if let Err(e) = &changed
-            && e.piv().is_some_and(|p| {
-                matches!(
-                    p,
-                    PivError::WrongPasscode { .. } | PivError::CardBlocked { .. }
-                )
-            })
-        {
-            self.reinspect(&actor, insertion);
+        // The card's counter changed (a wrong current passcode, or reset by the change):
+        // the properties say so before the answer does.
+        match &changed {
+            Err(e) => self.note_attempt(&insertion, &Err(e)),
+            Ok(()) => self.reinspect_now(&actor, insertion).await,
         }
         changed.map_err(card_error)
     }
@@ -1852,11 +1890,6 @@ fn role_view(p: &RoleProfile) -> Option<RoleProfileView> {
             .filter_map(|a| Activity::new(a).ok())
             .collect(),
     })
-}
-
-/// Whole days from now to `not_after`, for the expiry signal.
-fn days_left(not_after: OffsetDateTime) -> Option<i32> {
-    i32::try_from((not_after - now()).whole_days()).ok()
 }
 
 /// A caller's string made safe to quote in an error: at most 64 characters, control

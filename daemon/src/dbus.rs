@@ -10,8 +10,7 @@ use std::collections::HashMap;
 
 use cardgate_audit::CallerIdentity;
 use cardgate_ipc::{
-    AgentError, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
-    SelfServiceStarted, TacInfo, Ticket,
+    AgentError, ReaderInfo, RoleProfileInfo, SelectedRoleProfile, TacHistoryEntry, TacInfo, TacUse,
 };
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -19,7 +18,7 @@ use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, interface};
 use zeroize::Zeroizing;
 
-use crate::agent::{Agent, AgentEvent};
+use crate::agent::{Agent, AgentEvent, Snapshot};
 use crate::callers::CallerCache;
 
 /// The served object.
@@ -28,17 +27,107 @@ pub struct AgentInterface {
     agent: Agent,
     restricted_group: String,
     callers: CallerCache,
+    /// The properties as last announced; see [`AgentInterface::announce`].
+    announced: tokio::sync::Mutex<Snapshot>,
 }
 
 impl AgentInterface {
     /// Serves `agent`; restricted methods need root or membership of `restricted_group`.
     pub fn new(agent: Agent, restricted_group: String) -> Self {
+        let announced = tokio::sync::Mutex::new(agent.snapshot());
         AgentInterface {
             agent,
             restricted_group,
             callers: CallerCache::default(),
+            announced,
         }
     }
+
+    /// Sends one `PropertiesChanged` carrying exactly the properties that differ from the
+    /// last announcement, all read from one snapshot (so a new `State` never travels without
+    /// the `SessionGeneration` it belongs to); nothing when nothing changed. Methods that
+    /// change the state call it before they answer, so a client has the new values (and the
+    /// signal) before the reply; the signal forwarder calls it after every agent event.
+    /// Announcements are serialised, so they arrive in the order the state changed.
+    async fn announce(&self, emitter: &SignalEmitter<'_>) {
+        let mut last = self.announced.lock().await;
+        let now = self.agent.snapshot();
+        let changed = changed_properties(&last, &now);
+        if changed.is_empty() {
+            return;
+        }
+        let interface =
+            zbus::names::InterfaceName::from_static_str_unchecked(cardgate_ipc::INTERFACE);
+        let sent = zbus::fdo::Properties::properties_changed(
+            emitter,
+            interface,
+            changed,
+            std::borrow::Cow::Borrowed(&[]),
+        )
+        .await;
+        match sent {
+            Ok(()) => *last = now,
+            Err(e) => tracing::warn!(error = %e, "PropertiesChanged not sent"),
+        }
+    }
+}
+
+/// The properties whose values differ between two snapshots, by their D-Bus names.
+/// (`Warnings` is not a property: it is only in `Status`.)
+fn changed_properties(before: &Snapshot, now: &Snapshot) -> HashMap<&'static str, Value<'static>> {
+    use cardgate_ipc::property as p;
+    let mut changed = HashMap::new();
+    let mut put = |name: &'static str, differs: bool, value: Value<'static>| {
+        if differs {
+            changed.insert(name, value);
+        }
+    };
+    put(
+        p::READERS,
+        before.readers != now.readers,
+        Value::from(now.readers.clone()),
+    );
+    put(
+        p::CARD_PRESENT,
+        before.card_present != now.card_present,
+        Value::from(now.card_present),
+    );
+    put(
+        p::HOLDER_UUID,
+        before.holder_uuid != now.holder_uuid,
+        Value::from(now.holder_uuid.clone()),
+    );
+    put(
+        p::HOLDER_NAME,
+        before.holder_name != now.holder_name,
+        Value::from(now.holder_name.clone()),
+    );
+    put(
+        p::STATE,
+        before.state != now.state,
+        Value::from(now.state.as_str()),
+    );
+    put(
+        p::PASSCODE_TRIES_LEFT,
+        before.passcode_tries_left != now.passcode_tries_left,
+        Value::from(now.passcode_tries_left),
+    );
+    put(
+        p::SELECTED_ROLE_PROFILE,
+        before.selected_role_profile != now.selected_role_profile,
+        Value::from(now.selected_role_profile.clone()),
+    );
+    put(
+        p::CERTIFICATE_NOT_AFTER,
+        before.certificate_not_after != now.certificate_not_after,
+        Value::from(now.certificate_not_after),
+    );
+    put(
+        p::SESSION_GENERATION,
+        before.session_generation != now.session_generation,
+        Value::from(now.session_generation),
+    );
+    changed
 }
 
 /// Whether `uid` is root or in `group` (primary group from `/etc/passwd`, supplementary
@@ -99,63 +188,73 @@ fn owned(value: Value<'_>) -> Result<OwnedValue, AgentError> {
 #[interface(name = "org.cardgate.Agent1")]
 impl AgentInterface {
     /// Everything the properties say, plus warnings.
+    #[zbus(out_args("status"))]
     async fn status(&self) -> Result<HashMap<String, OwnedValue>, AgentError> {
+        use cardgate_ipc::property as p;
         let s = self.agent.snapshot();
-        let mut map = HashMap::new();
-        map.insert("Readers".to_owned(), owned(Value::from(s.readers))?);
-        map.insert(
-            "CardPresent".to_owned(),
-            owned(Value::from(s.card_present))?,
-        );
-        map.insert("HolderUuid".to_owned(), owned(Value::from(s.holder_uuid))?);
-        map.insert("HolderName".to_owned(), owned(Value::from(s.holder_name))?);
-        map.insert("State".to_owned(), owned(Value::from(s.state.as_str()))?);
-        map.insert(
-            "PasscodeTriesLeft".to_owned(),
-            owned(Value::from(s.passcode_tries_left))?,
-        );
-        map.insert(
-            "SelectedRoleProfile".to_owned(),
-            owned(Value::from(s.selected_role_profile))?,
-        );
-        map.insert(
-            "CertificateNotAfter".to_owned(),
-            owned(Value::from(s.certificate_not_after))?,
-        );
-        map.insert(
-            "SessionGeneration".to_owned(),
-            owned(Value::from(s.session_generation))?,
-        );
-        map.insert("Warnings".to_owned(), owned(Value::from(s.warnings))?);
-        Ok(map)
+        let entries = [
+            (p::READERS, Value::from(s.readers)),
+            (p::CARD_PRESENT, Value::from(s.card_present)),
+            (p::HOLDER_UUID, Value::from(s.holder_uuid)),
+            (p::HOLDER_NAME, Value::from(s.holder_name)),
+            (p::STATE, Value::from(s.state.as_str())),
+            (p::PASSCODE_TRIES_LEFT, Value::from(s.passcode_tries_left)),
+            (
+                p::SELECTED_ROLE_PROFILE,
+                Value::from(s.selected_role_profile),
+            ),
+            (
+                p::CERTIFICATE_NOT_AFTER,
+                Value::from(s.certificate_not_after),
+            ),
+            (p::SESSION_GENERATION, Value::from(s.session_generation)),
+            (
+                p::WORKSTATION_ODS_CODES,
+                Value::from(s.workstation_ods_codes),
+            ),
+            (p::WARNINGS, Value::from(s.warnings)),
+        ];
+        entries
+            .into_iter()
+            .map(|(name, value)| Ok((name.to_owned(), owned(value)?)))
+            .collect()
     }
 
     /// Host-typed passcode log-in. Restricted.
+    #[zbus(out_args("role_profiles"))]
     async fn login(
         &self,
         passcode: String,
         confirm_final_try: bool,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<Vec<RoleProfileInfo>, AgentError> {
         let passcode = zeroize::Zeroizing::new(passcode);
         let who = self.restricted(connection, &header, "Login").await?;
-        self.agent
+        let result = self
+            .agent
             .login(&who, Some(passcode.as_str()), confirm_final_try)
-            .await
+            .await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// PIN-pad log-in. Restricted.
+    #[zbus(out_args("role_profiles"))]
     async fn login_with_pin_pad(
         &self,
         confirm_final_try: bool,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<Vec<RoleProfileInfo>, AgentError> {
         let who = self
             .restricted(connection, &header, "LoginWithPinPad")
             .await?;
-        self.agent.login(&who, None, confirm_final_try).await
+        let result = self.agent.login(&who, None, confirm_final_try).await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// Selects or switches the role profile.
@@ -164,9 +263,12 @@ impl AgentInterface {
         id: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), AgentError> {
         let who = self.callers.identify(connection, &header).await?;
-        self.agent.select_role_profile(&who, &id).await
+        let result = self.agent.select_role_profile(&who, &id).await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// Ends the session.
@@ -174,9 +276,12 @@ impl AgentInterface {
         &self,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), AgentError> {
         let who = self.callers.identify(connection, &header).await?;
-        self.agent.logout(&who).await
+        let result = self.agent.logout(&who).await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// Changes the passcode. Restricted.
@@ -187,49 +292,58 @@ impl AgentInterface {
         confirm_final_try: bool,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), AgentError> {
         let current = zeroize::Zeroizing::new(current);
         let new = zeroize::Zeroizing::new(new);
         let who = self
             .restricted(connection, &header, "ChangePasscode")
             .await?;
-        self.agent
+        let result = self
+            .agent
             .change_passcode(&who, &current, &new, confirm_final_try)
-            .await
+            .await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// The gate.
+    #[zbus(out_args("allowed", "reason", "message", "generation"))]
     async fn authorise(
         &self,
         action: String,
         ods_code: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<AuthoriseAnswer, AgentError> {
+    ) -> Result<(bool, String, String, u64), AgentError> {
         let who = self.callers.identify(connection, &header).await?;
-        self.agent.authorise_async(&who, &action, &ods_code).await
+        let answer = self.agent.authorise_async(&who, &action, &ods_code).await?;
+        Ok(answer.into_out_args())
     }
 
     /// The session's ticket. Restricted.
+    #[zbus(out_args("token", "holder_uuid", "role_profile_id", "job_role", "ods_code"))]
     async fn get_ticket(
         &self,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<Ticket, AgentError> {
+    ) -> Result<(String, String, String, String, String), AgentError> {
         self.restricted(connection, &header, "GetTicket").await?;
-        self.agent.ticket()
+        Ok(self.agent.ticket()?.into_out_args())
     }
 
     /// Self-service unlock, step 1 (`agent/staff.rs`). Restricted.
+    #[zbus(out_args("request_id", "sent_to"))]
     async fn start_self_service_unlock(
         &self,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<SelfServiceStarted, AgentError> {
+    ) -> Result<(String, String), AgentError> {
         let who = self
             .restricted(connection, &header, "StartSelfServiceUnlock")
             .await?;
-        self.agent.start_self_service_unlock(&who).await
+        let started = self.agent.start_self_service_unlock(&who).await?;
+        Ok(started.into_out_args())
     }
 
     /// Self-service unlock, step 2. Restricted.
@@ -240,14 +354,18 @@ impl AgentInterface {
         new_passcode: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), AgentError> {
         let (code, new) = (Zeroizing::new(one_time_code), Zeroizing::new(new_passcode));
         let who = self
             .restricted(connection, &header, "UnlockWithOneTimeCode")
             .await?;
-        self.agent
+        let result = self
+            .agent
             .unlock_with_one_time_code(&who, &request_id, &code, &new)
-            .await
+            .await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// Unlock with the RA's unlock code. Restricted.
@@ -258,14 +376,18 @@ impl AgentInterface {
         confirm_final_try: bool,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), AgentError> {
         let (code, new) = (Zeroizing::new(unlock_code), Zeroizing::new(new_passcode));
         let who = self
             .restricted(connection, &header, "UnlockWithCode")
             .await?;
-        self.agent
+        let result = self
+            .agent
             .unlock_with_code(&who, &code, &new, confirm_final_try)
-            .await
+            .await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// A Sponsor/LSA unlocks another holder's card in a reader here. Restricted.
@@ -276,29 +398,45 @@ impl AgentInterface {
         new_passcode: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), AgentError> {
         let new = Zeroizing::new(new_passcode);
         let who = self
             .restricted(connection, &header, "SponsorUnlock")
             .await?;
-        self.agent
+        let result = self
+            .agent
             .sponsor_unlock(&who, &holder_uuid, &card_serial, &new)
-            .await
+            .await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// Certificate self-renewal; progress as `RenewalProgress`. Restricted.
+    #[zbus(out_args("not_after"))]
     async fn renew_certificate(
         &self,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<i64, AgentError> {
         let who = self
             .restricted(connection, &header, "RenewCertificate")
             .await?;
-        self.agent.renew_certificate(&who).await
+        let result = self.agent.renew_certificate(&who).await;
+        self.announce(&emitter).await;
+        result
     }
 
     /// Activates a Temporary Access Card. Restricted.
+    #[zbus(out_args(
+        "tac_serial",
+        "state",
+        "holder_uid",
+        "custodian",
+        "register",
+        "history"
+    ))]
     async fn tac_activate(
         &self,
         tac_serial: String,
@@ -306,14 +444,33 @@ impl AgentInterface {
         custodian: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<TacInfo, AgentError> {
+    ) -> Result<
+        (
+            String,
+            String,
+            String,
+            String,
+            Vec<TacUse>,
+            Vec<TacHistoryEntry>,
+        ),
+        AgentError,
+    > {
         self.restricted(connection, &header, "TacActivate").await?;
         self.agent
             .tac_activate(&tac_serial, &holder_uuid, &custodian)
             .await
+            .map(TacInfo::into_out_args)
     }
 
     /// Records a TAC's use in the custodian's register. Restricted.
+    #[zbus(out_args(
+        "tac_serial",
+        "state",
+        "holder_uid",
+        "custodian",
+        "register",
+        "history"
+    ))]
     async fn tac_record_use(
         &self,
         tac_serial: String,
@@ -322,33 +479,86 @@ impl AgentInterface {
         until: i64,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<TacInfo, AgentError> {
+    ) -> Result<
+        (
+            String,
+            String,
+            String,
+            String,
+            Vec<TacUse>,
+            Vec<TacHistoryEntry>,
+        ),
+        AgentError,
+    > {
         self.restricted(connection, &header, "TacRecordUse").await?;
         self.agent
             .tac_record_use(&tac_serial, &used_by, from, until)
             .await
+            .map(TacInfo::into_out_args)
     }
 
     /// Returns a TAC to blank. Restricted.
+    #[zbus(out_args(
+        "tac_serial",
+        "state",
+        "holder_uid",
+        "custodian",
+        "register",
+        "history"
+    ))]
     async fn tac_return(
         &self,
         tac_serial: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<TacInfo, AgentError> {
+    ) -> Result<
+        (
+            String,
+            String,
+            String,
+            String,
+            Vec<TacUse>,
+            Vec<TacHistoryEntry>,
+        ),
+        AgentError,
+    > {
         self.restricted(connection, &header, "TacReturn").await?;
-        self.agent.tac_return(&tac_serial).await
+        self.agent
+            .tac_return(&tac_serial)
+            .await
+            .map(TacInfo::into_out_args)
     }
 
     /// A TAC's record. Restricted.
+    #[zbus(out_args(
+        "tac_serial",
+        "state",
+        "holder_uid",
+        "custodian",
+        "register",
+        "history"
+    ))]
     async fn tac_read(
         &self,
         tac_serial: String,
         #[zbus(connection)] connection: &Connection,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<TacInfo, AgentError> {
+    ) -> Result<
+        (
+            String,
+            String,
+            String,
+            String,
+            Vec<TacUse>,
+            Vec<TacHistoryEntry>,
+        ),
+        AgentError,
+    > {
         self.restricted(connection, &header, "TacRead").await?;
-        self.agent.tac_read(&tac_serial).await
+        self.agent
+            .tac_read(&tac_serial)
+            .await
+            .map(TacInfo::into_out_args)
     }
 
     /// A certificate renewal moved on.
@@ -411,6 +621,12 @@ impl AgentInterface {
     #[zbus(property)]
     fn session_generation(&self) -> u64 {
         self.agent.snapshot().session_generation
+    }
+
+    /// The ODS codes this workstation serves (the configuration's, so constant).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn workstation_ods_codes(&self) -> Vec<String> {
+        self.agent.snapshot().workstation_ods_codes
     }
 
     /// A card was read.
@@ -529,20 +745,6 @@ pub async fn forward_signals(connection: Connection, agent: Agent) {
         if let Err(e) = sent {
             tracing::warn!(error = %e, "signal not sent");
         }
-        let object = iface.get().await;
-        let changed = async {
-            object.readers_changed(emitter).await?;
-            object.card_present_changed(emitter).await?;
-            object.holder_uuid_changed(emitter).await?;
-            object.holder_name_changed(emitter).await?;
-            object.state_changed(emitter).await?;
-            object.passcode_tries_left_changed(emitter).await?;
-            object.selected_role_profile_changed(emitter).await?;
-            object.certificate_not_after_changed(emitter).await?;
-            object.session_generation_changed(emitter).await
-        };
-        if let Err(e) = changed.await {
-            tracing::warn!(error = %e, "PropertiesChanged not sent");
-        }
+        iface.get().await.announce(emitter).await;
     }
 }

@@ -182,6 +182,7 @@ fn plain(text: &str) -> bool {
 #[interface(name = "org.cardgate.Workstation1")]
 impl WorkstationInterface {
     /// Ties logind session `session_id` of `user` to the card of the live agent session.
+    #[zbus(out_args("session_path"))]
     async fn register_session(
         &self,
         session_id: String,
@@ -270,6 +271,7 @@ impl WorkstationInterface {
     }
 
     /// The registered sessions: id, user, holder UUID, card serial.
+    #[zbus(out_args("sessions"))]
     async fn sessions(
         &self,
         #[zbus(connection)] connection: &Connection,
@@ -293,6 +295,7 @@ impl WorkstationInterface {
     /// The card in the reader for the account check: holder UUID, card serial, a stable
     /// code (`usable`, `no-card`, `card-locked`, `certificate-revoked`,
     /// `certificate-expired`, `certificate-unusable`) and a sentence for the holder.
+    #[zbus(out_args("holder_uuid", "card_serial", "standing", "message"))]
     async fn card_standing(
         &self,
         #[zbus(connection)] connection: &Connection,

@@ -30,9 +30,16 @@ pub use proxy::*;
 pub use staff::*;
 pub use types::{
     ACTIONS, AgentState, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
-    SessionEndReason, Ticket,
+    SessionEndReason, Ticket, property,
 };
 pub use workstation::*;
+
+/// The introspection XML of `org.cardgate.Agent1`: the contract, as installed in
+/// `/usr/share/dbus-1/interfaces/`. The e2e suite fails when the running daemon's
+/// introspection differs from it.
+pub const AGENT1_XML: &str = include_str!("../interfaces/org.cardgate.Agent1.xml");
+/// The introspection XML of `org.cardgate.Workstation1` (for the PAM module).
+pub const WORKSTATION1_XML: &str = include_str!("../interfaces/org.cardgate.Workstation1.xml");
 
 /// The well-known bus name the daemon owns.
 pub const BUS_NAME: &str = "org.cardgate.Agent";

@@ -63,6 +63,38 @@ pub struct TacInfo {
     pub history: Vec<TacHistoryEntry>,
 }
 
+/// A TAC record as the six out arguments of the Tac methods (a flat `ssssa(sxx)a(xsss)`
+/// body, as the interface XML declares it).
+pub type TacOutArgs = (
+    String,
+    String,
+    String,
+    String,
+    Vec<TacUse>,
+    Vec<TacHistoryEntry>,
+);
+
+impl TacInfo {
+    /// The record as the Tac methods' out arguments, in field order.
+    pub fn into_out_args(self) -> TacOutArgs {
+        (
+            self.tac_serial,
+            self.state,
+            self.holder_uid,
+            self.custodian,
+            self.usage,
+            self.history,
+        )
+    }
+}
+
+impl SelfServiceStarted {
+    /// As `StartSelfServiceUnlock`'s two out arguments (`request_id`, `sent_to`).
+    pub fn into_out_args(self) -> (String, String) {
+        (self.request_id, self.sent_to)
+    }
+}
+
 /// The renewal steps `RenewalProgress` names, in order.
 pub const RENEWAL_STEPS: [&str; 4] = [
     "generating-key",

@@ -17,6 +17,47 @@ pub const ACTIONS: [&str; 8] = [
     "view-scr",
 ];
 
+/// The names of `org.cardgate.Agent1`'s properties, which are also the keys of `Status`
+/// (with [`property::WARNINGS`], which is only in `Status`). One spelling for the daemon,
+/// the CLI and every Rust client.
+pub mod property {
+    /// `a(sbb)`: each reader.
+    pub const READERS: &str = "Readers";
+    /// `b`: a card is in the active reader.
+    pub const CARD_PRESENT: &str = "CardPresent";
+    /// `s`: the holder's UUID, `""` when none.
+    pub const HOLDER_UUID: &str = "HolderUuid";
+    /// `s`: the holder's name, `""` when none.
+    pub const HOLDER_NAME: &str = "HolderName";
+    /// `s`: an [`crate::AgentState`] code.
+    pub const STATE: &str = "State";
+    /// `i`: tries left before the card locks, `-1` when unknown.
+    pub const PASSCODE_TRIES_LEFT: &str = "PasscodeTriesLeft";
+    /// `(ssss)`: the selected role profile.
+    pub const SELECTED_ROLE_PROFILE: &str = "SelectedRoleProfile";
+    /// `x`: the authentication certificate's expiry, Unix seconds, `0` when none.
+    pub const CERTIFICATE_NOT_AFTER: &str = "CertificateNotAfter";
+    /// `t`: the session generation.
+    pub const SESSION_GENERATION: &str = "SessionGeneration";
+    /// `as`: the ODS codes this workstation serves (constant while the agent runs).
+    pub const WORKSTATION_ODS_CODES: &str = "WorkstationOdsCodes";
+    /// `as`, `Status` only: sentences for the holder.
+    pub const WARNINGS: &str = "Warnings";
+    /// Every property, in the order the interface XML lists them.
+    pub const ALL: [&str; 10] = [
+        READERS,
+        CARD_PRESENT,
+        HOLDER_UUID,
+        HOLDER_NAME,
+        STATE,
+        PASSCODE_TRIES_LEFT,
+        SELECTED_ROLE_PROFILE,
+        CERTIFICATE_NOT_AFTER,
+        SESSION_GENERATION,
+        WORKSTATION_ODS_CODES,
+    ];
+}
+
 /// One reader as the `Readers` property lists it: `(sbb)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type, Value, OwnedValue)]
 pub struct ReaderInfo {
@@ -73,6 +114,14 @@ pub struct AuthoriseAnswer {
     pub generation: u64,
 }
 
+impl AuthoriseAnswer {
+    /// The answer as `Authorise`'s four out arguments (`allowed`, `reason`, `message`,
+    /// `generation`): the reply body is flat `bsst`, as the interface XML declares it.
+    pub fn into_out_args(self) -> (bool, String, String, u64) {
+        (self.allowed, self.reason, self.message, self.generation)
+    }
+}
+
 /// The answer to `GetTicket`: `(sssss)`, what a Spine call made by the PMR needs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct Ticket {
@@ -86,6 +135,19 @@ pub struct Ticket {
     pub job_role: String,
     /// Its ODS code.
     pub ods_code: String,
+}
+
+impl Ticket {
+    /// The ticket as `GetTicket`'s five out arguments, in field order (a flat `sssss` body).
+    pub fn into_out_args(self) -> (String, String, String, String, String) {
+        (
+            self.token,
+            self.holder_uuid,
+            self.role_profile_id,
+            self.job_role,
+            self.ods_code,
+        )
+    }
 }
 
 impl std::fmt::Debug for Ticket {

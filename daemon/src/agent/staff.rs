@@ -256,7 +256,7 @@ impl Agent {
             })),
             Err(card) => Err(unlock_error(card)),
         };
-        self.reinspect(&actor, target.insertion.clone());
+        self.reinspect_now(&actor, target.insertion.clone()).await;
         result
     }
 
