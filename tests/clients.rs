@@ -54,6 +54,10 @@ fn main() -> ExitCode {
             let build = CBuild::new()?;
             typed_proxy(build.program("typed_proxy_test"))
         }),
+        Trial::test("java_example", || {
+            let build = JavaBuild::new()?;
+            example(build.command())
+        }),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -104,6 +108,27 @@ fn python(script: &str) -> Command {
     command
 }
 
+/// `make -s -C examples/DIR BUILD=BUILD TARGETS...`; returns what it printed.
+fn make(dir: &str, packages: &str, build: &Path, targets: &[&str]) -> Result<String, Failed> {
+    let output = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(examples_dir().join(dir))
+        .arg(format!("BUILD={}", build.display()))
+        .args(targets)
+        .output()
+        .map_err(|e| fail("running make (apt-get install make)", e))?;
+    if !output.status.success() {
+        return Err(Failed::from(format!(
+            "building examples/{dir} failed ({}; scripts/setup installs {packages}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// The C programs, built by `examples/c/Makefile` (gdbus-codegen from the shipped XML) into
 /// a temporary directory.
 struct CBuild {
@@ -113,26 +138,40 @@ struct CBuild {
 impl CBuild {
     fn new() -> Result<CBuild, Failed> {
         let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-        let output = Command::new("make")
-            .arg("-C")
-            .arg(examples_dir().join("c"))
-            .arg(format!("BUILD={}", dir.path().display()))
-            .output()
-            .map_err(|e| fail("running make (apt-get install make)", e))?;
-        if !output.status.success() {
-            return Err(Failed::from(format!(
-                "building examples/c failed ({}; scripts/setup installs gcc, pkg-config, \
-                 libglib2.0-dev and libglib2.0-dev-bin):\n{}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )));
-        }
+        let packages = "gcc, make, pkg-config, libglib2.0-dev and libglib2.0-dev-bin";
+        make("c", packages, dir.path(), &[])?;
         Ok(CBuild { dir })
     }
 
     fn program(&self, name: &str) -> Command {
         Command::new(self.dir.path().join(name))
+    }
+}
+
+/// The Java example, compiled by `examples/java/Makefile` into a temporary directory; the
+/// command is the one its `run` target runs.
+struct JavaBuild {
+    _dir: tempfile::TempDir,
+    command: Vec<String>,
+}
+
+impl JavaBuild {
+    fn new() -> Result<JavaBuild, Failed> {
+        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let packages = "default-jdk-headless and libdbus-java";
+        make("java", packages, dir.path(), &[])?;
+        let line = make("java", packages, dir.path(), &["print-command"])?;
+        let command: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        if command.is_empty() {
+            return Err(Failed::from("make print-command printed nothing"));
+        }
+        Ok(JavaBuild { _dir: dir, command })
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.command[0]);
+        command.args(&self.command[1..]);
+        command
     }
 }
 

@@ -122,13 +122,14 @@ main (void)
   const gchar *state = NULL, *holder = NULL;
   g_variant_lookup (status, "State", "&s", &state);
   g_variant_lookup (status, "HolderName", "&s", &holder);
+  /* The pharmacy (two codes during an ODS code change) this workstation serves: what
+   * Authorise is asked for. */
   const gchar **workstation_ods = NULL;
-  if (!g_variant_lookup (status, "WorkstationOdsCodes", "^a&s", &workstation_ods))
+  if (!g_variant_lookup (status, "WorkstationOdsCodes", "^a&s", &workstation_ods)
+      || workstation_ods[0] == NULL)
     {
-      /* FALLBACK, to be removed once the agent publishes WorkstationOdsCodes (issue 17):
-       * the demo workstation's code. */
-      workstation_ods = g_new0 (const gchar *, 2);
-      workstation_ods[0] = "FA123";
+      fprintf (stderr, "Status has no WorkstationOdsCodes (an agent older than issue 17)\n");
+      return 1;
     }
   gchar *codes = g_strjoinv (",", (gchar **) workstation_ods);
   printf ("status: %s, holder '%s', workstation ODS codes %s\n", state, holder, codes);

@@ -298,12 +298,8 @@ workstation_ods (void)
 {
   GVariant *st = status ();
   gchar **codes = NULL;
-  if (!g_variant_lookup (st, "WorkstationOdsCodes", "^as", &codes))
-    {
-      /* FALLBACK, to be removed once the agent publishes WorkstationOdsCodes (issue 17). */
-      codes = g_new0 (gchar *, 2);
-      codes[0] = g_strdup ("FA123");
-    }
+  if (!g_variant_lookup (st, "WorkstationOdsCodes", "^as", &codes) || codes[0] == NULL)
+    die ("Status has no WorkstationOdsCodes");
   g_variant_unref (st);
   return codes;
 }

@@ -68,12 +68,9 @@ async def main():
     # 1. Status: a{sv}, every property under its name, plus Warnings.
     status = await agent.call_status()
     state = status["State"].value
-    if "WorkstationOdsCodes" in status:
-        workstation_ods = status["WorkstationOdsCodes"].value
-    else:
-        # FALLBACK, to be removed once the agent publishes WorkstationOdsCodes (issue 17):
-        # the demo workstation's code.
-        workstation_ods = ["FA123"]
+    # The pharmacy (two codes during an ODS code change) this workstation serves: what
+    # Authorise is asked for.
+    workstation_ods = status["WorkstationOdsCodes"].value
     print(f"status: {state}, holder {status['HolderName'].value!r}, "
           f"workstation ODS codes {','.join(workstation_ods)}")
 

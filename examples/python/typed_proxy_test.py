@@ -143,11 +143,7 @@ class TypedProxyTest:
         return profile
 
     async def workstation_ods(self):
-        status = await self.status()
-        if "WorkstationOdsCodes" in status:
-            return status["WorkstationOdsCodes"]
-        # FALLBACK, to be removed once the agent publishes WorkstationOdsCodes (issue 17).
-        return ["FA123"]
+        return (await self.status())["WorkstationOdsCodes"]
 
     # --- properties and signals -------------------------------------------------------
 
