@@ -1348,6 +1348,10 @@ impl Agent {
         let status = match result {
             Ok(()) => PasscodeStatus::Verified,
             Err(e) => match e.piv() {
+                // The last try gone: the card is locked, as a read of it would say.
+                Some(PivError::WrongPasscode { tries_left, .. }) if tries_left.get() == 0 => {
+                    PasscodeStatus::Blocked
+                }
                 Some(PivError::WrongPasscode { tries_left, .. }) => {
                     PasscodeStatus::TriesLeft(*tries_left)
                 }
