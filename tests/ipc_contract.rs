@@ -558,6 +558,16 @@ async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
         check(tries == left, || {
             format!("PasscodeTriesLeft read {tries} right after WrongPasscode; want {left}")
         })?;
+        // The warnings follow: the holder is told how many tries are left before the lock.
+        let warnings = status_warnings(agent).await?;
+        let want = if left == 1 {
+            "only 1 passcode try is left".to_owned()
+        } else {
+            format!("{left} passcode tries are left")
+        };
+        check(warnings.iter().any(|w| w.contains(&want)), || {
+            format!("Warnings right after WrongPasscode do not say {want:?}: {warnings:?}")
+        })?;
     }
     agent
         .login(DEMO_PASSCODE, true)
@@ -571,6 +581,16 @@ async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
         format!("PasscodeTriesLeft read {tries} right after a good log-in; want 3")
     })?;
     running.stop().await.map(|_| ())
+}
+
+/// The `Warnings` entry of `Status`.
+async fn status_warnings(agent: &cardgate_ipc::AgentProxy<'static>) -> Result<Vec<String>, Failed> {
+    let status = agent.status().await.map_err(|e| fail("Status", e))?;
+    let warnings = status
+        .get(property::WARNINGS)
+        .ok_or_else(|| fail("Status", "no Warnings entry"))?;
+    Vec::<String>::try_from(warnings.try_clone().map_err(|e| fail("Warnings", e))?)
+        .map_err(|e| fail("Warnings", e))
 }
 
 // ------------------------------------------------------------------ day counts

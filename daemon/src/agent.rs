@@ -1368,6 +1368,8 @@ impl Agent {
             .and_then(|card| card.report.as_mut())
         {
             report.passcode = status;
+            // The warnings follow the passcode: few tries left, or locked with the ways out.
+            report.warnings = cardgate_card::holder_warnings(&report.certificate, status);
         }
         drop(state);
         self.emit(AgentEvent::PropertiesChanged);

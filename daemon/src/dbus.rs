@@ -429,14 +429,7 @@ impl AgentInterface {
     }
 
     /// Activates a Temporary Access Card. Restricted.
-    #[zbus(out_args(
-        "tac_serial",
-        "state",
-        "holder_uid",
-        "custodian",
-        "register",
-        "history"
-    ))]
+    #[zbus(out_args("tac_serial", "state", "holder_uid", "custodian", "usage", "history"))]
     async fn tac_activate(
         &self,
         tac_serial: String,
@@ -463,14 +456,7 @@ impl AgentInterface {
     }
 
     /// Records a TAC's use in the custodian's register. Restricted.
-    #[zbus(out_args(
-        "tac_serial",
-        "state",
-        "holder_uid",
-        "custodian",
-        "register",
-        "history"
-    ))]
+    #[zbus(out_args("tac_serial", "state", "holder_uid", "custodian", "usage", "history"))]
     async fn tac_record_use(
         &self,
         tac_serial: String,
@@ -498,14 +484,7 @@ impl AgentInterface {
     }
 
     /// Returns a TAC to blank. Restricted.
-    #[zbus(out_args(
-        "tac_serial",
-        "state",
-        "holder_uid",
-        "custodian",
-        "register",
-        "history"
-    ))]
+    #[zbus(out_args("tac_serial", "state", "holder_uid", "custodian", "usage", "history"))]
     async fn tac_return(
         &self,
         tac_serial: String,
@@ -530,14 +509,7 @@ impl AgentInterface {
     }
 
     /// A TAC's record. Restricted.
-    #[zbus(out_args(
-        "tac_serial",
-        "state",
-        "holder_uid",
-        "custodian",
-        "register",
-        "history"
-    ))]
+    #[zbus(out_args("tac_serial", "state", "holder_uid", "custodian", "usage", "history"))]
     async fn tac_read(
         &self,
         tac_serial: String,
