@@ -14,6 +14,11 @@ use cardgate_vcard::card_file::{CardFile, KeyAlgorithm};
 use cardgate_vcard::provision::{CardSpec, RevokedCard, TestCa, Validity, provision};
 
 use super::*;
+use cardgate_ipc::{AgentState, AuthoriseAnswer};
+use cardgate_reader::{ReaderEvent, ReaderEventKind};
+use cardgate_spine::wire::RoleProfile;
+
+use crate::config::RemovalMode;
 use crate::endpoint::BoxFuture;
 
 const PASS: &str = "k2468m";

@@ -1,0 +1,117 @@
+//! The holder's passcode change on the card, and what a passcode attempt means on the audit
+//! trail.
+
+use cardgate_audit::{AuditEvent, CallerIdentity, EntryMethod, PasscodeOutcome};
+use cardgate_card::CardError;
+use cardgate_ipc::AgentError;
+use cardgate_piv::{FinalTry, Passcode, PinPadEnd, PivError};
+
+use super::errors::card_error;
+use super::{Agent, lock};
+
+/// What a passcode attempt's result is on the audit trail (`None`: nothing about the
+/// passcode happened, e.g. the card was gone).
+pub(super) fn passcode_outcome(
+    result: &Result<(), CardError>,
+) -> (Option<PasscodeOutcome>, Option<u8>) {
+    let error = match result {
+        Ok(()) => return (Some(PasscodeOutcome::Accepted), None),
+        Err(e) => e,
+    };
+    match error.piv() {
+        Some(PivError::WrongPasscode { tries_left, .. }) => {
+            (Some(PasscodeOutcome::Wrong), Some(tries_left.get()))
+        }
+        Some(PivError::CardBlocked { .. }) => (Some(PasscodeOutcome::CardBlocked), Some(0)),
+        Some(PivError::FinalTryNotConfirmed { .. }) => {
+            (Some(PasscodeOutcome::RefusedFinalTry), Some(1))
+        }
+        Some(PivError::RepeatedFailedValue { .. }) => (Some(PasscodeOutcome::RefusedRepeat), None),
+        Some(PivError::InvalidPasscode { .. }) => (Some(PasscodeOutcome::RefusedShape), None),
+        Some(PivError::PinPadEntryEnded { how }) => (
+            Some(match how {
+                PinPadEnd::TimedOut => PasscodeOutcome::TimedOut,
+                _ => PasscodeOutcome::Cancelled,
+            }),
+            None,
+        ),
+        _ => (None, None),
+    }
+}
+
+impl Agent {
+    /// `ChangePasscode`: both shapes checked first (no try spent), then CHANGE REFERENCE
+    /// DATA through the card's actor under the PIV policy (final try only when confirmed, a
+    /// value that just failed never re-sent). The outcome (never a passcode) is audited.
+    pub async fn change_passcode(
+        &self,
+        caller: &CallerIdentity,
+        current: &str,
+        new: &str,
+        confirm_final_try: bool,
+    ) -> Result<(), AgentError> {
+        let current = Passcode::new(current.to_owned())
+            .map_err(|e| AgentError::InvalidArgument(format!("current: {e}")))?;
+        let new = Passcode::new(new.to_owned())
+            .map_err(|e| AgentError::InvalidArgument(format!("new: {e}")))?;
+        let final_try = if confirm_final_try {
+            FinalTry::Confirmed
+        } else {
+            FinalTry::NotConfirmed
+        };
+        tracing::info!(
+            uid = caller.uid,
+            pid = caller.pid,
+            "passcode change requested"
+        );
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+        let (reader, insertion, identity) = {
+            let state = lock(&self.shared.state);
+            let Some((reader, card)) = state.active_card() else {
+                return Err(AgentError::NoCard(
+                    "Insert your smartcard to change its passcode.".into(),
+                ));
+            };
+            let Some(report) = &card.report else {
+                return Err(AgentError::NoCard(
+                    "The card is still being read (or could not be read); try again in a moment."
+                        .into(),
+                ));
+            };
+            (
+                reader.clone(),
+                card.insertion.clone(),
+                report.identity.clone(),
+            )
+        };
+        let actor = self.actor(&reader)?;
+        let changed = actor
+            .change_passcode(insertion.clone(), current, new, final_try)
+            .await;
+        let (outcome, tries_left) = passcode_outcome(&changed);
+        if let Some(outcome) = outcome {
+            self.audit(&AuditEvent::PasscodeAttempt {
+                reader: reader.to_string(),
+                card_serial: Some(identity.card_serial.clone()),
+                holder: Some(identity.holder_uuid.clone()),
+                entry_method: EntryMethod::HostKeyboard,
+                outcome,
+                tries_left,
+            })?;
+        }
+        if changed.is_ok() {
+            self.audit(&AuditEvent::Note {
+                holder: Some(identity.holder_uuid.clone()),
+                author: Some("cardgated".into()),
+                text: "passcode changed by the holder (ChangePasscode)".into(),
+            })?;
+        }
+        // The card's counter changed (a wrong current passcode, or reset by the change):
+        // the properties say so before the answer does.
+        match &changed {
+            Err(e) => self.note_attempt(&insertion, &Err(e)),
+            Ok(()) => self.reinspect_now(&actor, insertion).await,
+        }
+        changed.map_err(card_error)
+    }
+}

@@ -1,0 +1,520 @@
+//! Log-in, resume of a locked or away session by the same card, role selection, log-out,
+//! tickets and the session's end; the endpoint's answers mapped to what the holder can do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardgate_audit::{AuditEvent, CallerIdentity, EntryMethod};
+use cardgate_card::{CardError, CardReport, Insertion, PasscodeSource};
+use cardgate_certs::Verdict;
+use cardgate_ipc::{AgentError, RoleProfileInfo, SessionEndReason, Ticket};
+use cardgate_piv::{FinalTry, Passcode, PasscodeStatus, PivError};
+use cardgate_reader::ReaderName;
+use cardgate_spine::SpineError;
+use cardgate_spine::wire::RoleProfile;
+use tokio::time::Instant;
+
+use super::errors::card_error;
+use super::passcode::passcode_outcome;
+use super::snapshot::passcode_expiry_warning;
+use super::staff;
+use super::state::Session;
+use super::{Agent, AgentEvent, lock, now, printable};
+
+/// How long the card may take to sign during a login before the login gives up.
+pub(super) const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn role_info(p: &RoleProfile) -> RoleProfileInfo {
+    RoleProfileInfo {
+        id: p.id.clone(),
+        job_role: p.job_role.clone(),
+        ods_code: p.ods_code.clone(),
+        organisation_name: p.organisation_name.clone(),
+        activities: p.activities.clone(),
+    }
+}
+
+impl Agent {
+    /// `Login` / `LoginWithPinPad`: verify the passcode on the card, log in at the endpoint
+    /// with the card signing, and bind the session to this insertion.
+    pub async fn login(
+        &self,
+        caller: &CallerIdentity,
+        passcode: Option<&str>,
+        confirm_final_try: bool,
+    ) -> Result<Vec<RoleProfileInfo>, AgentError> {
+        // The shape first: a malformed passcode never costs a try, nor a queue slot.
+        let source = match passcode {
+            Some(value) => PasscodeSource::Host(
+                Passcode::new(value.to_owned())
+                    .map_err(|e| AgentError::InvalidArgument(format!("passcode: {e}")))?,
+            ),
+            None => PasscodeSource::PinPad,
+        };
+        let method = match source {
+            PasscodeSource::Host(_) => EntryMethod::HostKeyboard,
+            PasscodeSource::PinPad => EntryMethod::ReaderKeypad,
+        };
+        let final_try = if confirm_final_try {
+            FinalTry::Confirmed
+        } else {
+            FinalTry::NotConfirmed
+        };
+        tracing::info!(
+            uid = caller.uid,
+            pid = caller.pid,
+            ?method,
+            "log-in requested"
+        );
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+
+        let (reader, insertion, report, generation) = {
+            let state = lock(&self.shared.state);
+            let Some((reader, card)) = state.active_card() else {
+                return Err(AgentError::NoCard(
+                    "Insert your smartcard to log in.".into(),
+                ));
+            };
+            let Some(report) = card.report.clone() else {
+                return Err(AgentError::NoCard(match &card.problem {
+                    Some(problem) => format!("The card could not be read: {problem}"),
+                    None => "The card is still being read; try again in a moment.".into(),
+                }));
+            };
+            if state.live_session().is_some_and(|s| s.detached.is_none()) {
+                return Err(AgentError::InvalidArgument(
+                    "Login: a session is already open for this card; log out first".into(),
+                ));
+            }
+            (
+                reader.clone(),
+                card.insertion.clone(),
+                report,
+                state.generation,
+            )
+        };
+        if let Verdict::Unusable { reason } = report.certificate.verdict() {
+            return Err(AgentError::Card(format!(
+                "{} {} (no passcode try was used)",
+                reason.message, reason.next_step
+            )));
+        }
+        let identity = &report.identity;
+        let actor = self.actor(&reader)?;
+
+        let verified = actor.verify(insertion.clone(), source, final_try).await;
+        let (outcome, tries_left) = passcode_outcome(&verified);
+        if let Some(outcome) = outcome {
+            self.audit(&AuditEvent::PasscodeAttempt {
+                reader: reader.to_string(),
+                card_serial: Some(identity.card_serial.clone()),
+                holder: Some(identity.holder_uuid.clone()),
+                entry_method: method,
+                outcome,
+                tries_left,
+            })?;
+        }
+        if let Err(e) = verified {
+            // The tries left changed: the properties say so before the answer does.
+            self.note_attempt(&insertion, &Err(&e));
+            return Err(staff::with_unlock_paths(card_error(e), &report));
+        }
+        self.note_attempt(&insertion, &Ok(()));
+
+        if let Some(resumed) = self.resume(&reader, &insertion, &report)? {
+            self.emit(AgentEvent::PropertiesChanged);
+            return Ok(resumed);
+        }
+
+        let signer = actor
+            .signer(
+                insertion.clone(),
+                identity.auth_certificate_der.clone(),
+                SIGN_TIMEOUT,
+            )
+            .map_err(|e| AgentError::Card(e.to_string()))?;
+        let spine = match self.shared.endpoint.login(Arc::new(signer)).await {
+            Ok(session) => {
+                lock(&self.shared.state).endpoint_unreachable = false;
+                session
+            }
+            // No session: the passcode verified above must not stay verified on the card.
+            Err(SpineError::KeyDoesNotMatchCertificate) => {
+                let _ = self.forget_verification(&reader, &insertion);
+                return Err(self.key_does_not_match(&identity.card_serial));
+            }
+            Err(e) => {
+                let _ = self.forget_verification(&reader, &insertion);
+                return Err(self.endpoint_error(e));
+            }
+        };
+        // The card signed with the key its certificate names: no half-renewal to explain.
+        self.shared
+            .renewals
+            .forget_key_replaced(&identity.card_serial);
+
+        // Install the session only if the card of this insertion is still in the reader.
+        let installed = {
+            let mut state = lock(&self.shared.state);
+            let still_here = state
+                .readers
+                .get(&reader)
+                .and_then(|slot| slot.card.as_ref())
+                .is_some_and(|card| card.insertion == insertion);
+            if still_here && self.shared.inspector.is_current(&insertion) {
+                state.generation += 1;
+                let max_idle =
+                    Duration::from_secs(spine.max_idle_time.max(1)).min(state.limits.max_idle);
+                let selected = spine
+                    .selected_role_profile
+                    .as_ref()
+                    .and_then(|id| spine.role_profiles.iter().find(|p| &p.id == id).cloned());
+                state.session = Some(Session {
+                    reader: reader.clone(),
+                    insertion: insertion.clone(),
+                    card_serial: identity.card_serial.clone(),
+                    holder: identity.holder_uuid.clone(),
+                    certificate_serial: report.certificate.certificate_serial.clone(),
+                    spine: spine.clone(),
+                    selected,
+                    max_idle,
+                    detached: None,
+                });
+                state.last_activity = Instant::now();
+                state.card_left_signalled = false;
+                Some(state.generation)
+            } else {
+                None
+            }
+        };
+        let Some(session_generation) = installed else {
+            let endpoint = Arc::clone(&self.shared.endpoint);
+            tokio::spawn(async move {
+                let _ = endpoint.logout(&spine).await;
+            });
+            return Err(AgentError::NoCard(
+                "The card was removed during log-in; insert it and log in again.".into(),
+            ));
+        };
+        tracing::info!(
+            generation = session_generation,
+            previous = generation,
+            "session started"
+        );
+        if let Err(e) = self.audit(&AuditEvent::SessionStarted {
+            card_serial: identity.card_serial.clone(),
+            holder: identity.holder_uuid.clone(),
+            session_generation,
+        }) {
+            // Fail closed: a session that is not on the audit trail must not exist.
+            self.end_session(SessionEndReason::LoggedOut);
+            return Err(e);
+        }
+        self.emit(AgentEvent::SessionStarted {
+            holder_uuid: identity.holder_uuid.as_str().to_owned(),
+            generation: session_generation,
+        });
+        if let Some((days_left, message)) = spine
+            .passcode_expires_at
+            .and_then(|at| passcode_expiry_warning(at, now()))
+        {
+            self.emit(AgentEvent::PasscodeExpiring { days_left, message });
+        }
+        self.emit(AgentEvent::PropertiesChanged);
+        Ok(spine.role_profiles.iter().map(role_info).collect())
+    }
+
+    /// After the passcode was verified on the card of `insertion`: if a session is detached
+    /// from its card (`session-lock`, `mobility`) and this is the same card (holder, card
+    /// serial, certificate serial), the session is bound to this insertion again with its
+    /// endpoint session and selected role unchanged (no endpoint log-in), and its role
+    /// profiles are returned. Another card's log-in ends the detached session first
+    /// (`card-swapped`) and goes on as a fresh log-in (`None`).
+    pub(super) fn resume(
+        &self,
+        reader: &ReaderName,
+        insertion: &Insertion,
+        report: &CardReport,
+    ) -> Result<Option<Vec<RoleProfileInfo>>, AgentError> {
+        let resumed = {
+            let mut state = lock(&self.shared.state);
+            let still_here = state
+                .readers
+                .get(reader)
+                .and_then(|slot| slot.card.as_ref())
+                .is_some_and(|card| &card.insertion == insertion);
+            match state.session.as_ref() {
+                Some(s) if s.detached.is_some() && s.same_card(report) && still_here => {
+                    state.generation += 1;
+                    let generation = state.generation;
+                    state.last_activity = Instant::now();
+                    state.card_left_signalled = false;
+                    state.session.as_mut().map(|session| {
+                        session.reader = reader.clone();
+                        session.insertion = insertion.clone();
+                        session.detached = None;
+                        (
+                            session.holder.clone(),
+                            session.card_serial.clone(),
+                            session.spine.session_id.clone(),
+                            session
+                                .spine
+                                .role_profiles
+                                .iter()
+                                .map(role_info)
+                                .collect::<Vec<_>>(),
+                            generation,
+                        )
+                    })
+                }
+                _ => None,
+            }
+        };
+        let Some((holder, card_serial, session_id, profiles, generation)) = resumed else {
+            // A detached session of another card never survives a log-in.
+            let swapped = Agent::take_swapped(&mut lock(&self.shared.state), report);
+            self.swapped_over(swapped, report);
+            return Ok(None);
+        };
+        tracing::info!(generation, "session resumed");
+        let audited = self
+            .audit(&AuditEvent::SessionStarted {
+                card_serial,
+                holder: holder.clone(),
+                session_generation: generation,
+            })
+            .and_then(|()| {
+                self.audit(&AuditEvent::Note {
+                    holder: Some(holder.clone()),
+                    author: Some("cardgated".into()),
+                    text: format!(
+                        "session resumed by the same card and its passcode (endpoint session {session_id} kept)"
+                    ),
+                })
+            });
+        if let Err(e) = audited {
+            self.end_session(SessionEndReason::LoggedOut);
+            return Err(e);
+        }
+        self.emit(AgentEvent::SessionStarted {
+            holder_uuid: holder.as_str().to_owned(),
+            generation,
+        });
+        Ok(Some(profiles))
+    }
+
+    /// Records at once what a passcode attempt on the card of `insertion` told about its
+    /// passcode: verified, or the tries left a wrong one leaves, or blocked. So the
+    /// properties (and their `PropertiesChanged`) are right before the method answers,
+    /// without reading the card again. Other failures tell nothing and change nothing.
+    pub(super) fn note_attempt(&self, insertion: &Insertion, result: &Result<(), &CardError>) {
+        let status = match result {
+            Ok(()) => PasscodeStatus::Verified,
+            Err(e) => match e.piv() {
+                // The last try gone: the card is locked, as a read of it would say.
+                Some(PivError::WrongPasscode { tries_left, .. }) if tries_left.get() == 0 => {
+                    PasscodeStatus::Blocked
+                }
+                Some(PivError::WrongPasscode { tries_left, .. }) => {
+                    PasscodeStatus::TriesLeft(*tries_left)
+                }
+                Some(PivError::CardBlocked { .. }) => PasscodeStatus::Blocked,
+                _ => return,
+            },
+        };
+        let mut state = lock(&self.shared.state);
+        if let Some(report) = state
+            .readers
+            .get_mut(insertion.reader())
+            .and_then(|slot| slot.card.as_mut())
+            .filter(|card| &card.insertion == insertion)
+            .and_then(|card| card.report.as_mut())
+        {
+            report.passcode = status;
+            // The warnings follow the passcode: few tries left, or locked with the ways out.
+            report.warnings = cardgate_card::holder_warnings(&report.certificate, status);
+        }
+        drop(state);
+        self.emit(AgentEvent::PropertiesChanged);
+    }
+
+    /// The endpoint answered that session `session_id` is over (idle there, or logged out
+    /// elsewhere): the local session ends too (`endpoint-ended`), if it is still that one.
+    pub(crate) fn ended_by_endpoint(&self, session_id: &str) -> AgentError {
+        let same = lock(&self.shared.state)
+            .session
+            .as_ref()
+            .is_some_and(|s| s.spine.session_id == session_id);
+        if same {
+            self.end_session(SessionEndReason::EndpointEnded);
+        }
+        AgentError::NotLoggedIn(
+            "The national service has ended the session (idle there, or logged out elsewhere); \
+             log in again with your smartcard."
+                .into(),
+        )
+    }
+
+    pub(super) fn endpoint_error(&self, e: SpineError) -> AgentError {
+        match e {
+            SpineError::CardRemoved => {
+                AgentError::NoCard("The card was removed during log-in.".into())
+            }
+            e => {
+                tracing::warn!(error = %e, "endpoint call failed");
+                if matches!(
+                    e,
+                    SpineError::Unreachable { .. } | SpineError::TimedOut { .. }
+                ) {
+                    lock(&self.shared.state).endpoint_unreachable = true;
+                    self.emit(AgentEvent::PropertiesChanged);
+                }
+                AgentError::EndpointUnavailable(e.to_string())
+            }
+        }
+    }
+
+    /// `SelectRoleProfile`: selects or switches the role within the session.
+    pub async fn select_role_profile(
+        &self,
+        _caller: &CallerIdentity,
+        id: &str,
+    ) -> Result<(), AgentError> {
+        if id.is_empty() || id.len() > 128 {
+            return Err(AgentError::InvalidArgument(
+                "id: a role profile id from Login's answer (1 to 128 characters)".into(),
+            ));
+        }
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+        let (spine, generation) = {
+            let state = lock(&self.shared.state);
+            let Some(session) = state.live_session() else {
+                return Err(AgentError::NotLoggedIn(
+                    "Log in before choosing a role.".into(),
+                ));
+            };
+            if session.detached.is_some() {
+                // Mobility keeps work going without the card; changing who one acts as
+                // needs the card back.
+                return Err(AgentError::NoCard(
+                    "Insert your smartcard to change role.".into(),
+                ));
+            }
+            if !session.spine.role_profiles.iter().any(|p| p.id == id) {
+                return Err(AgentError::UnknownRoleProfile(format!(
+                    "id: the holder has no role profile \"{}\"",
+                    printable(id)
+                )));
+            }
+            (session.spine.clone(), state.generation)
+        };
+        let updated = match self.shared.endpoint.select_role(&spine, id).await {
+            Ok(session) => session,
+            Err(SpineError::SessionExpired) => {
+                return Err(self.ended_by_endpoint(&spine.session_id));
+            }
+            Err(e) => return Err(self.endpoint_error(e)),
+        };
+        let (holder, profile, previous, new_generation) = {
+            let mut state = lock(&self.shared.state);
+            if state.generation != generation {
+                return Err(AgentError::NoCard(
+                    "The card was removed while the role was being selected.".into(),
+                ));
+            }
+            state.generation += 1;
+            let new_generation = state.generation;
+            state.last_activity = Instant::now();
+            let Some(session) = state.session.as_mut() else {
+                return Err(AgentError::NotLoggedIn("The session has ended.".into()));
+            };
+            let profile = updated
+                .role_profiles
+                .iter()
+                .find(|p| p.id == id)
+                .cloned()
+                .ok_or_else(|| AgentError::UnknownRoleProfile(format!("id: {}", printable(id))))?;
+            let previous = session.selected.replace(profile.clone());
+            session.spine = updated;
+            (session.holder.clone(), profile, previous, new_generation)
+        };
+        let audit_profile = |p: &RoleProfile| cardgate_audit::RoleProfile {
+            role: p.job_role.clone(),
+            ods: p.ods_code.clone(),
+        };
+        self.audit(&AuditEvent::RoleSelected {
+            holder,
+            session_generation: new_generation,
+            profile: audit_profile(&profile),
+            previous: previous.as_ref().map(audit_profile),
+        })?;
+        self.emit(AgentEvent::PropertiesChanged);
+        Ok(())
+    }
+
+    /// `Logout`.
+    pub async fn logout(&self, _caller: &CallerIdentity) -> Result<(), AgentError> {
+        let _one_at_a_time = self.shared.session_changes.lock().await;
+        if lock(&self.shared.state).session.is_none() {
+            return Err(AgentError::NotLoggedIn(
+                "There is no session to log out of.".into(),
+            ));
+        }
+        // Answered once the card no longer holds the verified passcode.
+        if let Some(forgotten) = self.end_session(SessionEndReason::LoggedOut) {
+            let _ = forgotten.await;
+        }
+        Ok(())
+    }
+
+    /// Ends the session (if any) for `reason`: generation first. Returns the job dropping the
+    /// card's verified passcode, if the card is still in.
+    pub(super) fn end_session(
+        &self,
+        reason: SessionEndReason,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let ended = {
+            let mut state = lock(&self.shared.state);
+            state.session.take().map(|session| {
+                state.generation += 1;
+                (session, state.generation)
+            })
+        };
+        let (session, generation) = ended?;
+        let forgotten = self.session_over(session, reason, generation);
+        self.emit(AgentEvent::PropertiesChanged);
+        forgotten
+    }
+
+    /// `GetTicket`.
+    pub fn ticket(&self) -> Result<Ticket, AgentError> {
+        let state = lock(&self.shared.state);
+        let Some(session) = state.live_session() else {
+            return Err(AgentError::NotLoggedIn("Log in to get a ticket.".into()));
+        };
+        let Some(role) = &session.selected else {
+            return Err(AgentError::NotLoggedIn(
+                "Choose a role profile before asking for a ticket.".into(),
+            ));
+        };
+        Ok(Ticket {
+            token: session.spine.token.expose().to_owned(),
+            holder_uuid: session.holder.as_str().to_owned(),
+            role_profile_id: role.id.clone(),
+            job_role: role.job_role.clone(),
+            ods_code: role.ods_code.clone(),
+        })
+    }
+
+    /// The certificate serial bound to the session (diagnostics).
+    pub fn session_binding(&self) -> Option<(String, String, Option<u16>)> {
+        let state = lock(&self.shared.state);
+        state.session.as_ref().map(|s| {
+            (
+                s.card_serial.as_str().to_owned(),
+                s.certificate_serial.clone(),
+                s.insertion.event_count(),
+            )
+        })
+    }
+}
