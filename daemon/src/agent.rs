@@ -33,13 +33,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cardgate_audit::{AuditEvent, AuditLog, CallerIdentity};
-use cardgate_card::{CardError, CardInspector, CardReport, Insertion};
+use cardgate_audit::{AuditEvent, AuditLog};
+use cardgate_card::CardInspector;
 use cardgate_ipc::{AgentError, SessionEndReason};
-use cardgate_piv::{FinalTry, Passcode, PasscodeGuard, PasscodeStatus, PivError};
+use cardgate_piv::PasscodeGuard;
 use cardgate_reader::{ReaderBackend, ReaderName};
-use cardgate_spine::SpineError;
-use cardgate_spine::wire::Session as SpineSession;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -357,7 +355,6 @@ mod staff;
 mod state;
 mod timers;
 
-use errors::card_error;
 pub use snapshot::{PASSCODE_WARN_DAYS, Snapshot};
 #[cfg(test)]
 use state::Session;
@@ -381,8 +378,11 @@ mod tests {
     use cardgate_spine::wire::Secret;
 
     use super::*;
+    use cardgate_audit::CallerIdentity;
     use cardgate_ipc::AgentState;
     use cardgate_reader::{ReaderEvent, ReaderEventKind};
+    use cardgate_spine::SpineError;
+    use cardgate_spine::wire::Session as SpineSession;
 
     use super::snapshot::passcode_expiry_warning;
 

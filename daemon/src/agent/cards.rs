@@ -12,12 +12,11 @@ use cardgate_ipc::SessionEndReason;
 use cardgate_reader::{ReaderEvent, ReaderEventKind, ReaderName};
 use tokio::time::Instant;
 
+use super::state::{CardSlot, Detached, Session, State};
+use super::{Agent, AgentEvent, audit_end_reason, lock};
 use crate::actor::CardActor;
 use crate::config::RemovalMode;
 use crate::workstation::{CardStanding, RemovedCard};
-
-use super::state::{CardSlot, Detached, Session, State};
-use super::{Agent, AgentEvent, audit_end_reason, lock};
 
 impl Agent {
     /// Takes one monitor event. Every event of the backend's monitor must come through here,

@@ -5,9 +5,8 @@ use cardgate_audit::{AuditEvent, CallerIdentity};
 use cardgate_certs::{FindingKind, Verdict};
 use cardgate_ipc::{AgentError, AuthoriseAnswer};
 use cardgate_piv::PasscodeStatus;
-use cardgate_policy::Decision;
 use cardgate_policy::{
-    Action, Activity, CardState, CertificateStatus, Generation, OdsCode, RoleProfileId,
+    Action, Activity, CardState, CertificateStatus, Decision, Generation, OdsCode, RoleProfileId,
     RoleProfileView, SessionView, decide,
 };
 use cardgate_spine::wire::RoleProfile;

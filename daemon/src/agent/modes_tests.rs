@@ -14,9 +14,12 @@ use cardgate_vcard::card_file::{CardFile, KeyAlgorithm};
 use cardgate_vcard::provision::{CardSpec, RevokedCard, TestCa, Validity, provision};
 
 use super::*;
+use cardgate_audit::CallerIdentity;
 use cardgate_ipc::{AgentState, AuthoriseAnswer};
 use cardgate_reader::{ReaderEvent, ReaderEventKind};
+use cardgate_spine::SpineError;
 use cardgate_spine::wire::RoleProfile;
+use cardgate_spine::wire::Session as SpineSession;
 
 use crate::config::RemovalMode;
 use crate::endpoint::BoxFuture;

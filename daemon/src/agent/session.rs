@@ -17,9 +17,8 @@ use tokio::time::Instant;
 use super::errors::card_error;
 use super::passcode::passcode_outcome;
 use super::snapshot::passcode_expiry_warning;
-use super::staff;
 use super::state::Session;
-use super::{Agent, AgentEvent, lock, now, printable};
+use super::{Agent, AgentEvent, lock, now, printable, staff};
 
 /// How long the card may take to sign during a login before the login gives up.
 pub(super) const SIGN_TIMEOUT: Duration = Duration::from_secs(10);

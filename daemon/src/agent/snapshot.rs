@@ -5,9 +5,8 @@ use cardgate_ipc::{AgentState, ReaderInfo, SelectedRoleProfile};
 use cardgate_piv::PasscodeStatus;
 use time::OffsetDateTime;
 
-use super::staff;
 use super::state::Session;
-use super::{Agent, lock, now};
+use super::{Agent, lock, now, staff};
 
 /// Warn at log-in (and in `Status`) when the passcode expires within this many days.
 pub const PASSCODE_WARN_DAYS: i64 = 30;
