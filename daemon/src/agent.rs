@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use cardgate_audit::{AuditEvent, AuditLog};
 use cardgate_card::CardInspector;
-use cardgate_ipc::{AgentError, SessionEndReason};
+use cardgate_ipc::SessionEndReason;
 use cardgate_piv::PasscodeGuard;
 use cardgate_reader::{ReaderBackend, ReaderName};
 use time::OffsetDateTime;
@@ -46,6 +46,7 @@ use crate::actor::CardActor;
 use crate::audit_writer::AuditWriter;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
+use crate::error::CoreError;
 use crate::error::DaemonError;
 use crate::pending_renewals::PendingRenewals;
 use crate::workstation::RemovedCard;
@@ -240,14 +241,14 @@ impl Agent {
     }
 
     /// Appends to the audit trail; a failure refuses the action (fail closed).
-    fn audit(&self, event: &AuditEvent) -> Result<(), AgentError> {
+    fn audit(&self, event: &AuditEvent) -> Result<(), CoreError> {
         let outcome = self.shared.audit.append_blocking(now(), event);
         audit_outcome(outcome, event.kind())
     }
 
     /// As [`Agent::audit`], waiting without blocking a runtime worker, so that concurrent
     /// callers share one sync (the D-Bus `Authorise` path).
-    async fn audit_async(&self, event: AuditEvent) -> Result<(), AgentError> {
+    async fn audit_async(&self, event: AuditEvent) -> Result<(), CoreError> {
         let kind = event.kind();
         let outcome = self.shared.audit.append(now(), event).await;
         audit_outcome(outcome, kind)
@@ -259,7 +260,7 @@ impl Agent {
         let _ = self.audit(event);
     }
 
-    fn actor(&self, reader: &ReaderName) -> Result<CardActor, AgentError> {
+    fn actor(&self, reader: &ReaderName) -> Result<CardActor, CoreError> {
         let mut actors = lock(&self.shared.actors);
         if let Some(actor) = actors.get(reader) {
             return Ok(actor.clone());
@@ -270,7 +271,7 @@ impl Agent {
             Arc::clone(&self.shared.backend),
             Arc::clone(&self.shared.guard),
         )
-        .map_err(|e| AgentError::Internal(format!("starting the card actor: {e}")))?;
+        .map_err(|e| CoreError::Internal(format!("starting the card actor: {e}")))?;
         actors.insert(reader.clone(), actor.clone());
         Ok(actor)
     }
@@ -309,10 +310,10 @@ impl Agent {
 }
 
 /// An audit writer's outcome as the agent answers it: a failure refuses the action.
-fn audit_outcome(outcome: crate::audit_writer::AuditOutcome, kind: &str) -> Result<(), AgentError> {
+fn audit_outcome(outcome: crate::audit_writer::AuditOutcome, kind: &str) -> Result<(), CoreError> {
     outcome.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, kind, "audit trail write failed");
-        AgentError::AuditUnavailable(format!(
+        CoreError::AuditUnavailable(format!(
             "the audit trail cannot be written ({e}); nothing was done"
         ))
     })
@@ -346,7 +347,6 @@ fn printable(value: &str) -> String {
 
 mod cards;
 mod demo_hooks;
-mod errors;
 mod gate;
 mod passcode;
 mod session;
@@ -656,18 +656,18 @@ mod tests {
         let agent = agent(dir.path(), |_| {});
         let e = agent.authorise(&caller(), "fly", "FA123").unwrap_err();
         assert!(
-            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("action")),
+            matches!(&e, CoreError::InvalidArgument(m) if m.starts_with("action")),
             "{e:?}"
         );
         let e = agent.authorise(&caller(), "download", "F A").unwrap_err();
         assert!(
-            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("ods_code")),
+            matches!(&e, CoreError::InvalidArgument(m) if m.starts_with("ods_code")),
             "{e:?}"
         );
         // The shape is checked before the card is looked for.
         let e = agent.login(&caller(), Some("12"), false).await.unwrap_err();
         assert!(
-            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("passcode")),
+            matches!(&e, CoreError::InvalidArgument(m) if m.starts_with("passcode")),
             "{e:?}"
         );
         assert!(!format!("{e:?}").contains("12\""));
@@ -675,6 +675,6 @@ mod tests {
             .login(&caller(), Some("1234"), false)
             .await
             .unwrap_err();
-        assert!(matches!(e, AgentError::NoCard(_)), "{e:?}");
+        assert!(matches!(e, CoreError::NoCard(_)), "{e:?}");
     }
 }

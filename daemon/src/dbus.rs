@@ -237,7 +237,7 @@ impl AgentInterface {
             .login(&who, Some(passcode.as_str()), confirm_final_try)
             .await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// PIN-pad log-in. Restricted.
@@ -254,7 +254,7 @@ impl AgentInterface {
             .await?;
         let result = self.agent.login(&who, None, confirm_final_try).await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// Selects or switches the role profile.
@@ -268,7 +268,7 @@ impl AgentInterface {
         let who = self.callers.identify(connection, &header).await?;
         let result = self.agent.select_role_profile(&who, &id).await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// Ends the session.
@@ -281,7 +281,7 @@ impl AgentInterface {
         let who = self.callers.identify(connection, &header).await?;
         let result = self.agent.logout(&who).await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// Changes the passcode. Restricted.
@@ -304,7 +304,7 @@ impl AgentInterface {
             .change_passcode(&who, &current, &new, confirm_final_try)
             .await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// The gate.
@@ -365,7 +365,7 @@ impl AgentInterface {
             .unlock_with_one_time_code(&who, &request_id, &code, &new)
             .await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// Unlock with the RA's unlock code. Restricted.
@@ -387,7 +387,7 @@ impl AgentInterface {
             .unlock_with_code(&who, &code, &new, confirm_final_try)
             .await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// A Sponsor/LSA unlocks another holder's card in a reader here. Restricted.
@@ -409,7 +409,7 @@ impl AgentInterface {
             .sponsor_unlock(&who, &holder_uuid, &card_serial, &new)
             .await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// Certificate self-renewal; progress as `RenewalProgress`. Restricted.
@@ -425,7 +425,7 @@ impl AgentInterface {
             .await?;
         let result = self.agent.renew_certificate(&who).await;
         self.announce(&emitter).await;
-        result
+        result.map_err(AgentError::from)
     }
 
     /// Activates a Temporary Access Card. Restricted.
@@ -453,6 +453,7 @@ impl AgentInterface {
             .tac_activate(&tac_serial, &holder_uuid, &custodian)
             .await
             .map(TacInfo::into_out_args)
+            .map_err(AgentError::from)
     }
 
     /// Records a TAC's use in the custodian's register. Restricted.
@@ -481,6 +482,7 @@ impl AgentInterface {
             .tac_record_use(&tac_serial, &used_by, from, until)
             .await
             .map(TacInfo::into_out_args)
+            .map_err(AgentError::from)
     }
 
     /// Returns a TAC to blank. Restricted.
@@ -506,6 +508,7 @@ impl AgentInterface {
             .tac_return(&tac_serial)
             .await
             .map(TacInfo::into_out_args)
+            .map_err(AgentError::from)
     }
 
     /// A TAC's record. Restricted.
@@ -531,6 +534,7 @@ impl AgentInterface {
             .tac_read(&tac_serial)
             .await
             .map(TacInfo::into_out_args)
+            .map_err(AgentError::from)
     }
 
     /// A certificate renewal moved on.

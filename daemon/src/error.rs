@@ -1,6 +1,12 @@
-//! The daemon's one error type, [`DaemonError`]: what stops it from starting or running
-//! (configuration, files, the bus, the endpoint set-up). Errors answered to D-Bus callers are
-//! `cardgate_ipc::AgentError`s, made in `agent.rs` from the layers' errors.
+//! The daemon's two error types, one per audience. [`DaemonError`]: what stops the service
+//! from starting or running (configuration, files, the bus, the endpoint set-up), for the
+//! journal. [`CoreError`]: what the agent core refuses or fails with, for a caller; the card
+//! layer's failures stay whole in it (tries left, the card's status word) until the D-Bus
+//! edge names them, here and only here (`From<CoreError> for AgentError`).
+
+use cardgate_card::CardError;
+use cardgate_ipc::AgentError;
+use cardgate_piv::PivError;
 
 /// Why the daemon cannot start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -52,4 +58,237 @@ pub enum DaemonError {
     /// The demo's set-up (virtual card, spine-sim, private bus) failed.
     #[error("demo: {0}")]
     Demo(String),
+}
+
+/// What the agent core answers a caller with when it does not do what was asked. Refusals
+/// the core decides carry the sentence for the holder; failures of the card layer are kept as
+/// the layer's typed error, so what the card said (tries left, its status word, a removal) is
+/// data until [`AgentError::from`] names it for the bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// An argument broke its rule; the text names the argument and the rule. Nothing was
+    /// touched and no card try was spent.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No card (or not the card the call needs) is in a reader.
+    #[error("{0}")]
+    NoCard(String),
+    /// The card layer failed (a wrong or blocked passcode, the final try unconfirmed, a card
+    /// removed, a reader fault, a card refusal with its status word).
+    #[error(transparent)]
+    Card(CardError),
+    /// An unlock's card step failed: a wrong or blocked unlock code is named as a passcode
+    /// would be; anything else as for [`CoreError::Card`].
+    #[error(transparent)]
+    Unlock(CardError),
+    /// The card is locked; `unlock_paths` names the ways out open to its holder.
+    #[error("{error}. {unlock_paths}")]
+    Locked {
+        /// What the card layer said (the card's refusal).
+        error: CardError,
+        /// The unlock paths, in the guidance's order, for this holder.
+        unlock_paths: String,
+    },
+    /// The card failed in a way the card layer does not describe (it took too long, its new
+    /// key does not match its certificate); the text says what to do.
+    #[error("{0}")]
+    CardFault(String),
+    /// The call needs a session and there is none.
+    #[error("{0}")]
+    NotLoggedIn(String),
+    /// A role profile id the holder does not have.
+    #[error("{0}")]
+    UnknownRoleProfile(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The endpoint could not be reached or refused.
+    #[error("{0}")]
+    EndpointUnavailable(String),
+    /// The audit trail cannot be written: refused (fail closed).
+    #[error("{0}")]
+    AuditUnavailable(String),
+    /// The card or holder cannot take this path; the text says what to do instead.
+    #[error("{0}")]
+    NotEligible(String),
+    /// A bug or an environment problem.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    /// The D-Bus error name it is answered with, without the prefix (`WrongPasscode`): the
+    /// audit trail's reason code. (A unit test holds it to [`AgentError::from`].)
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            CoreError::Card(e) | CoreError::Locked { error: e, .. } => card_error(e).short_name(),
+            CoreError::Unlock(e) => unlock_error(e).short_name(),
+            CoreError::InvalidArgument(_) => "InvalidArgument",
+            CoreError::NoCard(_) => "NoCard",
+            CoreError::CardFault(_) => "Card",
+            CoreError::NotLoggedIn(_) => "NotLoggedIn",
+            CoreError::UnknownRoleProfile(_) => "UnknownRoleProfile",
+            CoreError::NotPermitted(_) => "NotPermitted",
+            CoreError::EndpointUnavailable(_) => "EndpointUnavailable",
+            CoreError::AuditUnavailable(_) => "AuditUnavailable",
+            CoreError::NotEligible(_) => "NotEligible",
+            CoreError::Internal(_) => "Internal",
+        }
+    }
+}
+
+impl From<CardError> for CoreError {
+    fn from(error: CardError) -> CoreError {
+        CoreError::Card(error)
+    }
+}
+
+/// The D-Bus edge: every core error becomes its named bus error here, and only here.
+impl From<CoreError> for AgentError {
+    fn from(error: CoreError) -> AgentError {
+        match error {
+            CoreError::InvalidArgument(m) => AgentError::InvalidArgument(m),
+            CoreError::NoCard(m) => AgentError::NoCard(m),
+            CoreError::Card(e) => card_error(&e),
+            CoreError::Unlock(e) => unlock_error(&e),
+            CoreError::Locked {
+                error,
+                unlock_paths,
+            } => match card_error(&error) {
+                AgentError::CardBlocked(m) => {
+                    AgentError::CardBlocked(format!("{m}. {unlock_paths}"))
+                }
+                other => other,
+            },
+            CoreError::CardFault(m) => AgentError::Card(m),
+            CoreError::NotLoggedIn(m) => AgentError::NotLoggedIn(m),
+            CoreError::UnknownRoleProfile(m) => AgentError::UnknownRoleProfile(m),
+            CoreError::NotPermitted(m) => AgentError::NotPermitted(m),
+            CoreError::EndpointUnavailable(m) => AgentError::EndpointUnavailable(m),
+            CoreError::AuditUnavailable(m) => AgentError::AuditUnavailable(m),
+            CoreError::NotEligible(m) => AgentError::NotEligible(m),
+            CoreError::Internal(m) => AgentError::Internal(m),
+        }
+    }
+}
+
+/// The named bus error for a card-layer failure (its text never holds a passcode).
+fn card_error(error: &CardError) -> AgentError {
+    if error.is_card_gone() {
+        return AgentError::NoCard(format!("{error}"));
+    }
+    match error {
+        CardError::UsePinPad { .. } => {
+            return AgentError::InvalidArgument(format!("{error}; call LoginWithPinPad"));
+        }
+        CardError::NoPinPad { .. } => {
+            return AgentError::InvalidArgument(format!("{error}; call Login"));
+        }
+        _ => {}
+    }
+    let message = error.to_string();
+    match error.piv() {
+        Some(PivError::WrongPasscode { .. }) => AgentError::WrongPasscode(message),
+        Some(PivError::CardBlocked { .. }) => AgentError::CardBlocked(message),
+        Some(PivError::FinalTryNotConfirmed { .. }) => AgentError::FinalTryNotConfirmed(format!(
+            "{message}; call again with confirm_final_try = true"
+        )),
+        Some(PivError::RepeatedFailedValue { .. }) => AgentError::RepeatedPasscode(message),
+        Some(PivError::InvalidPasscode { .. }) => {
+            AgentError::InvalidArgument(format!("passcode: {message}"))
+        }
+        Some(PivError::Ledger { .. }) => AgentError::Internal(message),
+        _ => AgentError::Card(message),
+    }
+}
+
+/// As [`card_error`] for an unlock: a wrong or blocked unlock code is named as a passcode.
+fn unlock_error(error: &CardError) -> AgentError {
+    match error.piv() {
+        Some(PivError::WrongUnlockCode { .. }) => AgentError::WrongPasscode(error.to_string()),
+        Some(PivError::UnlockCodeBlocked { .. }) => AgentError::CardBlocked(error.to_string()),
+        _ => card_error(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cardgate_apdu::StatusWord;
+    use cardgate_piv::PasscodeTriesLeft;
+    use cardgate_reader::ReaderName;
+
+    use super::*;
+
+    fn reader() -> ReaderName {
+        ReaderName::new("Reader 00")
+    }
+
+    fn refused(source: PivError) -> CardError {
+        CardError::Card {
+            reader: reader(),
+            source,
+        }
+    }
+
+    #[test]
+    fn the_audit_name_is_the_bus_name() {
+        let errors = || {
+            vec![
+                CoreError::InvalidArgument("a".into()),
+                CoreError::NoCard("a".into()),
+                CoreError::CardFault("a".into()),
+                CoreError::NotLoggedIn("a".into()),
+                CoreError::UnknownRoleProfile("a".into()),
+                CoreError::NotPermitted("a".into()),
+                CoreError::EndpointUnavailable("a".into()),
+                CoreError::AuditUnavailable("a".into()),
+                CoreError::NotEligible("a".into()),
+                CoreError::Internal("a".into()),
+            ]
+        };
+        for (e, named) in errors().into_iter().zip(errors()) {
+            assert_eq!(e.short_name(), AgentError::from(named).short_name());
+        }
+    }
+
+    #[test]
+    fn what_the_card_said_stays_data_until_the_edge() {
+        let wrong = CoreError::from(refused(PivError::WrongPasscode {
+            tries_left: PasscodeTriesLeft::new(1),
+            status: StatusWord::from(0x63C1),
+        }));
+        // Inside the core the tries left and the status word are still there to act on.
+        assert!(matches!(
+            &wrong,
+            CoreError::Card(CardError::Card {
+                source: PivError::WrongPasscode { tries_left, status },
+                ..
+            }) if tries_left.get() == 1 && *status == StatusWord::from(0x63C1)
+        ));
+        assert_eq!(wrong.short_name(), "WrongPasscode");
+        assert!(matches!(AgentError::from(wrong), AgentError::WrongPasscode(m) if m.contains('1')));
+
+        let locked = CoreError::Locked {
+            error: refused(PivError::CardBlocked {
+                by_agent: false,
+                status: Some(StatusWord::from(0x6983)),
+            }),
+            unlock_paths: "To unlock it: (1) yourself".into(),
+        };
+        assert_eq!(locked.short_name(), "CardBlocked");
+        let AgentError::CardBlocked(message) = AgentError::from(locked) else {
+            panic!("a locked card is answered CardBlocked");
+        };
+        assert!(
+            message.ends_with(". To unlock it: (1) yourself"),
+            "{message}"
+        );
+
+        let unlock = CoreError::Unlock(refused(PivError::WrongUnlockCode {
+            tries_left: PasscodeTriesLeft::new(4),
+            status: StatusWord::from(0x63C4),
+        }));
+        assert_eq!(unlock.short_name(), "WrongPasscode");
+    }
 }

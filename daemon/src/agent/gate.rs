@@ -3,7 +3,7 @@
 
 use cardgate_audit::{AuditEvent, CallerIdentity};
 use cardgate_certs::{FindingKind, Verdict};
-use cardgate_ipc::{AgentError, AuthoriseAnswer};
+use cardgate_ipc::AuthoriseAnswer;
 use cardgate_piv::PasscodeStatus;
 use cardgate_policy::{
     Action, Activity, CardState, CertificateStatus, Decision, Generation, OdsCode, RoleProfileId,
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::state::State;
 use super::{Agent, lock, now, printable};
+use crate::error::CoreError;
 
 /// The policy's view of a role profile; `None` when the endpoint sent ids the policy cannot
 /// accept (then no role counts as selected, which refuses, never allows).
@@ -37,7 +38,7 @@ impl Agent {
         caller: &CallerIdentity,
         action: &str,
         ods_code: &str,
-    ) -> Result<AuthoriseAnswer, AgentError> {
+    ) -> Result<AuthoriseAnswer, CoreError> {
         let (decision, entry) = self.decide(caller, action, ods_code)?;
         self.audit(&entry)?;
         Ok(self.answer(&decision))
@@ -50,7 +51,7 @@ impl Agent {
         caller: &CallerIdentity,
         action: &str,
         ods_code: &str,
-    ) -> Result<AuthoriseAnswer, AgentError> {
+    ) -> Result<AuthoriseAnswer, CoreError> {
         let (decision, entry) = self.decide(caller, action, ods_code)?;
         self.audit_async(entry).await?;
         Ok(self.answer(&decision))
@@ -63,16 +64,16 @@ impl Agent {
         caller: &CallerIdentity,
         action: &str,
         ods_code: &str,
-    ) -> Result<(Decision, AuditEvent), AgentError> {
+    ) -> Result<(Decision, AuditEvent), CoreError> {
         let parsed_action: Action = action.parse().map_err(|_| {
-            AgentError::InvalidArgument(format!(
+            CoreError::InvalidArgument(format!(
                 "action: \"{}\" is not one of {}",
                 printable(action),
                 Action::valid_names()
             ))
         })?;
         let ods = OdsCode::new(ods_code)
-            .map_err(|e| AgentError::InvalidArgument(format!("ods_code: {e}")))?;
+            .map_err(|e| CoreError::InvalidArgument(format!("ods_code: {e}")))?;
         let decision = {
             let state = lock(&self.shared.state);
             let view = self.view(&state);

@@ -3,11 +3,10 @@
 
 use cardgate_audit::{AuditEvent, CallerIdentity, EntryMethod, PasscodeOutcome};
 use cardgate_card::CardError;
-use cardgate_ipc::AgentError;
 use cardgate_piv::{FinalTry, Passcode, PinPadEnd, PivError};
 
-use super::errors::card_error;
 use super::{Agent, lock};
+use crate::error::CoreError;
 
 /// What a passcode attempt's result is on the audit trail (`None`: nothing about the
 /// passcode happened, e.g. the card was gone).
@@ -49,11 +48,11 @@ impl Agent {
         current: &str,
         new: &str,
         confirm_final_try: bool,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         let current = Passcode::new(current.to_owned())
-            .map_err(|e| AgentError::InvalidArgument(format!("current: {e}")))?;
+            .map_err(|e| CoreError::InvalidArgument(format!("current: {e}")))?;
         let new = Passcode::new(new.to_owned())
-            .map_err(|e| AgentError::InvalidArgument(format!("new: {e}")))?;
+            .map_err(|e| CoreError::InvalidArgument(format!("new: {e}")))?;
         let final_try = if confirm_final_try {
             FinalTry::Confirmed
         } else {
@@ -68,12 +67,12 @@ impl Agent {
         let (reader, insertion, identity) = {
             let state = lock(&self.shared.state);
             let Some((reader, card)) = state.active_card() else {
-                return Err(AgentError::NoCard(
+                return Err(CoreError::NoCard(
                     "Insert your smartcard to change its passcode.".into(),
                 ));
             };
             let Some(report) = &card.report else {
-                return Err(AgentError::NoCard(
+                return Err(CoreError::NoCard(
                     "The card is still being read (or could not be read); try again in a moment."
                         .into(),
                 ));
@@ -112,6 +111,6 @@ impl Agent {
             Err(e) => self.note_attempt(&insertion, &Err(e)),
             Ok(()) => self.reinspect_now(&actor, insertion).await,
         }
-        changed.map_err(card_error)
+        changed.map_err(CoreError::Card)
     }
 }

@@ -7,18 +7,18 @@ use std::time::Duration;
 use cardgate_audit::{AuditEvent, CallerIdentity, EntryMethod};
 use cardgate_card::{CardError, CardReport, Insertion, PasscodeSource};
 use cardgate_certs::Verdict;
-use cardgate_ipc::{AgentError, RoleProfileInfo, SessionEndReason, Ticket};
+use cardgate_ipc::{RoleProfileInfo, SessionEndReason, Ticket};
 use cardgate_piv::{FinalTry, Passcode, PasscodeStatus, PivError};
 use cardgate_reader::ReaderName;
 use cardgate_spine::SpineError;
 use cardgate_spine::wire::RoleProfile;
 use tokio::time::Instant;
 
-use super::errors::card_error;
 use super::passcode::passcode_outcome;
 use super::snapshot::passcode_expiry_warning;
 use super::state::Session;
 use super::{Agent, AgentEvent, lock, now, printable, staff};
+use crate::error::CoreError;
 
 /// How long the card may take to sign during a login before the login gives up.
 pub(super) const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,12 +41,12 @@ impl Agent {
         caller: &CallerIdentity,
         passcode: Option<&str>,
         confirm_final_try: bool,
-    ) -> Result<Vec<RoleProfileInfo>, AgentError> {
+    ) -> Result<Vec<RoleProfileInfo>, CoreError> {
         // The shape first: a malformed passcode never costs a try, nor a queue slot.
         let source = match passcode {
             Some(value) => PasscodeSource::Host(
                 Passcode::new(value.to_owned())
-                    .map_err(|e| AgentError::InvalidArgument(format!("passcode: {e}")))?,
+                    .map_err(|e| CoreError::InvalidArgument(format!("passcode: {e}")))?,
             ),
             None => PasscodeSource::PinPad,
         };
@@ -70,18 +70,16 @@ impl Agent {
         let (reader, insertion, report, generation) = {
             let state = lock(&self.shared.state);
             let Some((reader, card)) = state.active_card() else {
-                return Err(AgentError::NoCard(
-                    "Insert your smartcard to log in.".into(),
-                ));
+                return Err(CoreError::NoCard("Insert your smartcard to log in.".into()));
             };
             let Some(report) = card.report.clone() else {
-                return Err(AgentError::NoCard(match &card.problem {
+                return Err(CoreError::NoCard(match &card.problem {
                     Some(problem) => format!("The card could not be read: {problem}"),
                     None => "The card is still being read; try again in a moment.".into(),
                 }));
             };
             if state.live_session().is_some_and(|s| s.detached.is_none()) {
-                return Err(AgentError::InvalidArgument(
+                return Err(CoreError::InvalidArgument(
                     "Login: a session is already open for this card; log out first".into(),
                 ));
             }
@@ -93,7 +91,7 @@ impl Agent {
             )
         };
         if let Verdict::Unusable { reason } = report.certificate.verdict() {
-            return Err(AgentError::Card(format!(
+            return Err(CoreError::CardFault(format!(
                 "{} {} (no passcode try was used)",
                 reason.message, reason.next_step
             )));
@@ -116,7 +114,7 @@ impl Agent {
         if let Err(e) = verified {
             // The tries left changed: the properties say so before the answer does.
             self.note_attempt(&insertion, &Err(&e));
-            return Err(staff::with_unlock_paths(card_error(e), &report));
+            return Err(staff::with_unlock_paths(e, &report));
         }
         self.note_attempt(&insertion, &Ok(()));
 
@@ -131,7 +129,7 @@ impl Agent {
                 identity.auth_certificate_der.clone(),
                 SIGN_TIMEOUT,
             )
-            .map_err(|e| AgentError::Card(e.to_string()))?;
+            .map_err(|e| CoreError::CardFault(e.to_string()))?;
         let spine = match self.shared.endpoint.login(Arc::new(signer)).await {
             Ok(session) => {
                 lock(&self.shared.state).endpoint_unreachable = false;
@@ -191,7 +189,7 @@ impl Agent {
             tokio::spawn(async move {
                 let _ = endpoint.logout(&spine).await;
             });
-            return Err(AgentError::NoCard(
+            return Err(CoreError::NoCard(
                 "The card was removed during log-in; insert it and log in again.".into(),
             ));
         };
@@ -234,7 +232,7 @@ impl Agent {
         reader: &ReaderName,
         insertion: &Insertion,
         report: &CardReport,
-    ) -> Result<Option<Vec<RoleProfileInfo>>, AgentError> {
+    ) -> Result<Option<Vec<RoleProfileInfo>>, CoreError> {
         let resumed = {
             let mut state = lock(&self.shared.state);
             let still_here = state
@@ -339,7 +337,7 @@ impl Agent {
 
     /// The endpoint answered that session `session_id` is over (idle there, or logged out
     /// elsewhere): the local session ends too (`endpoint-ended`), if it is still that one.
-    pub(crate) fn ended_by_endpoint(&self, session_id: &str) -> AgentError {
+    pub(crate) fn ended_by_endpoint(&self, session_id: &str) -> CoreError {
         let same = lock(&self.shared.state)
             .session
             .as_ref()
@@ -347,17 +345,17 @@ impl Agent {
         if same {
             self.end_session(SessionEndReason::EndpointEnded);
         }
-        AgentError::NotLoggedIn(
+        CoreError::NotLoggedIn(
             "The national service has ended the session (idle there, or logged out elsewhere); \
              log in again with your smartcard."
                 .into(),
         )
     }
 
-    pub(super) fn endpoint_error(&self, e: SpineError) -> AgentError {
+    pub(super) fn endpoint_error(&self, e: SpineError) -> CoreError {
         match e {
             SpineError::CardRemoved => {
-                AgentError::NoCard("The card was removed during log-in.".into())
+                CoreError::NoCard("The card was removed during log-in.".into())
             }
             e => {
                 tracing::warn!(error = %e, "endpoint call failed");
@@ -368,7 +366,7 @@ impl Agent {
                     lock(&self.shared.state).endpoint_unreachable = true;
                     self.emit(AgentEvent::PropertiesChanged);
                 }
-                AgentError::EndpointUnavailable(e.to_string())
+                CoreError::EndpointUnavailable(e.to_string())
             }
         }
     }
@@ -378,9 +376,9 @@ impl Agent {
         &self,
         _caller: &CallerIdentity,
         id: &str,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         if id.is_empty() || id.len() > 128 {
-            return Err(AgentError::InvalidArgument(
+            return Err(CoreError::InvalidArgument(
                 "id: a role profile id from Login's answer (1 to 128 characters)".into(),
             ));
         }
@@ -388,19 +386,19 @@ impl Agent {
         let (spine, generation) = {
             let state = lock(&self.shared.state);
             let Some(session) = state.live_session() else {
-                return Err(AgentError::NotLoggedIn(
+                return Err(CoreError::NotLoggedIn(
                     "Log in before choosing a role.".into(),
                 ));
             };
             if session.detached.is_some() {
                 // Mobility keeps work going without the card; changing who one acts as
                 // needs the card back.
-                return Err(AgentError::NoCard(
+                return Err(CoreError::NoCard(
                     "Insert your smartcard to change role.".into(),
                 ));
             }
             if !session.spine.role_profiles.iter().any(|p| p.id == id) {
-                return Err(AgentError::UnknownRoleProfile(format!(
+                return Err(CoreError::UnknownRoleProfile(format!(
                     "id: the holder has no role profile \"{}\"",
                     printable(id)
                 )));
@@ -417,7 +415,7 @@ impl Agent {
         let (holder, profile, previous, new_generation) = {
             let mut state = lock(&self.shared.state);
             if state.generation != generation {
-                return Err(AgentError::NoCard(
+                return Err(CoreError::NoCard(
                     "The card was removed while the role was being selected.".into(),
                 ));
             }
@@ -425,14 +423,14 @@ impl Agent {
             let new_generation = state.generation;
             state.last_activity = Instant::now();
             let Some(session) = state.session.as_mut() else {
-                return Err(AgentError::NotLoggedIn("The session has ended.".into()));
+                return Err(CoreError::NotLoggedIn("The session has ended.".into()));
             };
             let profile = updated
                 .role_profiles
                 .iter()
                 .find(|p| p.id == id)
                 .cloned()
-                .ok_or_else(|| AgentError::UnknownRoleProfile(format!("id: {}", printable(id))))?;
+                .ok_or_else(|| CoreError::UnknownRoleProfile(format!("id: {}", printable(id))))?;
             let previous = session.selected.replace(profile.clone());
             session.spine = updated;
             (session.holder.clone(), profile, previous, new_generation)
@@ -452,10 +450,10 @@ impl Agent {
     }
 
     /// `Logout`.
-    pub async fn logout(&self, _caller: &CallerIdentity) -> Result<(), AgentError> {
+    pub async fn logout(&self, _caller: &CallerIdentity) -> Result<(), CoreError> {
         let _one_at_a_time = self.shared.session_changes.lock().await;
         if lock(&self.shared.state).session.is_none() {
-            return Err(AgentError::NotLoggedIn(
+            return Err(CoreError::NotLoggedIn(
                 "There is no session to log out of.".into(),
             ));
         }
@@ -486,13 +484,13 @@ impl Agent {
     }
 
     /// `GetTicket`.
-    pub fn ticket(&self) -> Result<Ticket, AgentError> {
+    pub fn ticket(&self) -> Result<Ticket, CoreError> {
         let state = lock(&self.shared.state);
         let Some(session) = state.live_session() else {
-            return Err(AgentError::NotLoggedIn("Log in to get a ticket.".into()));
+            return Err(CoreError::NotLoggedIn("Log in to get a ticket.".into()));
         };
         let Some(role) = &session.selected else {
-            return Err(AgentError::NotLoggedIn(
+            return Err(CoreError::NotLoggedIn(
                 "Choose a role profile before asking for a ticket.".into(),
             ));
         };

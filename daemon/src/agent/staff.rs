@@ -14,15 +14,15 @@
 //! `unlock`, `renewal`, `tac`.
 
 use cardgate_audit::Outcome;
-use cardgate_card::{CardReport, Insertion};
-use cardgate_ipc::AgentError;
-use cardgate_piv::{CardSerial, HolderUuid, Passcode, PasscodeStatus};
+use cardgate_card::{CardError, CardReport, Insertion};
+use cardgate_piv::{CardSerial, HolderUuid, Passcode, PasscodeStatus, PivError};
 use cardgate_reader::ReaderName;
 use cardgate_spine::wire::{ErrorCode, Session as SpineSession};
 use cardgate_spine::{SpineClient, SpineError};
 
 use crate::Agent;
 use crate::agent::lock;
+use crate::error::CoreError;
 
 /// The card a staff task acts on: its reader, insertion and what was read from it.
 struct TargetCard {
@@ -39,11 +39,11 @@ struct SponsorSession {
     activities: Vec<String>,
 }
 
-fn invalid(argument: &str, rule: impl std::fmt::Display) -> AgentError {
-    AgentError::InvalidArgument(format!("{argument}: {rule}"))
+fn invalid(argument: &str, rule: impl std::fmt::Display) -> CoreError {
+    CoreError::InvalidArgument(format!("{argument}: {rule}"))
 }
 
-fn holder_argument(argument: &str, value: &str) -> Result<HolderUuid, AgentError> {
+fn holder_argument(argument: &str, value: &str) -> Result<HolderUuid, CoreError> {
     HolderUuid::new(value).map_err(|_| {
         invalid(
             argument,
@@ -52,7 +52,7 @@ fn holder_argument(argument: &str, value: &str) -> Result<HolderUuid, AgentError
     })
 }
 
-fn tac_serial_argument(value: &str) -> Result<CardSerial, AgentError> {
+fn tac_serial_argument(value: &str) -> Result<CardSerial, CoreError> {
     if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid(
             "tac_serial",
@@ -62,7 +62,7 @@ fn tac_serial_argument(value: &str) -> Result<CardSerial, AgentError> {
     CardSerial::new(value).map_err(|_| invalid("tac_serial", "must be 1 to 20 digits"))
 }
 
-fn text_argument(argument: &str, value: &str) -> Result<String, AgentError> {
+fn text_argument(argument: &str, value: &str) -> Result<String, CoreError> {
     let len = value.chars().count();
     if len == 0 || len > 64 || value.chars().any(char::is_control) || value.trim() != value {
         return Err(invalid(
@@ -73,7 +73,7 @@ fn text_argument(argument: &str, value: &str) -> Result<String, AgentError> {
     Ok(value.to_owned())
 }
 
-fn new_passcode_argument(value: &str) -> Result<Passcode, AgentError> {
+fn new_passcode_argument(value: &str) -> Result<Passcode, CoreError> {
     Passcode::new(value.to_owned()).map_err(|e| invalid("new_passcode", e))
 }
 
@@ -92,13 +92,14 @@ pub(super) fn warning_text(report: &CardReport, warning: &cardgate_card::HolderW
     }
 }
 
-/// `CardBlocked` from a log-in, with the unlock paths open to the holder added.
-pub(super) fn with_unlock_paths(error: AgentError, report: &CardReport) -> AgentError {
-    match error {
-        AgentError::CardBlocked(message) => {
-            AgentError::CardBlocked(format!("{message}. {}", unlock_paths(report)))
-        }
-        other => other,
+/// A log-in's card failure: a locked card's names the unlock paths open to its holder.
+pub(super) fn with_unlock_paths(error: CardError, report: &CardReport) -> CoreError {
+    match error.piv() {
+        Some(PivError::CardBlocked { .. }) => CoreError::Locked {
+            error,
+            unlock_paths: unlock_paths(report),
+        },
+        _ => CoreError::Card(error),
     }
 }
 
@@ -117,9 +118,9 @@ pub(super) fn unlock_paths(report: &CardReport) -> String {
 }
 
 impl Agent {
-    fn spine_client(&self) -> Result<&SpineClient, AgentError> {
+    fn spine_client(&self) -> Result<&SpineClient, CoreError> {
         self.shared.endpoint.spine_client().ok_or_else(|| {
-            AgentError::EndpointUnavailable(
+            CoreError::EndpointUnavailable(
                 "this agent's endpoint offers log-in only; staff tasks are not available".into(),
             )
         })
@@ -127,7 +128,7 @@ impl Agent {
 
     /// The card a holder's unlock acts on: a locked card if one is in a reader, else the card
     /// the agent acts on (a holder who forgot the passcode may reset it before it locks).
-    fn unlock_target(&self) -> Result<TargetCard, AgentError> {
+    fn unlock_target(&self) -> Result<TargetCard, CoreError> {
         let state = lock(&self.shared.state);
         let locked = state.readers.iter().find_map(|(name, slot)| {
             let card = slot.card.as_ref()?;
@@ -141,7 +142,7 @@ impl Agent {
                 .and_then(|(name, card)| card.report.as_ref().map(|r| (name, card, r))),
         };
         let Some((reader, card, report)) = chosen else {
-            return Err(AgentError::NoCard(
+            return Err(CoreError::NoCard(
                 "Insert the smartcard to unlock (if it was just inserted, wait a moment for it \
                  to be read)."
                     .into(),
@@ -155,15 +156,15 @@ impl Agent {
     }
 
     /// The live session of a Sponsor/LSA, with its card in the reader and a role selected.
-    fn sponsor_session(&self, what: &str) -> Result<SponsorSession, AgentError> {
+    fn sponsor_session(&self, what: &str) -> Result<SponsorSession, CoreError> {
         let state = lock(&self.shared.state);
         let Some(session) = state.live_session() else {
-            return Err(AgentError::NotLoggedIn(format!(
+            return Err(CoreError::NotLoggedIn(format!(
                 "{what} needs a Sponsor or LSA logged in with their own card."
             )));
         };
         let Some(role) = &session.selected else {
-            return Err(AgentError::NotLoggedIn(format!(
+            return Err(CoreError::NotLoggedIn(format!(
                 "{what} needs the Sponsor or LSA role profile selected (`cardgate role ID`)."
             )));
         };
@@ -178,7 +179,7 @@ impl Agent {
     /// [`Agent::staff_endpoint_error`] for a call made under the session `spine`: the
     /// endpoint saying that session is over ends the local one too (`endpoint-ended`), as a
     /// role change does, and the caller is told to log in again.
-    fn session_call_error(&self, spine: &SpineSession, e: SpineError) -> AgentError {
+    fn session_call_error(&self, spine: &SpineSession, e: SpineError) -> CoreError {
         match e {
             SpineError::SessionExpired => self.ended_by_endpoint(&spine.session_id),
             e => self.staff_endpoint_error(e),
@@ -186,7 +187,7 @@ impl Agent {
     }
 
     /// The named error for an endpoint refusal of a staff task.
-    fn staff_endpoint_error(&self, e: SpineError) -> AgentError {
+    fn staff_endpoint_error(&self, e: SpineError) -> CoreError {
         let message = e.to_string();
         match e.code() {
             Some(
@@ -197,13 +198,13 @@ impl Agent {
                 | ErrorCode::CertificateExpired
                 | ErrorCode::TacInUse
                 | ErrorCode::TacNotActive,
-            ) => AgentError::NotEligible(message),
-            Some(ErrorCode::ForbiddenActivity) => AgentError::NotPermitted(message),
+            ) => CoreError::NotEligible(message),
+            Some(ErrorCode::ForbiddenActivity) => CoreError::NotPermitted(message),
             Some(ErrorCode::WrongOneTimeCode) => invalid("one_time_code", message),
             Some(ErrorCode::UnknownUser) => invalid("holder_uuid", message),
             Some(ErrorCode::UnknownCard) => invalid("card_serial", message),
             _ => match e {
-                SpineError::CertificateExpired => AgentError::NotEligible(message),
+                SpineError::CertificateExpired => CoreError::NotEligible(message),
                 e => self.endpoint_error(e),
             },
         }
@@ -216,10 +217,10 @@ impl Agent {
 
 /// An unlock's or renewal's outcome for the audit trail: refused (a rule said no), failed, or
 /// done; the reason is the error's short name, never a value.
-fn outcome_of(failure: Option<&AgentError>) -> (Outcome, Option<String>) {
+fn outcome_of(failure: Option<&CoreError>) -> (Outcome, Option<String>) {
     match failure {
         None => (Outcome::Succeeded, None),
-        Some(e @ (AgentError::NotEligible(_) | AgentError::NotPermitted(_))) => {
+        Some(e @ (CoreError::NotEligible(_) | CoreError::NotPermitted(_))) => {
             (Outcome::Refused, Some(e.short_name().to_owned()))
         }
         Some(e) => (Outcome::Failed, Some(e.short_name().to_owned())),
@@ -247,13 +248,13 @@ mod tests {
     fn arguments_are_named_and_their_rules_given() {
         let e = tac_serial_argument("12ab").unwrap_err();
         assert!(
-            matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("tac_serial:")),
+            matches!(&e, CoreError::InvalidArgument(m) if m.starts_with("tac_serial:")),
             "{e:?}"
         );
         assert!(tac_serial_argument("123456789012345678901").is_err());
         assert!(tac_serial_argument("4000000001").is_ok());
         let e = holder_argument("used_by", "1234").unwrap_err();
-        assert!(matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("used_by:")));
+        assert!(matches!(&e, CoreError::InvalidArgument(m) if m.starts_with("used_by:")));
         assert!(text_argument("custodian", "").is_err());
         assert!(text_argument("custodian", " padded").is_err());
         assert!(text_argument("custodian", "a\u{7}b").is_err());
@@ -263,19 +264,19 @@ mod tests {
             "Pharmacy manager"
         );
         let e = new_passcode_argument("12").unwrap_err();
-        assert!(matches!(&e, AgentError::InvalidArgument(m) if m.starts_with("new_passcode:")));
+        assert!(matches!(&e, CoreError::InvalidArgument(m) if m.starts_with("new_passcode:")));
         assert!(!format!("{e:?}").contains("\"12\""), "{e:?}");
     }
 
     #[test]
     fn refusals_and_failures_are_told_apart_on_the_audit_trail() {
         assert_eq!(outcome_of(None), (Outcome::Succeeded, None));
-        let refused = AgentError::NotEligible("old card".into());
+        let refused = CoreError::NotEligible("old card".into());
         assert_eq!(
             outcome_of(Some(&refused)),
             (Outcome::Refused, Some("NotEligible".into()))
         );
-        let failed = AgentError::Card("6A82".into());
+        let failed = CoreError::CardFault("6A82".into());
         assert_eq!(
             outcome_of(Some(&failed)),
             (Outcome::Failed, Some("Card".into()))

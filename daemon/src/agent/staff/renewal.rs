@@ -7,7 +7,6 @@ use std::time::Duration;
 use cardgate_audit::{AuditEvent, CallerIdentity, Outcome, RenewalSubject};
 use cardgate_card::{CardError, CardReport, Insertion};
 use cardgate_certs::RenewalPath;
-use cardgate_ipc::AgentError;
 use cardgate_piv::{CardSerial, ManagementKey, PivError, Slot};
 use cardgate_spine::SpineError;
 use cardgate_spine::wire::Session as SpineSession;
@@ -15,9 +14,9 @@ use zeroize::Zeroizing;
 
 use crate::Agent;
 use crate::actor::CardActor;
-use crate::agent::errors::card_error;
 use crate::agent::staff::{OLD_GENERATION, TargetCard, outcome_of};
 use crate::agent::{AgentEvent, lock, now};
+use crate::error::CoreError;
 use crate::pending_renewals::HeldCertificate;
 use crate::staff_jobs::{self, HostTyped};
 
@@ -26,12 +25,12 @@ use crate::staff_jobs::{self, HostTyped};
 pub(super) const RENEWAL_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The named error for a card failure while generating the key or signing the request.
-pub(super) fn renewal_card_error(e: &SpineError) -> AgentError {
+pub(super) fn renewal_card_error(e: &SpineError) -> CoreError {
     match e {
         SpineError::CardRemoved => {
-            AgentError::NoCard("The card was removed during renewal: reinsert it.".into())
+            CoreError::NoCard("The card was removed during renewal: reinsert it.".into())
         }
-        e => AgentError::Card(format!("the card could not make its new key: {e}")),
+        e => CoreError::CardFault(format!("the card could not make its new key: {e}")),
     }
 }
 
@@ -56,7 +55,7 @@ impl Agent {
 
     /// `RenewCertificate`: the session holder's own certificate, renewed with a new key made
     /// on the card. Every check that can refuse runs before the card's key is replaced.
-    pub async fn renew_certificate(&self, caller: &CallerIdentity) -> Result<i64, AgentError> {
+    pub async fn renew_certificate(&self, caller: &CallerIdentity) -> Result<i64, CoreError> {
         let _one_at_a_time = self.shared.session_changes.lock().await;
         let (target, spine) = {
             let state = lock(&self.shared.state);
@@ -67,15 +66,15 @@ impl Agent {
                     .and_then(|(_, card)| card.report.as_ref())
                     .is_some_and(|r| r.identity.card_serial.is_old_generation());
                 return Err(if old_card {
-                    AgentError::NotEligible(OLD_GENERATION.into())
+                    CoreError::NotEligible(OLD_GENERATION.into())
                 } else {
-                    AgentError::NotLoggedIn(
+                    CoreError::NotLoggedIn(
                         "Log in with your smartcard to renew its certificate.".into(),
                     )
                 });
             };
             if session.detached.is_some() {
-                return Err(AgentError::NoCard(
+                return Err(CoreError::NoCard(
                     "Insert your smartcard to renew its certificate.".into(),
                 ));
             }
@@ -85,7 +84,7 @@ impl Agent {
                 .and_then(|slot| slot.card.as_ref())
                 .filter(|c| c.insertion == session.insertion);
             let Some(report) = card.and_then(|c| c.report.clone()) else {
-                return Err(AgentError::NoCard(
+                return Err(CoreError::NoCard(
                     "Insert your smartcard to renew its certificate.".into(),
                 ));
             };
@@ -121,29 +120,29 @@ impl Agent {
         &self,
         target: &TargetCard,
         spine: &SpineSession,
-    ) -> Result<i64, AgentError> {
+    ) -> Result<i64, CoreError> {
         let report = &target.report;
         if report.identity.card_serial.is_old_generation() || report.certificate.old_generation {
-            return Err(AgentError::NotEligible(OLD_GENERATION.into()));
+            return Err(CoreError::NotEligible(OLD_GENERATION.into()));
         }
         match report.certificate.renewal {
             RenewalPath::SelfService { .. } | RenewalPath::SelfServiceOrSponsor { .. } => {}
             RenewalPath::NotYetDue { opens } => {
-                return Err(AgentError::NotEligible(format!(
+                return Err(CoreError::NotEligible(format!(
                     "Your certificate is not due for renewal yet: self-renewal opens on {} \
                      (90 days before it expires). Nothing was changed.",
                     opens.date()
                 )));
             }
             RenewalPath::RaInPerson => {
-                return Err(AgentError::NotEligible(
+                return Err(CoreError::NotEligible(
                     "Your certificate has expired: it can no longer be renewed at the \
                      workstation. Visit your Registration Authority (RA) in person."
                         .into(),
                 ));
             }
             _ => {
-                return Err(AgentError::NotEligible(
+                return Err(CoreError::NotEligible(
                     "This card cannot be renewed: contact your Registration Authority (RA) for a \
                      new card."
                         .into(),
@@ -154,7 +153,7 @@ impl Agent {
         let client = self.spine_client()?;
         let current = report.identity.auth_certificate_der.clone();
         let algorithm = cardgate_spine::key_algorithm_of(&current)
-            .map_err(|e| AgentError::NotEligible(e.to_string()))?;
+            .map_err(|e| CoreError::NotEligible(e.to_string()))?;
         let actor = self.actor(&target.reader)?;
         let card_serial = report.identity.card_serial.clone();
         let replaces = current.clone();
@@ -187,8 +186,8 @@ impl Agent {
             }),
         )
         .await
-        .map_err(|_| AgentError::Card("the card took too long to generate its new key".into()))?
-        .map_err(card_error)?
+        .map_err(|_| CoreError::CardFault("the card took too long to generate its new key".into()))?
+        .map_err(CoreError::Card)?
         .map_err(|e| renewal_card_error(&e))?;
 
         self.emit_progress("requesting-certificate", 60);
@@ -215,14 +214,14 @@ impl Agent {
             c.write_certificate(Slot::Authentication, &written)
         })
         .await
-        .map_err(card_error)?
+        .map_err(CoreError::Card)?
         .map_err(|e| match e {
-            PivError::Channel(cardgate_piv::ChannelError::CardRemoved) => AgentError::NoCard(
+            PivError::Channel(cardgate_piv::ChannelError::CardRemoved) => CoreError::NoCard(
                 "The card was removed while its new certificate was being written: insert it \
                  again and the agent finishes the renewal."
                     .into(),
             ),
-            e => card_error(CardError::Card {
+            e => CoreError::Card(CardError::Card {
                 reader: target.reader.clone(),
                 source: e,
             }),
@@ -317,11 +316,11 @@ impl Agent {
     }
 
     /// The log-in error for a card whose signature its own certificate does not verify.
-    pub(crate) fn key_does_not_match(&self, card_serial: &CardSerial) -> AgentError {
+    pub(crate) fn key_does_not_match(&self, card_serial: &CardSerial) -> CoreError {
         let next_step = "The card cannot log in until your Registration Authority (RA) issues \
                          a certificate for its key: contact your RA. Your passcode was \
                          accepted; no try was used.";
-        AgentError::Card(match self.shared.renewals.key_replaced_at(card_serial) {
+        CoreError::CardFault(match self.shared.renewals.key_replaced_at(card_serial) {
             Some(at) => format!(
                 "This card's key no longer matches its certificate: the certificate renewal \
                  begun at {:02}:{:02} UTC on {} was cut short when the card was removed, after \
@@ -340,22 +339,22 @@ impl Agent {
     }
 
     /// The cards' management key from `[renewal] management_key`.
-    pub(super) fn management_key(&self) -> Result<ManagementKey, AgentError> {
+    pub(super) fn management_key(&self) -> Result<ManagementKey, CoreError> {
         let Some(path) = &self.shared.config.renewal.management_key else {
-            return Err(AgentError::NotEligible(
+            return Err(CoreError::NotEligible(
                 "Certificate renewal is not set up on this workstation ([renewal] \
                  management_key): ask IT support, or renew at another workstation."
                     .into(),
             ));
         };
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            AgentError::Internal(format!(
+            CoreError::Internal(format!(
                 "the management key file {} cannot be read: {e}",
                 path.display()
             ))
         })?);
         let bytes = Zeroizing::new(hex_bytes(text.trim()).ok_or_else(|| {
-            AgentError::Internal(format!(
+            CoreError::Internal(format!(
                 "the management key file {} is not hex",
                 path.display()
             ))
@@ -364,6 +363,6 @@ impl Agent {
             16 => ManagementKey::aes128(&bytes),
             _ => ManagementKey::tdes(&bytes),
         }
-        .map_err(|e| AgentError::Internal(format!("the management key in {}: {e}", path.display())))
+        .map_err(|e| CoreError::Internal(format!("the management key in {}: {e}", path.display())))
     }
 }

@@ -2,7 +2,7 @@
 //! to blank, and reading a TAC's record; each under a Sponsor/LSA session with `admin.tac`.
 
 use cardgate_audit::AuditEvent;
-use cardgate_ipc::{AgentError, TacHistoryEntry, TacInfo, TacUse};
+use cardgate_ipc::{TacHistoryEntry, TacInfo, TacUse};
 use cardgate_piv::HolderUuid;
 use cardgate_spine::wire::{
     TacAction, TacActivateRequest, TacRecord, TacState, TacUsageRequest, activity,
@@ -14,6 +14,7 @@ use crate::agent::lock;
 use crate::agent::staff::{
     SponsorSession, holder_argument, invalid, tac_serial_argument, text_argument,
 };
+use crate::error::CoreError;
 
 pub(super) fn tac_info(record: &TacRecord) -> TacInfo {
     TacInfo {
@@ -55,10 +56,10 @@ pub(super) fn tac_info(record: &TacRecord) -> TacInfo {
 
 impl Agent {
     /// The sponsor's session for a TAC task, with `admin.tac` checked early.
-    pub(super) fn tac_session(&self) -> Result<SponsorSession, AgentError> {
+    pub(super) fn tac_session(&self) -> Result<SponsorSession, CoreError> {
         let sponsor = self.sponsor_session("Temporary Access Cards")?;
         if !sponsor.activities.iter().any(|a| a == activity::ADMIN_TAC) {
-            return Err(AgentError::NotPermitted(
+            return Err(CoreError::NotPermitted(
                 "the selected role profile does not allow Temporary Access Cards (admin.tac): \
                  select the Sponsor or LSA role"
                     .into(),
@@ -73,7 +74,7 @@ impl Agent {
         tac_serial: &str,
         holder_uuid: &str,
         custodian: &str,
-    ) -> Result<TacInfo, AgentError> {
+    ) -> Result<TacInfo, CoreError> {
         let serial = tac_serial_argument(tac_serial)?;
         let holder = holder_argument("holder_uuid", holder_uuid)?;
         let custodian = text_argument("custodian", custodian)?;
@@ -105,7 +106,7 @@ impl Agent {
         used_by: &str,
         from: i64,
         until: i64,
-    ) -> Result<TacInfo, AgentError> {
+    ) -> Result<TacInfo, CoreError> {
         let serial = tac_serial_argument(tac_serial)?;
         let user = holder_argument("used_by", used_by)?;
         let time = |argument: &str, value: i64| {
@@ -146,7 +147,7 @@ impl Agent {
     }
 
     /// `TacReturn`.
-    pub async fn tac_return(&self, tac_serial: &str) -> Result<TacInfo, AgentError> {
+    pub async fn tac_return(&self, tac_serial: &str) -> Result<TacInfo, CoreError> {
         let serial = tac_serial_argument(tac_serial)?;
         let sponsor = self.tac_session()?;
         let client = self.spine_client()?;
@@ -170,7 +171,7 @@ impl Agent {
     }
 
     /// `TacRead`.
-    pub async fn tac_read(&self, tac_serial: &str) -> Result<TacInfo, AgentError> {
+    pub async fn tac_read(&self, tac_serial: &str) -> Result<TacInfo, CoreError> {
         let serial = tac_serial_argument(tac_serial)?;
         let sponsor = self.tac_session()?;
         let record = self

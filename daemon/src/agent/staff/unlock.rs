@@ -4,28 +4,18 @@
 
 use cardgate_audit::{AuditEvent, CallerIdentity, UnlockPath};
 use cardgate_card::CardError;
-use cardgate_ipc::{AgentError, SelfServiceStarted};
-use cardgate_piv::{CardSerial, FinalTry, HolderUuid, Passcode, PivError, UnlockCode};
+use cardgate_ipc::SelfServiceStarted;
+use cardgate_piv::{CardSerial, FinalTry, HolderUuid, Passcode, UnlockCode};
 use cardgate_spine::wire::{Secret, activity};
 
 use crate::Agent;
-use crate::agent::errors::card_error;
 use crate::agent::lock;
 use crate::agent::staff::{
     OLD_GENERATION, SponsorSession, TargetCard, holder_argument, invalid, new_passcode_argument,
     outcome_of,
 };
+use crate::error::CoreError;
 use crate::staff_jobs::{self, HostTyped};
-
-/// The named error for an unlock's card failure: a wrong or blocked unlock code gets the
-/// passcode-style names, the rest as for any card operation.
-pub(super) fn unlock_error(error: CardError) -> AgentError {
-    match error.piv() {
-        Some(PivError::WrongUnlockCode { .. }) => AgentError::WrongPasscode(error.to_string()),
-        Some(PivError::UnlockCodeBlocked { .. }) => AgentError::CardBlocked(error.to_string()),
-        _ => card_error(error),
-    }
-}
 
 impl Agent {
     pub(super) fn audit_unlock(
@@ -33,8 +23,8 @@ impl Agent {
         target: (&CardSerial, &HolderUuid),
         path: UnlockPath,
         by: Option<&HolderUuid>,
-        failure: Option<&AgentError>,
-    ) -> Result<(), AgentError> {
+        failure: Option<&CoreError>,
+    ) -> Result<(), CoreError> {
         let (outcome, reason_code) = outcome_of(failure);
         self.audit(&AuditEvent::UnlockCompleted {
             card_serial: Some(target.0.clone()),
@@ -54,7 +44,7 @@ impl Agent {
         code: UnlockCode,
         new_passcode: Passcode,
         final_try: FinalTry,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         let actor = self.actor(&target.reader)?;
         let result = staff_jobs::run(
             &actor,
@@ -65,11 +55,11 @@ impl Agent {
         .await;
         let result = match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(piv)) => Err(unlock_error(CardError::Card {
+            Ok(Err(piv)) => Err(CoreError::Unlock(CardError::Card {
                 reader: target.reader.clone(),
                 source: piv,
             })),
-            Err(card) => Err(unlock_error(card)),
+            Err(card) => Err(CoreError::Unlock(card)),
         };
         self.reinspect_now(&actor, target.insertion.clone()).await;
         result
@@ -80,7 +70,7 @@ impl Agent {
     pub async fn start_self_service_unlock(
         &self,
         caller: &CallerIdentity,
-    ) -> Result<SelfServiceStarted, AgentError> {
+    ) -> Result<SelfServiceStarted, CoreError> {
         let target = self.unlock_target()?;
         let identity = &target.report.identity;
         tracing::info!(
@@ -95,7 +85,7 @@ impl Agent {
             by: None,
         })?;
         let result = if identity.card_serial.is_old_generation() {
-            Err(AgentError::NotEligible(OLD_GENERATION.into()))
+            Err(CoreError::NotEligible(OLD_GENERATION.into()))
         } else {
             self.spine_client()?
                 .start_self_service_unlock(
@@ -129,7 +119,7 @@ impl Agent {
         request_id: &str,
         one_time_code: &str,
         new_passcode: &str,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         if request_id.is_empty()
             || request_id.len() > 128
             || !request_id
@@ -157,7 +147,7 @@ impl Agent {
             "self-service unlock confirmed"
         );
         if identity.card_serial.is_old_generation() {
-            return Err(AgentError::NotEligible(OLD_GENERATION.into()));
+            return Err(CoreError::NotEligible(OLD_GENERATION.into()));
         }
         let _one_at_a_time = self.shared.session_changes.lock().await;
         let result = match self
@@ -187,7 +177,7 @@ impl Agent {
         unlock_code: &str,
         new_passcode: &str,
         confirm_final_try: bool,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         let code =
             UnlockCode::new(unlock_code.to_owned()).map_err(|e| invalid("unlock_code", e))?;
         let new_passcode = new_passcode_argument(new_passcode)?;
@@ -201,7 +191,7 @@ impl Agent {
             by: None,
         })?;
         let result = if identity.card_serial.is_old_generation() {
-            Err(AgentError::NotEligible(OLD_GENERATION.into()))
+            Err(CoreError::NotEligible(OLD_GENERATION.into()))
         } else {
             let _one_at_a_time = self.shared.session_changes.lock().await;
             let final_try = if confirm_final_try {
@@ -231,7 +221,7 @@ impl Agent {
         holder_uuid: &str,
         card_serial: &str,
         new_passcode: &str,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         let holder = holder_argument("holder_uuid", holder_uuid)?;
         let serial = CardSerial::new(card_serial).map_err(|_| {
             invalid(
@@ -270,23 +260,23 @@ impl Agent {
         holder: &HolderUuid,
         serial: &CardSerial,
         new_passcode: Passcode,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), CoreError> {
         if holder == &sponsor.holder || serial == &sponsor.card_serial {
-            return Err(AgentError::NotEligible(
+            return Err(CoreError::NotEligible(
                 "A Sponsor or LSA cannot unlock their own card: ask another Sponsor or LSA, or \
                  the Registration Authority (RA)."
                     .into(),
             ));
         }
         if serial.is_old_generation() {
-            return Err(AgentError::NotEligible(OLD_GENERATION.into()));
+            return Err(CoreError::NotEligible(OLD_GENERATION.into()));
         }
         if !sponsor
             .activities
             .iter()
             .any(|a| a == activity::ADMIN_UNLOCK)
         {
-            return Err(AgentError::NotPermitted(
+            return Err(CoreError::NotPermitted(
                 "the selected role profile does not allow unlocking cards (admin.unlock): select \
                  the Sponsor or LSA role"
                     .into(),
@@ -307,7 +297,7 @@ impl Agent {
             })
         };
         let Some(target) = target else {
-            return Err(AgentError::NoCard(format!(
+            return Err(CoreError::NoCard(format!(
                 "Card {} of holder {} is not in a reader here: put it in the other reader \
                  (nothing was asked of the endpoint).",
                 serial.as_str(),
