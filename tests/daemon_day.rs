@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             "a_caller_outside_the_group_is_refused_restricted_methods_by_the_policy_and_the_daemon",
             restricted_methods_for_another_user,
         ),
+        lab_trial(
+            "a_member_of_a_group_known_only_to_nss_may_call_restricted_methods",
+            restricted_methods_for_an_nss_group_member,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -556,8 +560,13 @@ fn bus_config(socket: &std::path::Path, strict: bool) -> String {
 
 /// `busctl` run as the unprivileged user `nobody` against `address`.
 fn busctl_as_nobody(address: &str, args: &[&str]) -> (bool, String) {
+    busctl_as("nobody", address, args)
+}
+
+/// `busctl` run as `user` (its groups set by `runuser` through NSS) against `address`.
+fn busctl_as(user: &str, address: &str, args: &[&str]) -> (bool, String) {
     let output = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--", "busctl"])
+        .args(["-u", user, "--", "busctl"])
         .arg(format!("--address={address}"))
         .args([
             "call",
@@ -601,40 +610,8 @@ fn restricted_methods_for_another_user(_lab: &mut Lab) -> Result<(), Failed> {
             .map_err(|e| fail("demo world", e))?;
         for strict in [true, false] {
             let name = if strict { "strict" } else { "open" };
-            let socket = dir.path().join(format!("bus-{name}"));
-            let config_path = dir.path().join(format!("bus-{name}.conf"));
-            std::fs::write(&config_path, bus_config(&socket, strict))
-                .map_err(|e| fail("bus config", e))?;
-            let bus = std::process::Command::new("dbus-daemon")
-                .arg(format!("--config-file={}", config_path.display()))
-                .args(["--nofork", "--nopidfile"])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .map_err(|e| fail("dbus-daemon", e))?;
-            let _bus = KillOnDrop(bus);
-            let address = format!("unix:path={}", socket.display());
-            wait_for("the bus socket", || {
-                let socket = socket.clone();
-                async move { socket.exists() }
-            })
-            .await?;
-            let mut config = world.config(&address).map_err(|e| fail("config", e))?;
-            config.paths.audit = dir.path().join(format!("audit-{name}.jsonl"));
-            let audit_path = config.paths.audit.clone();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let daemon = tokio::spawn(cardgated::run(
-                config,
-                std::sync::Arc::new(cardgate_reader::PcscBackend::new()),
-                None,
-                async move {
-                    let _ = stopped.await;
-                },
-            ));
-            wait_for("the daemon to answer on the bus", || {
-                let address = address.clone();
-                async move { busctl(&address, &["status", cardgate_ipc::BUS_NAME]).0 }
-            })
-            .await?;
+            let daemon = BusDaemon::start(&world, dir.path(), name, strict, |_| {}).await?;
+            let address = daemon.address.clone();
 
             let (ok, out) = busctl_as_nobody(&address, &["Login", "sb", "12345678", "false"]);
             let refused_by = if strict {
@@ -657,13 +634,7 @@ fn restricted_methods_for_another_user(_lab: &mut Lab) -> Result<(), Failed> {
                 format!("{name} bus: Authorise as nobody: {out}")
             })?;
 
-            let _ = stop.send(());
-            tokio::time::timeout(Duration::from_secs(15), daemon)
-                .await
-                .map_err(|_| Failed::from("cardgated did not stop"))?
-                .map_err(|e| fail("cardgated task", e))?
-                .map_err(|e| fail("cardgated", e))?;
-            let audit = std::fs::read_to_string(&audit_path).map_err(|e| fail("audit", e))?;
+            let audit = daemon.stop().await?;
             check(
                 audit
                     .lines()
@@ -675,6 +646,221 @@ fn restricted_methods_for_another_user(_lab: &mut Lab) -> Result<(), Failed> {
             })?;
         }
         Ok(())
+    })
+}
+
+/// `cardgated` on its own `dbus-daemon` (rules from [`bus_config`]), over the lab's pcscd.
+struct BusDaemon {
+    address: String,
+    audit_path: std::path::PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), cardgated::DaemonError>>,
+    _bus: KillOnDrop,
+}
+
+impl BusDaemon {
+    /// Starts the bus `name` in `dir` and the daemon on it with `world`'s configuration as
+    /// `adjust` leaves it; returns once the daemon answers on the bus.
+    async fn start(
+        world: &cardgated::demo::DemoWorld,
+        dir: &std::path::Path,
+        name: &str,
+        strict: bool,
+        adjust: impl FnOnce(&mut cardgated::Config),
+    ) -> Result<BusDaemon, Failed> {
+        let socket = dir.join(format!("bus-{name}"));
+        let config_path = dir.join(format!("bus-{name}.conf"));
+        std::fs::write(&config_path, bus_config(&socket, strict))
+            .map_err(|e| fail("bus config", e))?;
+        let bus = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config_path.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| fail("dbus-daemon", e))?;
+        let bus = KillOnDrop(bus);
+        let address = format!("unix:path={}", socket.display());
+        wait_for("the bus socket", || {
+            let socket = socket.clone();
+            async move { socket.exists() }
+        })
+        .await?;
+        let mut config = world.config(&address).map_err(|e| fail("config", e))?;
+        config.paths.audit = dir.join(format!("audit-{name}.jsonl"));
+        adjust(&mut config);
+        let audit_path = config.paths.audit.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cardgated::run(
+            config,
+            std::sync::Arc::new(cardgate_reader::PcscBackend::new()),
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        wait_for("the daemon to answer on the bus", || {
+            let address = address.clone();
+            async move { busctl(&address, &["status", cardgate_ipc::BUS_NAME]).0 }
+        })
+        .await?;
+        Ok(BusDaemon {
+            address,
+            audit_path,
+            stop,
+            task,
+            _bus: bus,
+        })
+    }
+
+    /// Stops the daemon (it must stop cleanly) and returns its audit trail.
+    async fn stop(self) -> Result<String, Failed> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .map_err(|_| Failed::from("cardgated did not stop"))?
+            .map_err(|e| fail("cardgated task", e))?
+            .map_err(|e| fail("cardgated", e))?;
+        std::fs::read_to_string(&self.audit_path).map_err(|e| fail("audit", e))
+    }
+}
+
+/// The user and the group of the NSS trial, in `libnss-extrausers`' files only.
+const NSS_USER: &str = "cardgate-nss-member";
+const NSS_GROUP: &str = "cardgate-nss-staff";
+
+/// Makes `NSS_USER` and `NSS_GROUP` exist only through NSS, in this test's mount namespace:
+/// `libnss-extrausers` reads them from `/var/lib/extrausers`, and `nsswitch.conf` asks it
+/// after `files` (both bind-mounted over the real ones, which stay as they are). Afterwards
+/// `getent` finds both and `/etc/passwd` and `/etc/group` hold neither.
+fn nss_only_user_and_group(dir: &std::path::Path) -> Result<(), Failed> {
+    // Debian installs the module outside the multiarch directory.
+    let module = [
+        "/usr/lib/libnss_extrausers.so.2",
+        "/usr/lib/x86_64-linux-gnu/libnss_extrausers.so.2",
+    ];
+    check(
+        module.iter().any(|m| std::path::Path::new(m).exists()),
+        || "libnss-extrausers is not installed: run scripts/setup".to_owned(),
+    )?;
+    let extrausers = dir.join("extrausers");
+    std::fs::create_dir_all(&extrausers).map_err(|e| fail("extrausers dir", e))?;
+    std::fs::write(
+        extrausers.join("passwd"),
+        format!("{NSS_USER}:x:64901:64901::/nonexistent:/usr/sbin/nologin\n"),
+    )
+    .map_err(|e| fail("extrausers passwd", e))?;
+    std::fs::write(
+        extrausers.join("group"),
+        format!("{NSS_USER}:x:64901:\n{NSS_GROUP}:x:64902:{NSS_USER}\n"),
+    )
+    .map_err(|e| fail("extrausers group", e))?;
+    std::fs::write(
+        extrausers.join("shadow"),
+        format!("{NSS_USER}:*:20000::::::\n"),
+    )
+    .map_err(|e| fail("extrausers shadow", e))?;
+    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    let nsswitch: String = nsswitch
+        .lines()
+        .filter(|l| {
+            !l.starts_with("passwd:") && !l.starts_with("group:") && !l.starts_with("shadow:")
+        })
+        .chain([
+            "passwd: files extrausers",
+            "group: files extrausers",
+            "shadow: files extrausers",
+        ])
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let nsswitch_path = dir.join("nsswitch.conf");
+    std::fs::write(&nsswitch_path, nsswitch).map_err(|e| fail("nsswitch.conf", e))?;
+    std::fs::create_dir_all("/var/lib/extrausers").map_err(|e| fail("/var/lib/extrausers", e))?;
+    for (from, to) in [
+        (
+            extrausers.as_path(),
+            std::path::Path::new("/var/lib/extrausers"),
+        ),
+        (
+            nsswitch_path.as_path(),
+            std::path::Path::new("/etc/nsswitch.conf"),
+        ),
+    ] {
+        let status = std::process::Command::new("mount")
+            .arg("--bind")
+            .args([from, to])
+            .status()
+            .map_err(|e| fail("mount", e))?;
+        check(status.success(), || {
+            format!("mount --bind {} {}", from.display(), to.display())
+        })?;
+    }
+    let getent = |what: &str, name: &str| {
+        std::process::Command::new("getent")
+            .args([what, name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    check(getent("group", NSS_GROUP).contains(NSS_USER), || {
+        format!("NSS does not list {NSS_USER} in {NSS_GROUP}")
+    })?;
+    check(!getent("passwd", NSS_USER).is_empty(), || {
+        format!("NSS does not know {NSS_USER}")
+    })?;
+    for file in ["/etc/passwd", "/etc/group"] {
+        let text = std::fs::read_to_string(file).map_err(|e| fail(file, e))?;
+        check(
+            !text.contains(NSS_USER) && !text.contains(NSS_GROUP),
+            || format!("{file} names the NSS-only user or group: the trial would prove nothing"),
+        )?;
+    }
+    Ok(())
+}
+
+/// An estate whose groups come from a directory (SSSD, LDAP, AD): the restricted group and its
+/// member exist only through NSS. The member may call restricted methods (the answer is the
+/// method's own, `NotLoggedIn` ("Log in to get a ticket"), never `NotPermitted`); `nobody` still may not.
+fn restricted_methods_for_an_nss_group_member(_lab: &mut Lab) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| fail("chmod", e))?;
+        nss_only_user_and_group(dir.path())?;
+        let world = cardgated::demo::DemoWorld::start(&dir.path().join("world"))
+            .await
+            .map_err(|e| fail("demo world", e))?;
+        let daemon = BusDaemon::start(&world, dir.path(), "nss", false, |config| {
+            config.ipc.restricted_group = NSS_GROUP.to_owned();
+        })
+        .await?;
+        let address = daemon.address.clone();
+
+        let (ok, out) = busctl_as(NSS_USER, &address, &["GetTicket"]);
+        check(
+            !ok && out.contains("Log in to get a ticket") && !out.contains("only for members"),
+            || format!("GetTicket as the NSS group's member: {out}"),
+        )?;
+        let (ok, out) = busctl_as(NSS_USER, &address, &["Login", "sb", "12", "false"]);
+        check(
+            !ok && out.contains("passcode") && !out.contains("only for members"),
+            || {
+                format!(
+                    "Login as the NSS group's member was not let through to its own checks: {out}"
+                )
+            },
+        )?;
+        let (ok, out) = busctl_as_nobody(&address, &["GetTicket"]);
+        check(
+            !ok && out.contains(&format!("only for members of the \"{NSS_GROUP}\"")),
+            || format!("GetTicket as nobody: {out}"),
+        )?;
+        daemon.stop().await.map(|_| ())
     })
 }
 

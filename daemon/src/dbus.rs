@@ -130,30 +130,6 @@ fn changed_properties(before: &Snapshot, now: &Snapshot) -> HashMap<&'static str
     changed
 }
 
-/// Whether `uid` is root or in `group` (primary group from `/etc/passwd`, supplementary
-/// from `/etc/group`).
-pub fn uid_in_group(uid: u32, group: &str) -> bool {
-    if uid == 0 {
-        return true;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let user = passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 3 && fields[2].parse() == Ok(uid))
-            .then(|| (fields[0].to_owned(), fields[3].to_owned()))
-    });
-    let Some((user_name, primary_gid)) = user else {
-        return false;
-    };
-    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    groups.lines().any(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        fields.len() > 3
-            && fields[0] == group
-            && (fields[2] == primary_gid || fields[3].split(',').any(|m| m == user_name))
-    })
-}
-
 impl AgentInterface {
     async fn restricted(
         &self,
@@ -161,8 +137,12 @@ impl AgentInterface {
         header: &Header<'_>,
         method: &str,
     ) -> Result<CallerIdentity, AgentError> {
-        let who = self.callers.identify(connection, header).await?;
-        if uid_in_group(who.uid, &self.restricted_group) {
+        let caller = self
+            .callers
+            .identify_in_group(connection, header, &self.restricted_group)
+            .await?;
+        let who = caller.identity;
+        if caller.member {
             Ok(who)
         } else {
             tracing::warn!(

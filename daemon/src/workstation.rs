@@ -27,7 +27,6 @@ use zbus::{Connection, interface};
 use crate::agent::Agent;
 use crate::callers::CallerCache;
 use crate::config::RemovalAction;
-use crate::dbus::uid_in_group;
 
 /// logind's bus name.
 pub const LOGIND: &str = "org.freedesktop.login1";
@@ -154,8 +153,12 @@ impl WorkstationInterface {
         header: &Header<'_>,
         method: &str,
     ) -> Result<u32, AgentError> {
-        let uid = self.callers.identify(connection, header).await?.uid;
-        if uid_in_group(uid, &self.restricted_group) {
+        let caller = self
+            .callers
+            .identify_in_group(connection, header, &self.restricted_group)
+            .await?;
+        let uid = caller.identity.uid;
+        if caller.member {
             Ok(uid)
         } else {
             tracing::warn!(uid, method, "workstation method refused");
