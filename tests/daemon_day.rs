@@ -429,7 +429,40 @@ fn check_callers_recorded(audit: &str) -> Result<(), Failed> {
     }
     check(busctls == 1 && mine > 8, || {
         format!("decisions recorded: {mine} from this test, {busctls} from busctl")
-    })
+    })?;
+    // What a method did names its caller too: the passcode tries, the session's start, the
+    // role chosen, and the log-out's end (a removal's end names none: the card did it).
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|entry| entry["event"].clone())
+        .collect();
+    for kind in ["passcode_attempt", "session_started", "role_selected"] {
+        let mut of_kind = events.iter().filter(|e| e["kind"] == kind).peekable();
+        check(of_kind.peek().is_some(), || {
+            format!("no {kind} on the trail")
+        })?;
+        for event in of_kind {
+            check(event["caller"]["pid"].as_u64().is_some(), || {
+                format!("{kind} without its caller: {event}")
+            })?;
+        }
+    }
+    let ends: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "session_ended")
+        .collect();
+    check(
+        ends.iter()
+            .any(|e| e["reason"] == "logout" && e["caller"]["pid"] == u64::from(me)),
+        || format!("no log-out's end naming this test as its caller: {ends:?}"),
+    )?;
+    check(
+        ends.iter()
+            .filter(|e| e["reason"] == "card_removed")
+            .all(|e| e.get("caller").is_none()),
+        || format!("a removal's end names a caller: {ends:?}"),
+    )
 }
 
 /// The daemon as its own process, logging everything (`trace` for every module, zbus's

@@ -240,14 +240,17 @@ impl Agent {
         let _ = self.shared.events.send(event);
     }
 
-    /// Appends to the audit trail; a failure refuses the action (fail closed).
+    /// Appends to the audit trail, blocking until it is synced; a failure refuses the action
+    /// (fail closed). Only for the synchronous paths (reader events, timers, the blocking
+    /// `authorise`), where the order against the removal matters more than a worker thread;
+    /// every async method uses [`Agent::audit_async`].
     fn audit(&self, event: &AuditEvent) -> Result<(), CoreError> {
         let outcome = self.shared.audit.append_blocking(now(), event);
         audit_outcome(outcome, event.kind())
     }
 
     /// As [`Agent::audit`], waiting without blocking a runtime worker, so that concurrent
-    /// callers share one sync (the D-Bus `Authorise` path).
+    /// callers share one sync: every async method (the D-Bus methods) appends this way.
     async fn audit_async(&self, event: AuditEvent) -> Result<(), CoreError> {
         let kind = event.kind();
         let outcome = self.shared.audit.append(now(), event).await;
@@ -287,12 +290,16 @@ impl Agent {
             })
         };
         if let Some((session, generation)) = ended {
-            self.audit_after_the_fact(&AuditEvent::SessionEnded {
-                card_serial: session.card_serial.clone(),
-                holder: session.holder.clone(),
-                session_generation: generation,
-                reason: cardgate_audit::SessionEndReason::AgentStopping,
-            });
+            // Stopping cannot be refused: a failure is logged loudly.
+            let _ = self
+                .audit_async(AuditEvent::SessionEnded {
+                    caller: None,
+                    card_serial: session.card_serial.clone(),
+                    holder: session.holder.clone(),
+                    session_generation: generation,
+                    reason: cardgate_audit::SessionEndReason::AgentStopping,
+                })
+                .await;
             let logout = self.shared.endpoint.logout(&session.spine);
             if tokio::time::timeout(Duration::from_secs(5), logout)
                 .await
@@ -301,9 +308,11 @@ impl Agent {
                 tracing::warn!("endpoint logout at stop timed out");
             }
         }
-        self.audit_after_the_fact(&AuditEvent::DaemonStopped {
-            reason: "shutdown requested".into(),
-        });
+        let _ = self
+            .audit_async(AuditEvent::DaemonStopped {
+                reason: "shutdown requested".into(),
+            })
+            .await;
     }
 
     // ---------------------------------------------------------------- timers

@@ -428,9 +428,9 @@ impl AgentInterface {
         ),
         AgentError,
     > {
-        self.restricted(connection, &header, "TacActivate").await?;
+        let who = self.restricted(connection, &header, "TacActivate").await?;
         self.agent
-            .tac_activate(&tac_serial, &holder_uuid, &custodian)
+            .tac_activate(&who, &tac_serial, &holder_uuid, &custodian)
             .await
             .map(TacInfo::into_out_args)
             .map_err(AgentError::from)
@@ -457,9 +457,9 @@ impl AgentInterface {
         ),
         AgentError,
     > {
-        self.restricted(connection, &header, "TacRecordUse").await?;
+        let who = self.restricted(connection, &header, "TacRecordUse").await?;
         self.agent
-            .tac_record_use(&tac_serial, &used_by, from, until)
+            .tac_record_use(&who, &tac_serial, &used_by, from, until)
             .await
             .map(TacInfo::into_out_args)
             .map_err(AgentError::from)
@@ -483,9 +483,9 @@ impl AgentInterface {
         ),
         AgentError,
     > {
-        self.restricted(connection, &header, "TacReturn").await?;
+        let who = self.restricted(connection, &header, "TacReturn").await?;
         self.agent
-            .tac_return(&tac_serial)
+            .tac_return(&who, &tac_serial)
             .await
             .map(TacInfo::into_out_args)
             .map_err(AgentError::from)

@@ -47,6 +47,10 @@ pub enum AuditEvent {
     /// A passcode verification was attempted or refused by the agent. Records the outcome and
     /// the tries left, never the value typed.
     PasscodeAttempt {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The PC/SC reader name.
         reader: String,
         /// The card serial: the agent counts failures per card.
@@ -79,6 +83,10 @@ pub enum AuditEvent {
 
     /// An authenticated session began (card + passcode + national endpoint).
     SessionStarted {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The card serial.
         #[serde(with = "ids::req")]
         card_serial: CardSerial,
@@ -92,6 +100,10 @@ pub enum AuditEvent {
 
     /// A session ended.
     SessionEnded {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The card serial.
         #[serde(with = "ids::req")]
         card_serial: CardSerial,
@@ -106,6 +118,10 @@ pub enum AuditEvent {
 
     /// The holder chose a role profile, at login or by switching within a session.
     RoleSelected {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The holder.
         #[serde(with = "ids::req")]
         holder: HolderUuid,
@@ -139,6 +155,10 @@ pub enum AuditEvent {
 
     /// An unlock of a locked card was requested.
     UnlockRequested {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The card serial.
         #[serde(with = "ids::opt")]
         card_serial: Option<CardSerial>,
@@ -155,6 +175,10 @@ pub enum AuditEvent {
 
     /// An unlock finished.
     UnlockCompleted {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The card serial.
         #[serde(with = "ids::opt")]
         card_serial: Option<CardSerial>,
@@ -174,6 +198,10 @@ pub enum AuditEvent {
 
     /// A certificate or passcode renewal.
     Renewal {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The card serial.
         #[serde(with = "ids::opt")]
         card_serial: Option<CardSerial>,
@@ -193,6 +221,10 @@ pub enum AuditEvent {
 
     /// A Temporary Access Card was activated for a team member, by a sponsor, with them.
     TacActivated {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The TAC's card serial.
         #[serde(with = "ids::req")]
         tac_serial: CardSerial,
@@ -206,6 +238,10 @@ pub enum AuditEvent {
 
     /// A TAC was used: the custodian's record of who used it.
     TacUsed {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The TAC's card serial.
         #[serde(with = "ids::req")]
         tac_serial: CardSerial,
@@ -218,6 +254,10 @@ pub enum AuditEvent {
 
     /// A TAC was returned to blank (the permanent card arrived).
     TacReturned {
+        /// The process whose method call did this (from the bus daemon's credentials);
+        /// `None` when the card, a timer or the agent itself did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller: Option<CallerIdentity>,
         /// The TAC's card serial.
         #[serde(with = "ids::req")]
         tac_serial: CardSerial,
@@ -563,6 +603,13 @@ pub(crate) mod tests {
         let h = || Some(uuid("123456789012"));
         let s = || Some(serial("0412345678"));
         let r = || "HID Global OMNIKEY 3x21 Smart Card Reader 00 00".to_owned();
+        let c = || {
+            Some(CallerIdentity {
+                uid: 1000,
+                pid: 4242,
+                executable: Some("/opt/pmr/bin/pmr".into()),
+            })
+        };
         vec![
             AuditEvent::CardInserted {
                 reader: r(),
@@ -575,6 +622,7 @@ pub(crate) mod tests {
                 holder: h(),
             },
             AuditEvent::PasscodeAttempt {
+                caller: c(),
                 reader: r(),
                 card_serial: s(),
                 holder: h(),
@@ -589,17 +637,20 @@ pub(crate) mod tests {
                 cause: LockoutCause::WrongPasscodes,
             },
             AuditEvent::SessionStarted {
+                caller: c(),
                 card_serial: serial("0412345678"),
                 holder: uuid("123456789012"),
                 session_generation: 7,
             },
             AuditEvent::SessionEnded {
+                caller: c(),
                 card_serial: serial("0412345678"),
                 holder: uuid("123456789012"),
                 session_generation: 7,
                 reason: SessionEndReason::CardRemoved,
             },
             AuditEvent::RoleSelected {
+                caller: c(),
                 holder: uuid("123456789012"),
                 session_generation: 7,
                 profile: RoleProfile {
@@ -625,12 +676,14 @@ pub(crate) mod tests {
                 session_generation: Some(7),
             },
             AuditEvent::UnlockRequested {
+                caller: c(),
                 card_serial: s(),
                 holder: h(),
                 path: UnlockPath::Sponsor,
                 by: Some(uuid("999999999999")),
             },
             AuditEvent::UnlockCompleted {
+                caller: c(),
                 card_serial: s(),
                 holder: h(),
                 path: UnlockPath::Sponsor,
@@ -639,6 +692,7 @@ pub(crate) mod tests {
                 reason_code: Some("ok".into()),
             },
             AuditEvent::Renewal {
+                caller: c(),
                 card_serial: s(),
                 holder: h(),
                 subject: RenewalSubject::Passcode,
@@ -647,16 +701,19 @@ pub(crate) mod tests {
                 reason_code: Some("ok".into()),
             },
             AuditEvent::TacActivated {
+                caller: c(),
                 tac_serial: serial("0799999999"),
                 holder: uuid("123456789012"),
                 sponsor: uuid("999999999999"),
             },
             AuditEvent::TacUsed {
+                caller: c(),
                 tac_serial: serial("0799999999"),
                 holder: uuid("123456789012"),
                 ods: Some("FA123".into()),
             },
             AuditEvent::TacReturned {
+                caller: c(),
                 tac_serial: serial("0799999999"),
                 holder: h(),
                 sponsor: Some(uuid("999999999999")),
@@ -734,6 +791,37 @@ pub(crate) mod tests {
             serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_caller_is_recorded_when_a_method_acted_and_older_entries_still_read() {
+        let by_card = AuditEvent::SessionEnded {
+            caller: None,
+            card_serial: serial("0412345678"),
+            holder: uuid("123456789012"),
+            session_generation: 7,
+            reason: SessionEndReason::CardRemoved,
+        };
+        let json = serde_json::to_string(&by_card).unwrap();
+        // An entry written before callers were recorded has the same form and reads the same.
+        assert!(!json.contains("caller"), "{json}");
+        assert_eq!(serde_json::from_str::<AuditEvent>(&json).unwrap(), by_card);
+        let logged_out = AuditEvent::SessionEnded {
+            caller: Some(CallerIdentity {
+                uid: 1000,
+                pid: 4242,
+                executable: Some("/opt/pmr/bin/pmr".into()),
+            }),
+            card_serial: serial("0412345678"),
+            holder: uuid("123456789012"),
+            session_generation: 7,
+            reason: SessionEndReason::Logout,
+        };
+        let json = serde_json::to_string(&logged_out).unwrap();
+        assert!(
+            json.contains(r#""caller":{"uid":1000,"pid":4242"#),
+            "{json}"
+        );
     }
 
     #[test]

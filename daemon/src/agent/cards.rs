@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardgate_audit::AuditEvent;
+use cardgate_audit::{AuditEvent, CallerIdentity};
 use cardgate_card::{CardError, CardReport, Insertion};
 use cardgate_certs::FindingKind;
 use cardgate_ipc::SessionEndReason;
@@ -151,7 +151,7 @@ impl Agent {
             });
         }
         if let Some(session) = session {
-            self.session_over(session, SessionEndReason::CardRemoved, generation);
+            self.session_over(session, SessionEndReason::CardRemoved, generation, None);
         }
         // Workstation sessions (lock, terminate, signal) only now: after the generation bump
         // and the session's end or lock, never before.
@@ -222,7 +222,7 @@ impl Agent {
                 ),
             });
             // The swapped-in card is another insertion: nothing of this one to forget.
-            let _ = self.session_over(session, SessionEndReason::CardSwapped, generation);
+            let _ = self.session_over(session, SessionEndReason::CardSwapped, generation, None);
         }
     }
 
@@ -234,9 +234,11 @@ impl Agent {
         session: Session,
         reason: SessionEndReason,
         generation: u64,
+        caller: Option<&CallerIdentity>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         tracing::info!(reason = reason.as_str(), generation, "session ended");
         self.audit_after_the_fact(&AuditEvent::SessionEnded {
+            caller: caller.cloned(),
             card_serial: session.card_serial.clone(),
             holder: session.holder.clone(),
             session_generation: generation,

@@ -89,21 +89,24 @@ impl Agent {
             .await;
         let (outcome, tries_left) = passcode_outcome(&changed);
         if let Some(outcome) = outcome {
-            self.audit(&AuditEvent::PasscodeAttempt {
+            self.audit_async(AuditEvent::PasscodeAttempt {
+                caller: Some(caller.clone()),
                 reader: reader.to_string(),
                 card_serial: Some(identity.card_serial.clone()),
                 holder: Some(identity.holder_uuid.clone()),
                 entry_method: EntryMethod::HostKeyboard,
                 outcome,
                 tries_left,
-            })?;
+            })
+            .await?;
         }
         if changed.is_ok() {
-            self.audit(&AuditEvent::Note {
+            self.audit_async(AuditEvent::Note {
                 holder: Some(identity.holder_uuid.clone()),
                 author: Some("cardgated".into()),
                 text: "passcode changed by the holder (ChangePasscode)".into(),
-            })?;
+            })
+            .await?;
         }
         // The card's counter changed (a wrong current passcode, or reset by the change):
         // the properties say so before the answer does.

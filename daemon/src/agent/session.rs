@@ -102,14 +102,16 @@ impl Agent {
         let verified = actor.verify(insertion.clone(), source, final_try).await;
         let (outcome, tries_left) = passcode_outcome(&verified);
         if let Some(outcome) = outcome {
-            self.audit(&AuditEvent::PasscodeAttempt {
+            self.audit_async(AuditEvent::PasscodeAttempt {
+                caller: Some(caller.clone()),
                 reader: reader.to_string(),
                 card_serial: Some(identity.card_serial.clone()),
                 holder: Some(identity.holder_uuid.clone()),
                 entry_method: method,
                 outcome,
                 tries_left,
-            })?;
+            })
+            .await?;
         }
         if let Err(e) = verified {
             // The tries left changed: the properties say so before the answer does.
@@ -118,7 +120,7 @@ impl Agent {
         }
         self.note_attempt(&insertion, &Ok(()));
 
-        if let Some(resumed) = self.resume(&reader, &insertion, &report)? {
+        if let Some(resumed) = self.resume(&reader, &insertion, &report, caller).await? {
             self.emit(AgentEvent::PropertiesChanged);
             return Ok(resumed);
         }
@@ -198,13 +200,17 @@ impl Agent {
             previous = generation,
             "session started"
         );
-        if let Err(e) = self.audit(&AuditEvent::SessionStarted {
-            card_serial: identity.card_serial.clone(),
-            holder: identity.holder_uuid.clone(),
-            session_generation,
-        }) {
+        let audited = self
+            .audit_async(AuditEvent::SessionStarted {
+                caller: Some(caller.clone()),
+                card_serial: identity.card_serial.clone(),
+                holder: identity.holder_uuid.clone(),
+                session_generation,
+            })
+            .await;
+        if let Err(e) = audited {
             // Fail closed: a session that is not on the audit trail must not exist.
-            self.end_session(SessionEndReason::LoggedOut);
+            self.end_session(SessionEndReason::LoggedOut, Some(caller));
             return Err(e);
         }
         self.emit(AgentEvent::SessionStarted {
@@ -227,11 +233,12 @@ impl Agent {
     /// endpoint session and selected role unchanged (no endpoint log-in), and its role
     /// profiles are returned. Another card's log-in ends the detached session first
     /// (`card-swapped`) and goes on as a fresh log-in (`None`).
-    pub(super) fn resume(
+    pub(super) async fn resume(
         &self,
         reader: &ReaderName,
         insertion: &Insertion,
         report: &CardReport,
+        caller: &CallerIdentity,
     ) -> Result<Option<Vec<RoleProfileInfo>>, CoreError> {
         let resumed = {
             let mut state = lock(&self.shared.state);
@@ -274,23 +281,27 @@ impl Agent {
             return Ok(None);
         };
         tracing::info!(generation, "session resumed");
-        let audited = self
-            .audit(&AuditEvent::SessionStarted {
+        let mut audited = self
+            .audit_async(AuditEvent::SessionStarted {
+                caller: Some(caller.clone()),
                 card_serial,
                 holder: holder.clone(),
                 session_generation: generation,
             })
-            .and_then(|()| {
-                self.audit(&AuditEvent::Note {
+            .await;
+        if audited.is_ok() {
+            audited = self
+                .audit_async(AuditEvent::Note {
                     holder: Some(holder.clone()),
                     author: Some("cardgated".into()),
                     text: format!(
                         "session resumed by the same card and its passcode (endpoint session {session_id} kept)"
                     ),
                 })
-            });
+                .await;
+        }
         if let Err(e) = audited {
-            self.end_session(SessionEndReason::LoggedOut);
+            self.end_session(SessionEndReason::LoggedOut, Some(caller));
             return Err(e);
         }
         self.emit(AgentEvent::SessionStarted {
@@ -343,7 +354,7 @@ impl Agent {
             .as_ref()
             .is_some_and(|s| s.spine.session_id == session_id);
         if same {
-            self.end_session(SessionEndReason::EndpointEnded);
+            self.end_session(SessionEndReason::EndpointEnded, None);
         }
         CoreError::NotLoggedIn(
             "The national service has ended the session (idle there, or logged out elsewhere); \
@@ -374,7 +385,7 @@ impl Agent {
     /// `SelectRoleProfile`: selects or switches the role within the session.
     pub async fn select_role_profile(
         &self,
-        _caller: &CallerIdentity,
+        caller: &CallerIdentity,
         id: &str,
     ) -> Result<(), CoreError> {
         if id.is_empty() || id.len() > 128 {
@@ -439,18 +450,20 @@ impl Agent {
             role: p.job_role.clone(),
             ods: p.ods_code.clone(),
         };
-        self.audit(&AuditEvent::RoleSelected {
+        self.audit_async(AuditEvent::RoleSelected {
+            caller: Some(caller.clone()),
             holder,
             session_generation: new_generation,
             profile: audit_profile(&profile),
             previous: previous.as_ref().map(audit_profile),
-        })?;
+        })
+        .await?;
         self.emit(AgentEvent::PropertiesChanged);
         Ok(())
     }
 
     /// `Logout`.
-    pub async fn logout(&self, _caller: &CallerIdentity) -> Result<(), CoreError> {
+    pub async fn logout(&self, caller: &CallerIdentity) -> Result<(), CoreError> {
         let _one_at_a_time = self.shared.session_changes.lock().await;
         if lock(&self.shared.state).session.is_none() {
             return Err(CoreError::NotLoggedIn(
@@ -458,7 +471,7 @@ impl Agent {
             ));
         }
         // Answered once the card no longer holds the verified passcode.
-        if let Some(forgotten) = self.end_session(SessionEndReason::LoggedOut) {
+        if let Some(forgotten) = self.end_session(SessionEndReason::LoggedOut, Some(caller)) {
             let _ = forgotten.await;
         }
         Ok(())
@@ -469,6 +482,7 @@ impl Agent {
     pub(super) fn end_session(
         &self,
         reason: SessionEndReason,
+        caller: Option<&CallerIdentity>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let ended = {
             let mut state = lock(&self.shared.state);
@@ -478,7 +492,7 @@ impl Agent {
             })
         };
         let (session, generation) = ended?;
-        let forgotten = self.session_over(session, reason, generation);
+        let forgotten = self.session_over(session, reason, generation, caller);
         self.emit(AgentEvent::PropertiesChanged);
         forgotten
     }

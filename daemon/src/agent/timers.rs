@@ -37,10 +37,10 @@ impl Agent {
             (idle_out, card_left, reauthentication_due)
         };
         if reauthentication_due && !idle_out {
-            self.end_session(SessionEndReason::ReauthenticationDue);
+            self.end_session(SessionEndReason::ReauthenticationDue, None);
         }
         if idle_out {
-            self.end_session(SessionEndReason::IdleTimeout);
+            self.end_session(SessionEndReason::IdleTimeout, None);
         }
         if let Some((reader, idle)) = card_left {
             self.emit(AgentEvent::CardLeftInReader {
@@ -48,7 +48,7 @@ impl Agent {
                 idle_seconds: u32::try_from(idle.as_secs()).unwrap_or(u32::MAX),
             });
             if config.end_session_when_card_left {
-                self.end_session(SessionEndReason::CardLeftInReader);
+                self.end_session(SessionEndReason::CardLeftInReader, None);
             }
         }
     }

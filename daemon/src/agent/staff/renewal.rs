@@ -105,14 +105,16 @@ impl Agent {
         let identity = target.report.identity.clone();
         let result = self.renew_checked(&target, &spine).await;
         let (outcome, reason_code) = outcome_of(result.as_ref().err());
-        self.audit(&AuditEvent::Renewal {
+        self.audit_async(AuditEvent::Renewal {
+            caller: Some(caller.clone()),
             card_serial: Some(identity.card_serial.clone()),
             holder: Some(identity.holder_uuid.clone()),
             subject: RenewalSubject::Certificates,
             by: None,
             outcome,
             reason_code,
-        })?;
+        })
+        .await?;
         result
     }
 
@@ -270,6 +272,7 @@ impl Agent {
             return read;
         };
         let finished = |reason: &str| AuditEvent::Renewal {
+            caller: None,
             card_serial: Some(card_serial.clone()),
             holder: Some(identity.holder_uuid.clone()),
             subject: RenewalSubject::Certificates,
@@ -280,7 +283,8 @@ impl Agent {
         if identity.auth_certificate_der == held.certificate {
             // Written before the pull; only the answer was lost.
             self.shared.renewals.release(&card_serial);
-            self.audit_after_the_fact(&finished("written_before_removal"));
+            // A failure is logged loudly; the certificate is on the card either way.
+            let _ = self.audit_async(finished("written_before_removal")).await;
             return read;
         }
         if !held.applies_to(&identity.holder_uuid, &identity.auth_certificate_der) {
@@ -310,7 +314,8 @@ impl Agent {
         }
         tracing::info!(card = %card_serial, "renewal finished at reinsertion: the new certificate is on the card");
         self.shared.renewals.release(&card_serial);
-        self.audit_after_the_fact(&finished("finished_at_reinsertion"));
+        // A failure is logged loudly; the certificate is on the card either way.
+        let _ = self.audit_async(finished("finished_at_reinsertion")).await;
         self.shared.inspector.forget_identity(insertion);
         actor.inspect(insertion.clone()).await
     }

@@ -1,7 +1,7 @@
 //! Temporary Access Cards: activation for a holder, the custodian's usage register, return
 //! to blank, and reading a TAC's record; each under a Sponsor/LSA session with `admin.tac`.
 
-use cardgate_audit::AuditEvent;
+use cardgate_audit::{AuditEvent, CallerIdentity};
 use cardgate_ipc::{TacHistoryEntry, TacInfo, TacUse};
 use cardgate_piv::HolderUuid;
 use cardgate_spine::wire::{
@@ -71,6 +71,7 @@ impl Agent {
     /// `TacActivate`.
     pub async fn tac_activate(
         &self,
+        caller: &CallerIdentity,
         tac_serial: &str,
         holder_uuid: &str,
         custodian: &str,
@@ -91,17 +92,20 @@ impl Agent {
             )
             .await
             .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
-        self.audit(&AuditEvent::TacActivated {
+        self.audit_async(AuditEvent::TacActivated {
+            caller: Some(caller.clone()),
             tac_serial: serial,
             holder,
             sponsor: sponsor.holder,
-        })?;
+        })
+        .await?;
         Ok(tac_info(&record))
     }
 
     /// `TacRecordUse`.
     pub async fn tac_record_use(
         &self,
+        caller: &CallerIdentity,
         tac_serial: &str,
         used_by: &str,
         from: i64,
@@ -138,16 +142,22 @@ impl Agent {
             .live_session()
             .and_then(|s| s.selected.as_ref())
             .map(|p| p.ods_code.clone());
-        self.audit(&AuditEvent::TacUsed {
+        self.audit_async(AuditEvent::TacUsed {
+            caller: Some(caller.clone()),
             tac_serial: serial,
             holder: user,
             ods,
-        })?;
+        })
+        .await?;
         Ok(tac_info(&record))
     }
 
     /// `TacReturn`.
-    pub async fn tac_return(&self, tac_serial: &str) -> Result<TacInfo, CoreError> {
+    pub async fn tac_return(
+        &self,
+        caller: &CallerIdentity,
+        tac_serial: &str,
+    ) -> Result<TacInfo, CoreError> {
         let serial = tac_serial_argument(tac_serial)?;
         let sponsor = self.tac_session()?;
         let client = self.spine_client()?;
@@ -159,14 +169,16 @@ impl Agent {
             .return_tac(&sponsor.spine, serial.as_str())
             .await
             .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
-        self.audit(&AuditEvent::TacReturned {
+        self.audit_async(AuditEvent::TacReturned {
+            caller: Some(caller.clone()),
             tac_serial: serial,
             holder: before
                 .holder_uid
                 .as_deref()
                 .and_then(|h| HolderUuid::new(h).ok()),
             sponsor: Some(sponsor.holder),
-        })?;
+        })
+        .await?;
         Ok(tac_info(&record))
     }
 

@@ -18,15 +18,17 @@ use crate::error::CoreError;
 use crate::staff_jobs::{self, HostTyped};
 
 impl Agent {
-    pub(super) fn audit_unlock(
+    pub(super) async fn audit_unlock(
         &self,
+        caller: &CallerIdentity,
         target: (&CardSerial, &HolderUuid),
         path: UnlockPath,
         by: Option<&HolderUuid>,
         failure: Option<&CoreError>,
     ) -> Result<(), CoreError> {
         let (outcome, reason_code) = outcome_of(failure);
-        self.audit(&AuditEvent::UnlockCompleted {
+        self.audit_async(AuditEvent::UnlockCompleted {
+            caller: Some(caller.clone()),
             card_serial: Some(target.0.clone()),
             holder: Some(target.1.clone()),
             path,
@@ -34,6 +36,7 @@ impl Agent {
             outcome,
             reason_code,
         })
+        .await
     }
 
     /// RESET RETRY COUNTER with `code` and `new_passcode` on `target` through its actor, then
@@ -78,12 +81,14 @@ impl Agent {
             pid = caller.pid,
             "self-service unlock requested"
         );
-        self.audit(&AuditEvent::UnlockRequested {
+        self.audit_async(AuditEvent::UnlockRequested {
+            caller: Some(caller.clone()),
             card_serial: Some(identity.card_serial.clone()),
             holder: Some(identity.holder_uuid.clone()),
             path: UnlockPath::SelfService,
             by: None,
-        })?;
+        })
+        .await?;
         let result = if identity.card_serial.is_old_generation() {
             Err(CoreError::NotEligible(OLD_GENERATION.into()))
         } else {
@@ -102,11 +107,13 @@ impl Agent {
             }),
             Err(e) => {
                 self.audit_unlock(
+                    caller,
                     (&identity.card_serial, &identity.holder_uuid),
                     UnlockPath::SelfService,
                     None,
                     Some(&e),
-                )?;
+                )
+                .await?;
                 Err(e)
             }
         }
@@ -162,11 +169,13 @@ impl Agent {
             Err(e) => Err(self.staff_endpoint_error(e)),
         };
         self.audit_unlock(
+            caller,
             (&identity.card_serial, &identity.holder_uuid),
             UnlockPath::SelfService,
             None,
             result.as_ref().err(),
-        )?;
+        )
+        .await?;
         result
     }
 
@@ -184,12 +193,14 @@ impl Agent {
         let target = self.unlock_target()?;
         let identity = target.report.identity.clone();
         tracing::info!(uid = caller.uid, pid = caller.pid, "unlock with an RA code");
-        self.audit(&AuditEvent::UnlockRequested {
+        self.audit_async(AuditEvent::UnlockRequested {
+            caller: Some(caller.clone()),
             card_serial: Some(identity.card_serial.clone()),
             holder: Some(identity.holder_uuid.clone()),
             path: UnlockPath::RegistrationAuthority,
             by: None,
-        })?;
+        })
+        .await?;
         let result = if identity.card_serial.is_old_generation() {
             Err(CoreError::NotEligible(OLD_GENERATION.into()))
         } else {
@@ -203,11 +214,13 @@ impl Agent {
                 .await
         };
         self.audit_unlock(
+            caller,
             (&identity.card_serial, &identity.holder_uuid),
             UnlockPath::RegistrationAuthority,
             None,
             result.as_ref().err(),
-        )?;
+        )
+        .await?;
         result
     }
 
@@ -236,21 +249,25 @@ impl Agent {
             pid = caller.pid,
             "sponsor unlock requested"
         );
-        self.audit(&AuditEvent::UnlockRequested {
+        self.audit_async(AuditEvent::UnlockRequested {
+            caller: Some(caller.clone()),
             card_serial: Some(serial.clone()),
             holder: Some(holder.clone()),
             path: UnlockPath::Sponsor,
             by: Some(sponsor.holder.clone()),
-        })?;
+        })
+        .await?;
         let result = self
             .sponsor_unlock_checked(&sponsor, &holder, &serial, new_passcode)
             .await;
         self.audit_unlock(
+            caller,
             (&serial, &holder),
             UnlockPath::Sponsor,
             Some(&sponsor.holder),
             result.as_ref().err(),
-        )?;
+        )
+        .await?;
         result
     }
 
