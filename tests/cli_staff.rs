@@ -178,6 +178,13 @@ fn cli_command() -> Command {
     }
 }
 
+/// `cardgate --json` with the words of `line` (split at spaces) and `stdin`.
+async fn json(address: &str, line: &str, stdin: &str) -> Result<Run, Failed> {
+    let mut args = vec!["--json"];
+    args.extend(line.split_whitespace());
+    cli(address, &args, stdin).await
+}
+
 /// Runs `cardgate --bus ADDRESS ARGS` with `stdin` on a blocking thread, so the daemon keeps
 /// serving meanwhile.
 async fn cli(address: &str, args: &[&str], stdin: &str) -> Result<Run, Failed> {
@@ -303,7 +310,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
     block(agent, ["000000", "111111", "222222"]).await?;
 
     // The locked card's messages list the paths open to this holder, in order.
-    let status = cli(bus, &["--json", "status"], "").await?;
+    let status = json(bus, "status", "").await?;
     let warnings = status.json()["warnings"].to_string();
     let (a, b, c) = (
         warnings.find("cardgate unlock`"),
@@ -313,19 +320,14 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
     check(a < b && b < c && a.is_some(), || {
         format!("status of a locked card does not list the three paths in order:\n{status}")
     })?;
-    let login = cli(
-        bus,
-        &["--json", "login", "--passcode-stdin"],
-        &format!("{DEMO_PASSCODE}\n"),
-    )
-    .await?;
+    let login = json(bus, "login --passcode-stdin", &format!("{DEMO_PASSCODE}\n")).await?;
     check(
         login.error() == "CardBlocked" && login.stdout.contains("Registration Authority"),
         || format!("login on a locked card:\n{login}"),
     )?;
 
     // Path 1, self-service: the code goes to the registered email (the sim's outbox).
-    let started = cli(bus, &["--json", "unlock"], "").await?;
+    let started = json(bus, "unlock", "").await?;
     expect_ok(&started, "self-service start")?;
     let request_id = started.json()["request_id"]
         .as_str()
@@ -340,15 +342,9 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
     )?;
     let code = outbox_code(&running, CARA.1)?;
     // A malformed one-time code is named and costs nothing.
-    let bad = cli(
+    let bad = json(
         bus,
-        &[
-            "--json",
-            "unlock",
-            "--request-id",
-            &request_id,
-            "--secrets-stdin",
-        ],
+        &format!("unlock --request-id {request_id} --secrets-stdin"),
         "12ab\n5836xz\n5836xz\n",
     )
     .await?;
@@ -357,15 +353,9 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
         bad.stdout.contains("one_time_code") && !bad.stdout.contains("12ab"),
         || format!("the error must name the argument, never echo it:\n{bad}"),
     )?;
-    let done = cli(
+    let done = json(
         bus,
-        &[
-            "--json",
-            "unlock",
-            "--request-id",
-            &request_id,
-            "--secrets-stdin",
-        ],
+        &format!("unlock --request-id {request_id} --secrets-stdin"),
         &format!("{code}\n5836xz\n5836xz\n"),
     )
     .await?;
@@ -377,26 +367,26 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
 
     // Path 3, the RA's code: lock again, a malformed code costs nothing, the right one unlocks.
     block(agent, ["333333", "444444", "555555"]).await?;
-    let bad = cli(
+    let bad = json(
         bus,
-        &["--json", "unlock", "--code", "--secrets-stdin"],
+        "unlock --code --secrets-stdin",
         "123\n7291ab\n7291ab\n",
     )
     .await?;
     expect_error(&bad, "InvalidArgument", "malformed unlock code")?;
     check(bad.stdout.contains("unlock_code"), || format!("{bad}"))?;
-    let mismatch = cli(
+    let mismatch = json(
         bus,
-        &["--json", "unlock", "--code", "--secrets-stdin"],
+        "unlock --code --secrets-stdin",
         &format!("{UNLOCK_CODE}\n7291ab\n7291ac\n"),
     )
     .await?;
     check(mismatch.code != 0 && mismatch.error() == "usage", || {
         format!("two different new passcodes:\n{mismatch}")
     })?;
-    let ra = cli(
+    let ra = json(
         bus,
-        &["--json", "unlock", "--code", "--secrets-stdin"],
+        "unlock --code --secrets-stdin",
         &format!("{UNLOCK_CODE}\n7291ab\n7291ab\n"),
     )
     .await?;
@@ -440,51 +430,33 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
 
     // Never the sponsor's own card: NotEligible (the agent refuses before asking the endpoint,
     // which would refuse too; this suite cannot tell the two apart).
-    let own = cli(
+    let own = json(
         bus,
-        &[
-            "--json",
-            "unlock",
-            "--sponsor",
-            "--holder",
-            DEV.1,
-            "--card",
-            DEV.2,
-            "--secrets-stdin",
-        ],
+        &format!(
+            "unlock --sponsor --holder {} --card {} --secrets-stdin",
+            DEV.1, DEV.2
+        ),
         "4826pq\n4826pq\n",
     )
     .await?;
     expect_error(&own, "NotEligible", "sponsor unlocking their own card")?;
-    let bad = cli(
+    let bad = json(
         bus,
-        &[
-            "--json",
-            "unlock",
-            "--sponsor",
-            "--holder",
-            "12345",
-            "--card",
-            CARA.2,
-            "--secrets-stdin",
-        ],
+        &format!(
+            "unlock --sponsor --holder 12345 --card {} --secrets-stdin",
+            CARA.2
+        ),
         "4826pq\n4826pq\n",
     )
     .await?;
     expect_error(&bad, "InvalidArgument", "malformed holder UUID")?;
     check(bad.stdout.contains("holder_uuid"), || format!("{bad}"))?;
-    let sponsor = cli(
+    let sponsor = json(
         bus,
-        &[
-            "--json",
-            "unlock",
-            "--sponsor",
-            "--holder",
-            CARA.1,
-            "--card",
-            CARA.2,
-            "--secrets-stdin",
-        ],
+        &format!(
+            "unlock --sponsor --holder {} --card {} --secrets-stdin",
+            CARA.1, CARA.2
+        ),
         "4826pq\n4826pq\n",
     )
     .await?;
@@ -510,7 +482,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
         )
         .map_err(|e| fail("insert", e))?;
     wait_holder(agent, EVE.1).await?;
-    let old = cli(bus, &["--json", "unlock"], "").await?;
+    let old = json(bus, "unlock", "").await?;
     expect_error(
         &old,
         "NotEligible",
@@ -527,7 +499,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
         )
         .map_err(|e| fail("insert", e))?;
     wait_holder(agent, FINN.1).await?;
-    let none = cli(bus, &["--json", "unlock"], "").await?;
+    let none = json(bus, "unlock", "").await?;
     expect_error(
         &none,
         "NotEligible",
@@ -578,21 +550,21 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
         )
         .map_err(|e| fail("insert", e))?;
     wait_holder(agent, CARA.1).await?;
-    let early = cli(bus, &["--json", "renew"], "").await?;
+    let early = json(bus, "renew", "").await?;
     expect_error(&early, "NotLoggedIn", "renew without a session")?;
 
     let old_not_after = agent
         .certificate_not_after()
         .await
         .map_err(|e| fail("expiry", e))?;
-    let login = cli(
+    let login = json(
         bus,
-        &["--json", "login", "--passcode-stdin", "--role", CARA_ROLE],
+        &format!("login --passcode-stdin --role {}", CARA_ROLE),
         &format!("{DEMO_PASSCODE}\n"),
     )
     .await?;
     expect_ok(&login, "login")?;
-    let renewed = cli(bus, &["--json", "renew"], "").await?;
+    let renewed = json(bus, "renew", "").await?;
     expect_ok(&renewed, "renew")?;
     let steps = renewed.json()["steps"].to_string();
     check(
@@ -628,7 +600,7 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
     agent.logout().await.map_err(|e| fail("logout", e))?;
     login_fresh(agent).await?;
     // Renewed: not due any more.
-    let again = cli(bus, &["--json", "renew"], "").await?;
+    let again = json(bus, "renew", "").await?;
     expect_error(&again, "NotEligible", "renewing a fresh certificate")?;
     check(again.stdout.contains("not due"), || format!("{again}"))?;
     agent.logout().await.map_err(|e| fail("logout", e))?;
@@ -644,7 +616,7 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
     wait_holder(agent, EVE.1).await?;
     log_in(agent, DEMO_PASSCODE, "RP-EVE-FA123").await?;
     let before = agent.certificate_not_after().await.unwrap_or(0);
-    let old = cli(bus, &["--json", "renew"], "").await?;
+    let old = json(bus, "renew", "").await?;
     expect_error(&old, "NotEligible", "renewing an old-generation card")?;
     check(old.stdout.contains("01, 02 or 03"), || format!("{old}"))?;
     // Its key is untouched: the endpoint still accepts a fresh log-in with it.
@@ -689,7 +661,7 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
     let (agent, bus) = (&running.agent, running.address.as_str());
 
     // Without a session: TACs need the sponsor logged in.
-    let none = cli(bus, &["--json", "tac", "show", "4000000001"], "").await?;
+    let none = json(bus, "tac show 4000000001", "").await?;
     expect_error(&none, "NotLoggedIn", "TAC without a session")?;
 
     let dev = lab
@@ -711,12 +683,7 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
         changed.code == 0 && changed.stderr.contains("4 to 8 letters or digits"),
         || format!("passcode change:\n{changed}"),
     )?;
-    let bad = cli(
-        bus,
-        &["--json", "passcode", "change", "--secrets-stdin"],
-        "q7w8e9\nab\nab\n",
-    )
-    .await?;
+    let bad = json(bus, "passcode change --secrets-stdin", "q7w8e9\nab\nab\n").await?;
     check(bad.error() == "usage", || {
         format!("short new passcode:\n{bad}")
     })?;
@@ -726,80 +693,34 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
     })?;
     log_in(agent, "q7w8e9", SPONSOR_ROLE).await?;
 
-    // The TAC lifecycle with the custodian's register.
-    let serial = "4000000001";
-    let activated = cli(
-        bus,
-        &[
-            "--json",
-            "tac",
-            "activate",
-            serial,
-            "--holder",
-            FINN.1,
-            "--custodian",
-            "Pharmacy manager",
-        ],
-        "",
-    )
-    .await?;
+    // The TAC lifecycle with the custodian's register (a custodian's name has spaces).
+    let (serial, finn) = ("4000000001", FINN.1);
+    let activate = [
+        "--json",
+        "tac",
+        "activate",
+        serial,
+        "--holder",
+        finn,
+        "--custodian",
+        "Pharmacy manager",
+    ];
+    let activated = cli(bus, &activate, "").await?;
     expect_ok(&activated, "TAC activate")?;
     check(activated.json()["tac"]["state"] == "active", || {
         format!("{activated}")
     })?;
-    let twice = cli(
-        bus,
-        &[
-            "--json",
-            "tac",
-            "activate",
-            serial,
-            "--holder",
-            FINN.1,
-            "--custodian",
-            "Pharmacy manager",
-        ],
-        "",
-    )
-    .await?;
+    let twice = cli(bus, &activate, "").await?;
     expect_error(&twice, "NotEligible", "activating an active TAC")?;
-    let used = cli(
-        bus,
-        &[
-            "--json",
-            "tac",
-            "record-use",
-            serial,
-            "--used-by",
-            FINN.1,
-            "--from",
-            "2026-11-23T09:00:00Z",
-            "--until",
-            "2026-11-23T17:30:00Z",
-        ],
-        "",
-    )
-    .await?;
+    let (nine, half_five) = ("2026-11-23T09:00:00Z", "2026-11-23T17:30:00Z");
+    let record_use = |from: &str, until: &str| {
+        format!("tac record-use {serial} --used-by {finn} --from {from} --until {until}")
+    };
+    let used = json(bus, &record_use(nine, half_five), "").await?;
     expect_ok(&used, "TAC record-use")?;
-    let backwards = cli(
-        bus,
-        &[
-            "--json",
-            "tac",
-            "record-use",
-            serial,
-            "--used-by",
-            FINN.1,
-            "--from",
-            "2026-11-23T17:30:00Z",
-            "--until",
-            "2026-11-23T09:00:00Z",
-        ],
-        "",
-    )
-    .await?;
+    let backwards = json(bus, &record_use(half_five, nine), "").await?;
     expect_error(&backwards, "InvalidArgument", "until before from")?;
-    let returned = cli(bus, &["--json", "tac", "return", serial], "").await?;
+    let returned = json(bus, &format!("tac return {serial}"), "").await?;
     expect_ok(&returned, "TAC return")?;
     let shown = cli(bus, &["tac", "show", serial], "").await?;
     check(
@@ -809,49 +730,24 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
             && shown.stdout.contains("returned"),
         || format!("the register must outlive the return:\n{shown}"),
     )?;
-    let record = cli(bus, &["--json", "tac", "show", serial], "").await?;
+    let record = json(bus, &format!("tac show {serial}"), "").await?;
     check(
         record.json()["tac"]["usage"].as_array().map(Vec::len) == Some(1),
         || format!("{record}"),
     )?;
 
     // Bad arguments: named, through the CLI and straight over the bus (busctl).
-    let bad = cli(bus, &["--json", "tac", "show", "12ab"], "").await?;
+    let bad = json(bus, "tac show 12ab", "").await?;
     expect_error(&bad, "InvalidArgument", "non-digit TAC serial")?;
     check(bad.stdout.contains("tac_serial"), || format!("{bad}"))?;
-    let bad = cli(
+    let bad = json(
         bus,
-        &[
-            "--json",
-            "tac",
-            "activate",
-            serial,
-            "--holder",
-            "1234",
-            "--custodian",
-            "x",
-        ],
+        &format!("tac activate {serial} --holder 1234 --custodian x"),
         "",
     )
     .await?;
     expect_error(&bad, "InvalidArgument", "short holder UUID")?;
-    let bad_time = cli(
-        bus,
-        &[
-            "--json",
-            "tac",
-            "record-use",
-            serial,
-            "--used-by",
-            FINN.1,
-            "--from",
-            "yesterday",
-            "--until",
-            "now",
-        ],
-        "",
-    )
-    .await?;
+    let bad_time = json(bus, &record_use("yesterday", "now"), "").await?;
     check(bad_time.code == 2 && bad_time.error() == "usage", || {
         format!("{bad_time}")
     })?;
