@@ -49,7 +49,4 @@ pub enum DaemonError {
         /// What happened.
         reason: String,
     },
-    /// The demo's set-up (virtual card, spine-sim, private bus) failed.
-    #[error("demo: {0}")]
-    Demo(String),
 }
