@@ -161,10 +161,11 @@ fn no_test_only_feature_is_enabled_in_the_shipped_binaries() {
                 "{} builds {name} with its `{feature}` feature ({why})",
                 node.root
             );
-            if node.name == *name && node.features.iter().any(|f| f == feature) {
-                if !found.contains(&entry) {
-                    found.push(entry);
-                }
+            if node.name == *name
+                && node.features.iter().any(|f| f == feature)
+                && !found.contains(&entry)
+            {
+                found.push(entry);
             }
         }
     }
