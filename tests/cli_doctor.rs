@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{PcscClient, check, lab_trial};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
 use cardgate_vcard::provision::{CardSpec, TestCa, Validity, provision};
-use cardgated::demo::{DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use libtest_mimic::{Arguments, Failed};
 use serde_json::Value;
 

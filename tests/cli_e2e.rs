@@ -15,10 +15,10 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_e2e::check;
 use cardgate_reader::VirtualBackend;
 use cardgate_vcard::applet::PivApplet;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";

@@ -16,11 +16,11 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
-use cardgated::demo::{DEMO_PASSCODE, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
 use nix::sys::termios::{LocalFlags, tcgetattr};
 

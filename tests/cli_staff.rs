@@ -13,13 +13,13 @@
 use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 
+use cardgate_demo::DEMO_PASSCODE;
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{TEST_MANAGEMENT_KEY, check, lab_trial};
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::provision::{CardSpec, Validity};
-use cardgated::demo::DEMO_PASSCODE;
 use libtest_mimic::{Arguments, Failed};
 use serde_json::Value;
 

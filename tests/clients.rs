@@ -1,7 +1,7 @@
 //! End-to-end: the example PMR clients and the typed-proxy tests of `examples/` (Python, C,
 //! Java), each run as an integrator would run it, against the demo agent on a private bus.
 //!
-//! Each trial starts a private `dbus-daemon` and `cardgated --demo --bus ADDRESS` in a
+//! Each trial starts a private `dbus-daemon` and `cardgated-demo --bus ADDRESS` in a
 //! process of its own (which serves `org.cardgate.Agent1` and the demo-only
 //! `org.cardgate.Demo1`), then runs the client as a subprocess with `DBUS_SYSTEM_BUS_ADDRESS`
 //! set to that bus (clients connect to the system bus, as in production) and the demo
@@ -10,10 +10,10 @@
 //! that the client voided its decision and was then refused with `no-card`. The typed-proxy
 //! tests must exit 0 (every method answered with the signature its introspection declares).
 //!
-//! Which `cardgated`: `CARDGATED_BIN` if set (an installed one); otherwise this binary re-runs
-//! itself with [`AS_DEMO`] set, and its `main` then does what `cardgated --demo --bus
-//! ADDRESS` does (`cardgated::demo::run`), as `cli_e2e.rs` does for the CLI: Cargo builds
-//! another package's binary only on request, so `target/debug/cardgated` may be stale.
+//! Which demo: `CARDGATED_DEMO_BIN` if set (a `cardgated-demo` built elsewhere); otherwise this
+//! binary re-runs itself with [`AS_DEMO`] set, and its `main` then does what `cardgated-demo
+//! --bus ADDRESS` does (`cardgate_demo::run`), as `cli_e2e.rs` does for the CLI: Cargo builds
+//! another package's binary only on request, so `target/debug/cardgated-demo` may be stale.
 //!
 //! Missing tools (`/usr/bin/python3` with dbus-next, gcc, gdbus-codegen, the JDK and
 //! dbus-java) fail the trial with the package to install: `scripts/setup` installs them all.
@@ -24,7 +24,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, PrivateBus};
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PrivateBus};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Set (to a bus address) when this binary is re-executed as the demo agent.
@@ -81,7 +81,7 @@ fn run_demo(address: String) -> ExitCode {
         })
         .await;
     };
-    match runtime.block_on(cardgated::demo::run(Some(address), stopped)) {
+    match runtime.block_on(cardgate_demo::run(Some(address), stopped)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo child: {e}");
@@ -189,10 +189,10 @@ impl Demo {
         let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
         let log = dir.path().join("demo.log");
         let log_file = std::fs::File::create(&log).map_err(|e| fail("demo log", e))?;
-        let mut command = match std::env::var_os("CARDGATED_BIN") {
+        let mut command = match std::env::var_os("CARDGATED_DEMO_BIN") {
             Some(bin) => {
                 let mut c = Command::new(bin);
-                c.args(["--demo", "--bus", bus.address()]);
+                c.args(["--bus", bus.address()]);
                 c
             }
             None => {

@@ -7,12 +7,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
 use cardgate_ipc::ACTIONS;
 use cardgate_lab::{Lab, ReaderSlot};
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
 
 /// VERIFY with no data: the card answers 90 00 while its passcode is verified, else 63 Cx
@@ -479,10 +479,10 @@ fn no_passcode_in_the_daemon_log(lab: &mut Lab) -> Result<(), Failed> {
         .map_err(|e| fail("runtime", e))?;
     let log = runtime.block_on(async {
         let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-        let world = cardgated::demo::DemoWorld::start(dir.path())
+        let world = cardgate_demo::DemoWorld::start(dir.path())
             .await
             .map_err(|e| fail("demo world", e))?;
-        let bus = cardgated::demo::PrivateBus::start().map_err(|e| fail("private bus", e))?;
+        let bus = cardgate_demo::PrivateBus::start().map_err(|e| fail("private bus", e))?;
         let address = bus.address().to_owned();
         let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
         let daemon = DaemonProcess::spawn(&world, &address, Some("trace"))
@@ -638,7 +638,7 @@ fn restricted_methods_for_another_user(_lab: &mut Lab) -> Result<(), Failed> {
         let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(|e| fail("chmod", e))?;
-        let world = cardgated::demo::DemoWorld::start(&dir.path().join("world"))
+        let world = cardgate_demo::DemoWorld::start(&dir.path().join("world"))
             .await
             .map_err(|e| fail("demo world", e))?;
         for strict in [true, false] {

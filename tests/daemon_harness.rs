@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DemoWorld, PrivateBus};
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
 use cardgate_vcard::vpcd::InsertedCard;
-use cardgated::demo::{DemoWorld, PrivateBus};
 use cardgated::{Config, DaemonError};
 use libtest_mimic::Failed;
 use zbus::proxy::CacheProperties;

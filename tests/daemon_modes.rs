@@ -9,12 +9,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalMode;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed};
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 
-use cardgated::demo::DemoWorld;
+use cardgate_demo::DemoWorld;
 
 /// Set (to a configuration file) when the binary is re-executed as the daemon.
 pub const CHILD_VAR: &str = "CARDGATE_E2E_DAEMON_CONFIG";

@@ -111,6 +111,14 @@ fn deb_package() -> Result<(), Failed> {
         info.contains("Package: cardgate") && info.contains("pcscd"),
         || format!("control: {info}"),
     )?;
+    // Only the production binaries: no demo, no virtual card, no simulator (their code is not
+    // linked into the shipped ones either: tests/shipped_tree.rs).
+    let contents = run("dpkg-deb", &["--contents", &deb])?;
+    for equipment in ["cardgated-demo", "vcard", "spine-sim", "cardgate-lab"] {
+        check(!contents.contains(equipment), || {
+            format!("the package holds {equipment}:\n{contents}")
+        })?;
+    }
     let multiarch = run("dpkg-architecture", &["-qDEB_HOST_MULTIARCH"])?
         .trim()
         .to_owned();
@@ -189,6 +197,10 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
     let version = run("/usr/sbin/cardgated", &["--version"])?;
     check(version.contains("cardgated"), || version.clone())?;
     run("/usr/bin/cardgate", &["--help"])?;
+    let help = run("/usr/sbin/cardgated", &["--help"])?;
+    check(!help.contains("--demo"), || {
+        format!("the shipped cardgated offers a demo:\n{help}")
+    })?;
 
     // The bus policy and the activation file in a real dbus-daemon of the system type.
     let dir = tempfile::tempdir().map_err(|e| Failed::from(e.to_string()))?;

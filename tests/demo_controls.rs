@@ -1,5 +1,5 @@
 //! End-to-end: the embedded demo as a person (or an integrator's test) drives it. The real
-//! demo (`cardgated::demo::run`, what `cardgated --demo` runs) in its own process on a
+//! demo (`cardgate_demo::run`, what `cardgated-demo` and `scripts/run` run) in its own process on a
 //! private `dbus-daemon`; the card taken out, put back and swapped through
 //! `org.cardgate.Demo1`; every signal of `org.cardgate.Agent1` seen; bad input named; the
 //! `cardgate demo` command finding the demo by its address file; and the production `run`
@@ -15,10 +15,10 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DemoWorld, PrivateBus};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::{fail, wait_for};
 use cardgate_ipc::{AgentProxy, BUS_NAME, DEMO_OBJECT_PATH, DemoProxy};
-use cardgated::demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DemoWorld, PrivateBus};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed, Trial};
 use zbus::message::Type as MessageType;
@@ -54,7 +54,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
         .map_err(|e| fail("runtime", e))
 }
 
-/// The demo child: `cardgated::demo::run` on `bus` until standard input closes.
+/// The demo child: `cardgate_demo::run` on `bus` until standard input closes.
 fn run_demo(bus: String) -> ExitCode {
     let Ok(runtime) = runtime() else {
         return ExitCode::FAILURE;
@@ -66,7 +66,7 @@ fn run_demo(bus: String) -> ExitCode {
         })
         .await;
     };
-    match runtime.block_on(cardgated::demo::run(Some(bus), stopped)) {
+    match runtime.block_on(cardgate_demo::run(Some(bus), stopped)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo child: {e}");

@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_ipc::{AGENT1_XML, BUS_NAME, INTERFACE, OBJECT_PATH, WORKSTATION1_XML, property};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::provision::{CardSpec, Validity};
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed};
 use zbus::message::Type as MessageType;

@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
+use cardgate_demo::{DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::WorkstationProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalAction;
-use cardgated::demo::{DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use libtest_mimic::{Arguments, Failed};
 
 fn main() -> ExitCode {

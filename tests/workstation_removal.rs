@@ -18,13 +18,13 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::WorkstationProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalAction;
-use cardgated::demo::{DEMO_PASSCODE, PHARMACIST};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed};
 use zbus::zvariant::OwnedObjectPath;

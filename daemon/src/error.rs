@@ -55,9 +55,6 @@ pub enum DaemonError {
         /// What happened.
         reason: String,
     },
-    /// The demo's set-up (virtual card, spine-sim, private bus) failed.
-    #[error("demo: {0}")]
-    Demo(String),
 }
 
 /// What the agent core answers a caller with when it does not do what was asked. Refusals

@@ -1,8 +1,10 @@
 //! `cardgated`, the smartcard agent service, as a library with a thin `main`: [`run`] takes a
 //! checked [`Config`], a reader backend and a shutdown future, and serves
 //! `org.cardgate.Agent1` (`docs/ipc.md`) on the configured bus until the future completes.
-//! Tests and the demo call it with a private bus address and the backend they want (the lab's
-//! pcscd, or the in-process virtual backend).
+//! Tests and the demo (`crates/demo`, `cardgated-demo`) call it with a private bus address and
+//! the backend they want (the lab's pcscd, or the in-process virtual backend); [`serve`] is the
+//! seam through which the demo adds its own D-Bus object. This crate links no test equipment
+//! (no virtual card, no simulator): `tests/shipped_tree.rs` checks its dependency tree.
 //!
 //! - [`config`]: the TOML configuration and its checks.
 //! - [`agent`]: the core (readers, sessions with a generation counter, decisions, audit,
@@ -15,7 +17,6 @@
 //! - `workstation`: workstation login sessions (PAM, logind) and the card-removal action.
 //! - [`endpoint`]: the Spine-like endpoint as the core sees it; `crl_refresh`: the CRL fetched
 //!   again while the daemon runs.
-//! - [`demo`]: `cardgated --demo`, everything in-process without hardware.
 
 #![forbid(unsafe_code)]
 
@@ -26,7 +27,6 @@ mod callers;
 pub mod config;
 mod crl_refresh;
 mod dbus;
-pub mod demo;
 pub mod endpoint;
 mod error;
 mod pending_renewals;
@@ -134,23 +134,76 @@ async fn trust(config: &Config, endpoint: &SpineEndpoint) -> Result<TrustConfig,
 /// the endpoint client and card trust, watches `backend`'s readers, and serves
 /// `org.cardgate.Agent1` on `bus` (`"system"` or an address; `None`: the configured one).
 /// Returns an error, naming what is wrong, if any of that cannot be set up.
+///
+/// This is what the production daemon runs: [`serve`] with no [`ExtraObjects`].
 pub async fn run(
     config: Config,
     backend: Arc<dyn ReaderBackend>,
     bus: Option<String>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    serve(config, backend, bus, shutdown, None).await
+    serve(config, backend, bus, shutdown, ExtraObjects::new()).await
 }
 
-/// [`run`], and with `demo` also the demo's controls (`org.cardgate.Demo1`) on the same
-/// connection: only [`demo::run`] passes them, so the production daemon never serves them.
-async fn serve(
+/// One object to register: given the agent and the connection builder, returns the builder
+/// with the object added.
+type Registration = Box<
+    dyn FnOnce(
+            &Agent,
+            zbus::connection::Builder<'static>,
+        ) -> zbus::Result<zbus::connection::Builder<'static>>
+        + Send,
+>;
+
+/// D-Bus objects served beside `org.cardgate.Agent1` on the agent's own connection: the seam
+/// through which the demo (`cardgate-demo`) serves its controls, `org.cardgate.Demo1`, without
+/// this crate knowing of them. They are registered before the connection takes the bus name,
+/// so a client that sees the name finds them too. The production daemon ([`run`]) serves none.
+#[derive(Default)]
+pub struct ExtraObjects {
+    registrations: Vec<Registration>,
+}
+
+impl ExtraObjects {
+    /// No extra objects (what [`run`] serves).
+    pub fn new() -> ExtraObjects {
+        ExtraObjects::default()
+    }
+
+    /// Adds the interface `make` builds at `path`. `make` is called once, with the agent
+    /// about to be served (a handle to keep: [`Agent`] is cheap to clone), before the bus
+    /// name is taken.
+    pub fn at<I>(
+        mut self,
+        path: &'static str,
+        make: impl FnOnce(&Agent) -> I + Send + 'static,
+    ) -> ExtraObjects
+    where
+        I: zbus::object_server::Interface,
+    {
+        self.registrations.push(Box::new(move |agent, builder| {
+            builder.serve_at(path, make(agent))
+        }));
+        self
+    }
+}
+
+impl std::fmt::Debug for ExtraObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraObjects")
+            .field("objects", &self.registrations.len())
+            .finish()
+    }
+}
+
+/// [`run`], with `extra` objects served on the same connection as `org.cardgate.Agent1`
+/// (the demo's controls). The production `cardgated` calls [`run`], so it never serves any.
+pub async fn serve(
     config: Config,
     backend: Arc<dyn ReaderBackend>,
     bus: Option<String>,
     shutdown: impl Future<Output = ()>,
-    demo: Option<demo::DemoControls>,
+    extra: ExtraObjects,
 ) -> Result<(), DaemonError> {
     let audit = open_audit(&config)?;
     let guard = Arc::new(PasscodeGuard::new(JsonFileLedger::open(
@@ -216,18 +269,14 @@ async fn serve(
         Err(e) => tracing::warn!(error = %e, "listing readers at start"),
     }
 
-    let builder = if bus == "system" {
+    let mut builder: zbus::connection::Builder<'static> = if bus == "system" {
         zbus::connection::Builder::system()?
     } else {
         zbus::connection::Builder::address(bus.as_str())?
     };
-    let builder = match demo {
-        Some(controls) => {
-            controls.attach(agent.clone());
-            builder.serve_at(demo::DEMO_OBJECT_PATH, controls)?
-        }
-        None => builder,
-    };
+    for register in extra.registrations {
+        builder = register(&agent, builder)?;
+    }
     let connection = builder
         .serve_at(
             cardgate_ipc::OBJECT_PATH,

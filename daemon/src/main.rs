@@ -18,17 +18,14 @@ struct Args {
     /// Check FILE and exit: 0 if it is valid, 2 with the key named if not.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
-    /// Run the embedded demo: a virtual card, an in-process spine-sim, a private bus.
-    #[arg(long)]
-    demo: bool,
     /// Serve on this D-Bus address instead of the configured bus.
     #[arg(long, value_name = "ADDRESS")]
     bus: Option<String>,
 }
 
 /// Logging: to the journal, with priorities and structured fields, when systemd started us
-/// with stderr connected to it (`JOURNAL_STREAM`); to stderr otherwise (a terminal, the demo,
-/// the tests). `RUST_LOG` sets the filter; `info` by default.
+/// with stderr connected to it (`JOURNAL_STREAM`); to stderr otherwise (a terminal, the
+/// tests). `RUST_LOG` sets the filter; `info` by default.
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -97,13 +94,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        if args.demo {
-            cardgated::demo::run(args.bus, stop_signal()).await
-        } else {
-            let config = cardgated::Config::from_file(&args.config)?;
-            let backend = Arc::new(cardgate_reader::PcscBackend::new());
-            cardgated::run(config, backend, args.bus, stop_signal()).await
-        }
+        let config = cardgated::Config::from_file(&args.config)?;
+        let backend = Arc::new(cardgate_reader::PcscBackend::new());
+        cardgated::run(config, backend, args.bus, stop_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

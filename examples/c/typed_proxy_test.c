@@ -12,7 +12,7 @@
  * everything is listed.
  *
  * It drives the demo world through the demo-only org.cardgate.Demo1 (no generated code: the
- * file is not shipped), so it runs against `cardgated --demo` only, on the system bus
+ * file is not shipped), so it runs against `cardgated-demo` only, on the system bus
  * (DBUS_SYSTEM_BUS_ADDRESS: the demo's bus), with the demo passcode in CARDGATE_PASSCODE.
  * tests/clients.rs builds and runs it in CI.
  */

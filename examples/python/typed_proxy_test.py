@@ -11,7 +11,7 @@ agent answers with an error and keeps serving.
 
 It drives the demo world through the demo-only interface org.cardgate.Demo1 (cards in and
 out, the PIN pad's keypad, the self-service outbox), so it runs against
-`cardgated --demo` only, on the system bus (DBUS_SYSTEM_BUS_ADDRESS: the demo's bus), with
+`cardgated-demo` only, on the system bus (DBUS_SYSTEM_BUS_ADDRESS: the demo's bus), with
 the demo passcode in CARDGATE_PASSCODE. tests/clients.rs runs it in CI.
 """
 

@@ -42,6 +42,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_e2e::bench_table::{BenchRow, record};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_ipc::AgentProxy;
@@ -49,7 +50,6 @@ use cardgate_lab::{Lab, LabOptions, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, DemoWorld, PHARMACIST, PrivateBus};
 use futures_lite::StreamExt as _;
 use zbus::proxy::CacheProperties;
 

@@ -6,11 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::fail;
 use cardgate_reader::VirtualBackend;
 use cardgate_vcard::applet::PivApplet;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
 use libtest_mimic::Failed;
 
 use crate::support::{

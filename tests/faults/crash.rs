@@ -9,13 +9,13 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::fail;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
 use cardgated::Config;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use libtest_mimic::Failed;
 
 use crate::support::{

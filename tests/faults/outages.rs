@@ -7,13 +7,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::fail;
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::{PcscBackend, VirtualBackend};
 use cardgate_vcard::applet::PivApplet;
-use cardgated::demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST};
 use libtest_mimic::Failed;
 use tokio::io::AsyncWriteExt as _;
 

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::fail;
 use cardgate_e2e::{TEST_MANAGEMENT_KEY, check};
 use cardgate_ipc::AgentStaffProxy;
@@ -20,7 +21,6 @@ use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::{ObjectTag, Slot};
 use cardgate_vcard::provision::{CardSpec, Validity};
 use cardgate_vcard::vpcd::InsertedCard;
-use cardgated::demo::{DEMO_PASSCODE, PHARMACIST};
 use libtest_mimic::Failed;
 
 use crate::cycles::{Acknowledged, card_read, full_login};

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use cardgate_demo::{DEMO_ODS, DemoWorld, PrivateBus};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::fail;
 use cardgate_ipc::AgentProxy;
@@ -15,7 +16,6 @@ use cardgate_reader::ReaderBackend;
 use cardgate_vcard::Card;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::vpcd::InsertedCard;
-use cardgated::demo::{DEMO_ODS, DemoWorld, PrivateBus};
 use cardgated::{Config, DaemonError};
 use libtest_mimic::Failed;
 use zbus::proxy::CacheProperties;

@@ -1,8 +1,8 @@
 //! `cardgate demo ...`: the embedded demo's hands (`org.cardgate.Demo1`, served only by
-//! `cardgated --demo`): take the card out, put it back, swap holders, key a passcode on the
+//! `cardgated-demo`): take the card out, put it back, swap holders, key a passcode on the
 //! demo PIN pad, make the idle timers run out soon, read what spine-sim "sent" to holders.
 //! Without `--bus` it finds the demo's bus in the file the demo writes at start
-//! (`cardgated::demo::bus_address_file`'s place: `$XDG_RUNTIME_DIR/cardgate-demo.bus`, else
+//! (`cardgate_demo::bus_address_file`'s place: `$XDG_RUNTIME_DIR/cardgate-demo.bus`, else
 //! `/tmp/cardgate-demo-UID.bus`).
 
 use std::path::PathBuf;
@@ -54,7 +54,7 @@ pub enum DemoCommand {
     Outbox,
 }
 
-/// Where the demo writes its bus address (the same rule as `cardgated::demo`).
+/// Where the demo writes its bus address (the same rule as `cardgate_demo::bus_address_file`).
 fn address_file() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("cardgate-demo.bus"),
@@ -82,7 +82,7 @@ fn demo_bus(bus: &str) -> Result<String, CliError> {
         .map(|text| text.trim().to_owned())
         .map_err(|e| {
             CliError::Usage(format!(
-                "no demo is running: {} cannot be read ({e}). Start it with `scripts/run` (or `cardgated --demo`), or give its address with --bus",
+                "no demo is running: {} cannot be read ({e}). Start it with `scripts/run` (or `cardgated-demo`), or give its address with --bus",
                 file.display()
             ))
         })

@@ -1,5 +1,5 @@
 //! The client proxy [`DemoProxy`] of `org.cardgate.Demo1`, the embedded demo's controls
-//! (`crates/ipc/interfaces/org.cardgate.Demo1.xml`), served only by `cardgated --demo`: the
+//! (`crates/ipc/interfaces/org.cardgate.Demo1.xml`), served only by `cardgated-demo`: the
 //! `cardgate demo` command and the e2e suites use it to put cards in and take them out.
 
 /// The object path of the demo's controls.

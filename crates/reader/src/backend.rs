@@ -13,7 +13,7 @@ use cardgate_apdu::Transmit;
 use crate::{EventSink, MonitorHealth, PinVerifyRequest, ReaderError, ReaderFeatures, ReaderName};
 
 /// A source of readers and cards: pcscd ([`crate::PcscBackend`]) or in-process virtual readers
-/// ([`crate::VirtualBackend`]).
+/// (`VirtualBackend`, with the `virtual` feature).
 pub trait ReaderBackend: Send + Sync {
     /// The readers attached now, in the service's order.
     fn list_readers(&self) -> Result<Vec<ReaderName>, ReaderError>;

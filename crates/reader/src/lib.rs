@@ -1,6 +1,7 @@
-//! Reader backends for cardgate: the PC/SC backend through pcscd and an in-process virtual
-//! backend, behind one object-safe trait ([`ReaderBackend`]) so the daemon, the demo and unit
-//! tests run the same code above it.
+//! Reader backends for cardgate: the PC/SC backend through pcscd and, with the `virtual`
+//! feature (test equipment: the demo and tests enable it, production builds never do), an
+//! in-process virtual backend holding `cardgate_icc::Card`s, behind one object-safe trait
+//! ([`ReaderBackend`]) so the daemon, the demo and unit tests run the same code above it.
 //!
 //! - **Events without polling**: [`ReaderBackend::monitor`] runs one thread that blocks in
 //!   `SCardGetStatusChange` (reader states plus the PnP notification reader) and delivers
@@ -22,13 +23,18 @@ mod error;
 mod event;
 pub mod part10;
 mod pcsc_backend;
+#[cfg(feature = "virtual")]
 mod virtual_backend;
 
 pub use backend::{CardConnection, CardTransaction, MonitorHandle, ReaderBackend};
+/// The card trait the virtual backend's readers hold (with the `virtual` feature).
+#[cfg(feature = "virtual")]
+pub use cardgate_icc::Card;
 pub use error::ReaderError;
 pub use event::{EventSink, MonitorHealth, ReaderEvent, ReaderEventKind, ReaderName};
 pub use part10::{
     Part10Error, PinPad, PinVerifyRequest, ReaderFeatures, ReaderModel, TlvProperties,
 };
 pub use pcsc_backend::{PcscBackend, PcscConnection};
+#[cfg(feature = "virtual")]
 pub use virtual_backend::{PadEntry, VirtualBackend, VirtualReaderModel};

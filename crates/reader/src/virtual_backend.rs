@@ -1,4 +1,4 @@
-//! The in-process virtual backend: readers holding [`cardgate_vcard::Card`]s, for the demo
+//! The in-process virtual backend: readers holding [`cardgate_icc::Card`]s (the `virtual` feature), for the demo
 //! and for unit tests of everything above the reader layer. It behaves as pcscd does where it
 //! matters: shared connections that fail once their card is gone, transactions that exclude
 //! other connections, an event counter per reader, a service that can go away, and readers
@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use cardgate_apdu::Transmit;
-use cardgate_vcard::Card;
+use cardgate_icc::Card;
 use zeroize::Zeroizing;
 
 use crate::backend::MonitorShared;

@@ -2,8 +2,8 @@
 //! A person trying `scripts/run`, or an integrator's test, takes the card out, puts it back,
 //! swaps in another holder's card, types on the PIN pad and makes the idle timers run out in
 //! seconds, so every signal of `org.cardgate.Agent1` can be seen without hardware. Served only
-//! by `cardgated --demo` (`crate::serve` with controls); the production daemon has no such
-//! object.
+//! by the demo ([`crate::run`], through `cardgated::serve` with `cardgated::ExtraObjects`);
+//! the production daemon has no such object.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,12 +11,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use cardgate_ipc::AgentError;
-use cardgate_reader::{PadEntry, ReaderName, VirtualBackend};
-use cardgate_vcard::Card;
+use cardgate_reader::{Card, PadEntry, ReaderName, VirtualBackend};
+use cardgated::Agent;
 use zbus::interface;
 use zeroize::Zeroizing;
-
-use crate::agent::Agent;
 
 /// One demo card: who holds it and what the RA knows of it.
 #[derive(Debug, Clone)]
@@ -95,7 +93,7 @@ impl DemoControls {
         }
     }
 
-    /// Hands the controls the running agent (for [`DemoControls::shorten_idle`]).
+    /// Hands the controls the running agent (for `ShortenIdle`).
     pub(crate) fn attach(&self, agent: Agent) {
         let _ = self.agent.set(agent);
     }
