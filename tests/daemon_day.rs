@@ -695,7 +695,7 @@ impl BusDaemon {
     /// Starts the bus `name` in `dir` and the daemon on it with `world`'s configuration as
     /// `adjust` leaves it; returns once the daemon answers on the bus.
     async fn start(
-        world: &cardgated::demo::DemoWorld,
+        world: &cardgate_demo::DemoWorld,
         dir: &std::path::Path,
         name: &str,
         strict: bool,
@@ -865,7 +865,7 @@ fn restricted_methods_for_an_nss_group_member(_lab: &mut Lab) -> Result<(), Fail
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(|e| fail("chmod", e))?;
         nss_only_user_and_group(dir.path())?;
-        let world = cardgated::demo::DemoWorld::start(&dir.path().join("world"))
+        let world = cardgate_demo::DemoWorld::start(&dir.path().join("world"))
             .await
             .map_err(|e| fail("demo world", e))?;
         let daemon = BusDaemon::start(&world, dir.path(), "nss", false, |config| {
