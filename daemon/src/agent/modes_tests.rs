@@ -669,7 +669,11 @@ async fn the_timers_sleep_until_the_next_deadline_and_none_runs_without_one() {
         None,
         "a card in but no session and no card-left timer: nothing to wake for"
     );
+    // The log-in waits on the audit writer's thread; paused time would jump to the timer's
+    // deadline while the runtime idles in that wait, so the clock runs for the log-in only.
+    tokio::time::resume();
     w.login_and_select("RP-PHARM").await;
+    tokio::time::pause();
     let deadline = w.agent.next_timer_deadline().expect("the idle limit runs");
     let left = deadline - Instant::now();
     assert!(
