@@ -12,12 +12,10 @@ use cardgate_piv::PivError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
-    /// The configuration is wrong; the text names the key and the rule.
-    #[error("configuration: {problem}")]
-    Config {
-        /// The key and what is wrong with it.
-        problem: String,
-    },
+    /// The configuration cannot be read or is wrong; the text names the file, the key and
+    /// the rule.
+    #[error(transparent)]
+    Config(#[from] cardgate_config::ConfigError),
     /// A file could not be read or written.
     #[error("{what}: {source}")]
     Io {

@@ -184,19 +184,10 @@ async fn check(bus: &str, json: bool, action: &str, ods: Option<String>) -> Outc
 
 /// `[paths] audit` of the daemon's configuration if it is readable, else the documented default.
 fn default_audit_path() -> PathBuf {
-    #[derive(serde::Deserialize)]
-    struct Paths {
-        audit: Option<PathBuf>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Partial {
-        paths: Option<Paths>,
-    }
-    std::fs::read_to_string(DEFAULT_CONFIG_PATH)
+    cardgate_config::Sections::from_file(std::path::Path::new(DEFAULT_CONFIG_PATH))
         .ok()
-        .and_then(|t| toml::from_str::<Partial>(&t).ok())
-        .and_then(|p| p.paths)
-        .and_then(|p| p.audit)
+        .and_then(|s| s.paths)
+        .map(|p| p.audit)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_PATH))
 }
 

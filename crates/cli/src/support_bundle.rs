@@ -165,10 +165,10 @@ pub(crate) async fn build(
     let created_at = doctor::now_rfc3339();
     let report = doctor::diagnose(config, bus).await;
     let audit_path = audit_file.unwrap_or_else(|| {
-        doctor::read_config(config)
+        cardgate_config::Sections::from_file(config)
             .ok()
-            .and_then(|c| c.paths)
-            .and_then(|p| p.audit)
+            .and_then(|s| s.paths)
+            .map(|p| p.audit)
             .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_AUDIT_PATH))
     });
     let (audit, audit_problems) = audit_section(&audit_path, events);

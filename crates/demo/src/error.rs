@@ -45,6 +45,9 @@ pub enum DemoError {
     /// A demo card could not be put into its reader.
     #[error("the demo card: {0}")]
     Card(#[from] cardgate_ipc::AgentError),
+    /// The demo's embedded configuration was refused.
+    #[error("the demo configuration: {0}")]
+    Config(#[from] cardgated::config::ConfigError),
     /// The agent itself failed: its configuration, or while it ran.
     #[error(transparent)]
     Daemon(#[from] cardgated::DaemonError),
