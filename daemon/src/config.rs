@@ -2,7 +2,7 @@
 //! (shared with `cardgate doctor`, so the two can never read the file differently); this
 //! module keeps the daemon's public path (`cardgated::config::Config`, `RemovalMode`, ...)
 //! and ties the shared crate to the contracts it cannot link: the endpoint client's URL
-//! parser and the bus's restricted group.
+//! errors and the bus's restricted group.
 
 pub use cardgate_config::{
     CardTrustConfig, Config, ConfigError, DEFAULT_RESTRICTED_GROUP, DEMO_CONFIG, EndpointConfig,
@@ -22,8 +22,8 @@ mod tests {
         assert_eq!(config.ipc.restricted_group, cardgate_ipc::RESTRICTED_GROUP);
     }
 
-    /// The file's URL rule and the endpoint client's parser accept the same URLs, find the same
-    /// host and port, and say the same thing about the rest.
+    /// The endpoint client builds its listener from the file's URL rule: the same URLs pass,
+    /// with the same host and port, and the file's check says what the client would say.
     #[test]
     fn the_file_s_url_rule_is_the_endpoint_client_s() {
         for url in [
@@ -60,7 +60,11 @@ mod tests {
                         "{url}"
                     );
                 }
-                (Err(ours), Err(client)) => assert_eq!(ours, &client.to_string(), "{url}"),
+                (Err(ours), Err(client)) => assert_eq!(
+                    format!("the Spine client configuration is not usable: {ours}"),
+                    client.to_string(),
+                    "{url}"
+                ),
                 _ => panic!("{url}: the file says {ours:?}, the endpoint client {client:?}"),
             }
         }

@@ -1,7 +1,6 @@
-//! The endpoint's address as the file writes it, `https://host:port`: the rules the endpoint
-//! client (`cardgate_spine::Endpoint::parse`) applies, checked when the file is read so a bad
-//! URL is refused at start with its key named. The daemon's tests tie the two parsers
-//! together (`daemon/src/config.rs`), so they cannot drift apart.
+//! The endpoint's address as the file writes it, `https://host:port`: the one parser of it.
+//! The file's check uses it, so a bad URL is refused at start with its key named, and the
+//! endpoint client (`cardgate_spine::Endpoint::parse`) builds its listener from it.
 
 use rustls_pki_types::ServerName;
 
@@ -14,11 +13,9 @@ pub struct EndpointUrl {
 
 impl EndpointUrl {
     /// Parses `https://host:port` (a trailing `/` allowed, nothing else after the port;
-    /// plain `http` refused). The error is the rule broken, in the endpoint client's words.
+    /// plain `http` refused). The error is the rule broken, naming the URL or the host.
     pub fn parse(url: &str) -> Result<EndpointUrl, String> {
-        let invalid = |why: &str| {
-            format!("the Spine client configuration is not usable: endpoint {url:?}: {why}")
-        };
+        let invalid = |why: &str| format!("endpoint {url:?}: {why}");
         let rest = url
             .strip_prefix("https://")
             .ok_or_else(|| invalid("must start with https://"))?;
@@ -43,11 +40,8 @@ impl EndpointUrl {
         if host.is_empty() || host.contains('/') {
             return Err(invalid("expected https://host:port with no path"));
         }
-        ServerName::try_from(host.to_owned()).map_err(|_| {
-            format!(
-                "the Spine client configuration is not usable: {host:?} is neither a DNS name nor an IP address"
-            )
-        })?;
+        ServerName::try_from(host.to_owned())
+            .map_err(|_| format!("{host:?} is neither a DNS name nor an IP address"))?;
         Ok(EndpointUrl {
             host: host.to_owned(),
             port,

@@ -276,7 +276,12 @@ impl EndpointConfig {
             ("endpoint.mtls_url", self.mtls_url.as_ref()),
         ] {
             if let Some(url) = url {
-                EndpointUrl::parse(url).map_err(|rule| ConfigError::value(key, rule))?;
+                EndpointUrl::parse(url).map_err(|rule| {
+                    ConfigError::value(
+                        key,
+                        format!("the Spine client configuration is not usable: {rule}"),
+                    )
+                })?;
             }
         }
         if self.login_mode == LoginMode::B && self.mtls_url.is_none() {

@@ -34,34 +34,9 @@ impl Endpoint {
     /// Parses `https://host:port` (a trailing `/` is allowed; nothing else after the port).
     /// Plain `http` is refused: the protocol is HTTPS only.
     pub fn parse(url: &str) -> Result<Endpoint, SpineError> {
-        let invalid = |why: &str| SpineError::Config {
-            reason: format!("endpoint {url:?}: {why}"),
-        };
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| invalid("must start with https://"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed [ in an IPv6 address"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| invalid("the port is not a number from 1 to 65535"))?,
-            None => 443,
-        };
-        if host.is_empty() || host.contains('/') {
-            return Err(invalid("expected https://host:port with no path"));
-        }
-        Endpoint::new(host, port)
+        let url = cardgate_config::EndpointUrl::parse(url)
+            .map_err(|reason| SpineError::Config { reason })?;
+        Endpoint::new(url.host(), url.port())
     }
 
     /// Checks the server's certificate against `name` instead of the host connected to (a
