@@ -11,7 +11,7 @@ use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
-use cardgate_ipc::ACTIONS;
+use cardgate_ipc::Action;
 use cardgate_lab::{Lab, ReaderSlot};
 use libtest_mimic::{Arguments, Failed};
 
@@ -165,7 +165,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
         .select_role_profile("RP-PHARM-FA123")
         .await
         .map_err(|e| fail("SelectRoleProfile", e))?;
-    for action in ACTIONS {
+    for action in Action::ALL.map(Action::name) {
         let answer = agent
             .authorise(action, DEMO_ODS)
             .await

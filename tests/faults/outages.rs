@@ -491,7 +491,7 @@ pub async fn audit_disk_full() -> Result<(), Failed> {
             }
         }
     }
-    for action in cardgate_ipc::ACTIONS {
+    for action in cardgate_ipc::Action::ALL.map(cardgate_ipc::Action::name) {
         let outcome = agent.authorise(action, DEMO_ODS).await;
         if let Ok(answer) = &outcome {
             check(!answer.allowed, || {

@@ -137,12 +137,12 @@ async fn status(bus: &str, json: bool) -> Outcome {
 }
 
 async fn check(bus: &str, json: bool, action: &str, ods: Option<String>) -> Outcome {
-    if !cardgate_ipc::ACTIONS.contains(&action) {
+    if action.parse::<cardgate_ipc::Action>().is_err() {
         return Err((
             2,
             CliError::Usage(format!(
                 "unknown action \"{action}\"; use one of: {}",
-                cardgate_ipc::ACTIONS.join(", ")
+                cardgate_ipc::Action::valid_names()
             )),
         ));
     }

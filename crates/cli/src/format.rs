@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use cardgate_ipc::{AuthoriseAnswer, ReaderInfo, SelectedRoleProfile};
+use cardgate_ipc::{AuthoriseAnswer, ReaderInfo, SelectedRoleProfile, property};
 use serde::Serialize;
 use zbus::zvariant::OwnedValue;
 
@@ -49,25 +49,25 @@ impl StatusView {
     /// or newer agent must not make `status` fail: support needs what there is).
     pub fn from_map(map: &HashMap<String, OwnedValue>) -> StatusView {
         let readers = map
-            .get("Readers")
+            .get(property::READERS)
             .and_then(|v| v.try_clone().ok())
             .and_then(|v| <Vec<ReaderInfo>>::try_from(v).ok())
             .unwrap_or_default();
         let warnings = map
-            .get("Warnings")
+            .get(property::WARNINGS)
             .and_then(|v| v.try_clone().ok())
             .and_then(|v| <Vec<String>>::try_from(v).ok())
             .unwrap_or_default();
         StatusView {
             readers,
-            card_present: take(map, "CardPresent").unwrap_or(false),
-            holder_uuid: take(map, "HolderUuid").unwrap_or_default(),
-            holder_name: take(map, "HolderName").unwrap_or_default(),
-            state: take(map, "State").unwrap_or_default(),
-            passcode_tries_left: take(map, "PasscodeTriesLeft").unwrap_or(-1),
-            selected_role_profile: take(map, "SelectedRoleProfile").unwrap_or_default(),
-            certificate_not_after: take(map, "CertificateNotAfter").unwrap_or(0),
-            session_generation: take(map, "SessionGeneration").unwrap_or(0),
+            card_present: take(map, property::CARD_PRESENT).unwrap_or(false),
+            holder_uuid: take(map, property::HOLDER_UUID).unwrap_or_default(),
+            holder_name: take(map, property::HOLDER_NAME).unwrap_or_default(),
+            state: take(map, property::STATE).unwrap_or_default(),
+            passcode_tries_left: take(map, property::PASSCODE_TRIES_LEFT).unwrap_or(-1),
+            selected_role_profile: take(map, property::SELECTED_ROLE_PROFILE).unwrap_or_default(),
+            certificate_not_after: take(map, property::CERTIFICATE_NOT_AFTER).unwrap_or(0),
+            session_generation: take(map, property::SESSION_GENERATION).unwrap_or(0),
             warnings,
         }
     }

@@ -53,8 +53,8 @@ pub enum Command {
     Status,
     /// Ask the agent whether ACTION is allowed now; exit 0 allowed, 1 refused, 2 error.
     Check {
-        /// One of nominate-set, nominate-change, nominate-delete, download, return,
-        /// dispense-notification, claim, view-scr.
+        /// The action to ask about (the help lists them, from the policy crate).
+        #[arg(help = action_help())]
         action: String,
         /// The pharmacy's ODS code (default: the selected role profile's).
         #[arg(long, value_name = "CODE")]
@@ -156,6 +156,11 @@ pub enum AuditCommand {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+}
+
+/// The help of `check ACTION`: the policy crate's action list, so it cannot go stale.
+fn action_help() -> String {
+    format!("One of {}.", cardgate_ipc::Action::valid_names())
 }
 
 /// The clap definition, for completions, the man page and tests.

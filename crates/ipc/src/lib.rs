@@ -31,10 +31,14 @@ pub use error::AgentError;
 pub use proxy::*;
 pub use staff::*;
 pub use types::{
-    ACTIONS, AgentState, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
+    AgentState, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
     SessionEndReason, Ticket, property,
 };
 pub use workstation::*;
+
+/// The actions `Authorise` knows, from the policy crate, which defines them once:
+/// `Action::ALL` lists them and [`Action::name`] is each one's spelling on the bus.
+pub use cardgate_policy::Action;
 
 /// The introspection XML of `org.cardgate.Agent1`: the contract, as installed in
 /// `/usr/share/dbus-1/interfaces/`. The e2e suite fails when the running daemon's

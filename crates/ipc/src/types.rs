@@ -1,21 +1,9 @@
 //! The argument and return types of `org.cardgate.Agent1`, each with the D-Bus signature
-//! `docs/ipc.md` gives it, and the string codes (states, session-end reasons, actions) that
+//! `docs/ipc.md` gives it, and the string codes (states, session-end reasons) that
 //! travel as plain `s` so that clients in any language can read them.
 
 use serde::{Deserialize, Serialize};
 use zbus::zvariant::{OwnedValue, Type, Value};
-
-/// The actions `Authorise` knows, as spelled on the bus (the policy crate's names).
-pub const ACTIONS: [&str; 8] = [
-    "nominate-set",
-    "nominate-change",
-    "nominate-delete",
-    "download",
-    "return",
-    "dispense-notification",
-    "claim",
-    "view-scr",
-];
 
 /// The names of `org.cardgate.Agent1`'s properties, which are also the keys of `Status`
 /// (with [`property::WARNINGS`], which is only in `Status`). One spelling for the daemon,

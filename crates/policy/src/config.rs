@@ -21,10 +21,8 @@ use crate::{Action, Activity, OdsCode, PolicyError};
 /// # Let locums use their profile at the generic locum organisation (FFFFF) here.
 /// accept_locum_profiles = true
 ///
-/// # Optional: the activity each action needs. Omitted actions keep the defaults
-/// # (docs/spine-protocol.md): nominate-set/-change/-delete = "eps.nominate",
-/// # download = "eps.download", return = "eps.return",
-/// # dispense-notification = "eps.dispense-notify", claim = "eps.claim", view-scr = "scr.view".
+/// # Optional: the activity each action needs. Omitted actions keep their default
+/// # (the action table in the crate documentation).
 /// [policy.actions]
 /// nominate-delete = "eps.nominate"
 /// ```
@@ -43,7 +41,7 @@ pub struct PolicyConfig {
     workstation_ods_codes: Vec<OdsCode>,
     accept_locum_profiles: bool,
     /// Indexed by [`Action::index`]; always complete.
-    activities: [Activity; 8],
+    activities: [Activity; Action::COUNT],
 }
 
 /// The policy table exactly as written, before validation.
@@ -122,22 +120,9 @@ impl PolicyConfig {
     }
 }
 
-/// The map in `docs/spine-protocol.md`.
-fn default_activities() -> [Activity; 8] {
-    let mut map = [const { Activity::EPS_NOMINATE }; 8];
-    for action in Action::ALL {
-        map[action.index()] = match action {
-            Action::NominateSet | Action::NominateChange | Action::NominateDelete => {
-                Activity::EPS_NOMINATE
-            }
-            Action::Download => Activity::EPS_DOWNLOAD,
-            Action::Return => Activity::EPS_RETURN,
-            Action::DispenseNotification => Activity::EPS_DISPENSE_NOTIFY,
-            Action::Claim => Activity::EPS_CLAIM,
-            Action::ViewScr => Activity::SCR_VIEW,
-        };
-    }
-    map
+/// The map in `docs/spine-protocol.md`, from the action table.
+fn default_activities() -> [Activity; Action::COUNT] {
+    Action::ALL.map(Action::default_activity)
 }
 
 fn known_activity_names() -> String {

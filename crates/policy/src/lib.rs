@@ -17,7 +17,9 @@
 //!
 //! | Action | Default activity |
 //! | --- | --- |
-//! | `nominate-set`, `nominate-change`, `nominate-delete` | `eps.nominate` |
+//! | `nominate-set` | `eps.nominate` |
+//! | `nominate-change` | `eps.nominate` |
+//! | `nominate-delete` | `eps.nominate` |
 //! | `download` | `eps.download` |
 //! | `return` | `eps.return` |
 //! | `dispense-notification` | `eps.dispense-notify` |

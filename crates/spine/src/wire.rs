@@ -79,28 +79,10 @@ pub mod paths {
     }
 }
 
-/// Activity names carried in role profiles. Strings on the wire so a newer server can add
-/// activities an older agent simply does not grant; these are the ones version 1 defines.
-pub mod activity {
-    /// Set, change or delete a patient's nominated pharmacy.
-    pub const EPS_NOMINATE: &str = "eps.nominate";
-    /// Download prescriptions from the Spine.
-    pub const EPS_DOWNLOAD: &str = "eps.download";
-    /// Return prescriptions to the Spine.
-    pub const EPS_RETURN: &str = "eps.return";
-    /// Confirm a prescription as dispensed.
-    pub const EPS_DISPENSE_NOTIFY: &str = "eps.dispense-notify";
-    /// Submit a prescription for payment.
-    pub const EPS_CLAIM: &str = "eps.claim";
-    /// View the Summary Care Record.
-    pub const SCR_VIEW: &str = "scr.view";
-    /// Unlock someone else's card (Sponsor/LSA).
-    pub const ADMIN_UNLOCK: &str = "admin.unlock";
-    /// Activate, record and return Temporary Access Cards (Sponsor/LSA).
-    pub const ADMIN_TAC: &str = "admin.tac";
-    /// Renew someone else's certificates (Sponsor).
-    pub const ADMIN_RENEW: &str = "admin.renew";
-}
+// Activity names carried in role profiles are strings on the wire, so a newer server can add
+// activities an older agent simply does not grant; the ones version 1 defines are
+// `cardgate_policy::Activity::KNOWN` (one list, held to docs/spine-protocol.md by the policy
+// crate's contract tests).
 
 /// The ODS code of the generic locum organisation: a profile there works at any pharmacy.
 pub const LOCUM_ODS_CODE: &str = "FFFFF";

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
+use cardgate_policy::Activity;
 use cardgate_spine::wire::{ErrorCode, Secret, Session, paths};
 use ring::rand::SystemRandom;
 
@@ -70,8 +71,9 @@ impl AppState {
     pub(super) fn authorise_activity(
         &self,
         headers: &HeaderMap,
-        needed: &str,
+        needed: &Activity,
     ) -> Result<SessionRecord, ApiError> {
+        let needed = needed.as_str();
         let session = self.authorise(headers)?;
         match session.selected_profile() {
             Some(profile) if profile.activities.iter().any(|a| a == needed) => Ok(session),

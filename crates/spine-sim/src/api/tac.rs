@@ -3,9 +3,9 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use cardgate_policy::Activity;
 use cardgate_spine::wire::{
     ErrorCode, TacAction, TacActivateRequest, TacEvent, TacRecord, TacState, TacUsageRequest,
-    activity,
 };
 
 use super::extract::{ApiJson, ApiPath};
@@ -37,7 +37,7 @@ pub(super) async fn tac_read(
     headers: HeaderMap,
     ApiPath(serial): ApiPath,
 ) -> AppResult<axum::Json<TacRecord>> {
-    state.authorise_activity(&headers, activity::ADMIN_TAC)?;
+    state.authorise_activity(&headers, &Activity::ADMIN_TAC)?;
     check_tac_serial(&serial)?;
     let record = state
         .lock()
@@ -54,7 +54,7 @@ pub(super) async fn tac_activate(
     ApiPath(serial): ApiPath,
     ApiJson(request): ApiJson<TacActivateRequest>,
 ) -> AppResult<axum::Json<TacRecord>> {
-    let session = state.authorise_activity(&headers, activity::ADMIN_TAC)?;
+    let session = state.authorise_activity(&headers, &Activity::ADMIN_TAC)?;
     check_tac_serial(&serial)?;
     if !state.directory.users.contains_key(&request.holder_uid) {
         return Err(ApiError::new(
@@ -105,7 +105,7 @@ pub(super) async fn tac_usage(
     ApiPath(serial): ApiPath,
     ApiJson(usage): ApiJson<TacUsageRequest>,
 ) -> AppResult<axum::Json<TacRecord>> {
-    let session = state.authorise_activity(&headers, activity::ADMIN_TAC)?;
+    let session = state.authorise_activity(&headers, &Activity::ADMIN_TAC)?;
     check_tac_serial(&serial)?;
     if usage.until < usage.from {
         return Err(ApiError::new(
@@ -148,7 +148,7 @@ pub(super) async fn tac_return(
     headers: HeaderMap,
     ApiPath(serial): ApiPath,
 ) -> AppResult<axum::Json<TacRecord>> {
-    let session = state.authorise_activity(&headers, activity::ADMIN_TAC)?;
+    let session = state.authorise_activity(&headers, &Activity::ADMIN_TAC)?;
     check_tac_serial(&serial)?;
     let at = state.clock.wall();
     let mut inner = state.lock();

@@ -7,9 +7,10 @@ use std::os::unix::fs::OpenOptionsExt as _;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use cardgate_policy::Activity;
 use cardgate_spine::wire::{
     ErrorCode, OutboxMessage, Secret, SelfServiceUnlockConfirm, SelfServiceUnlockRequest,
-    SelfServiceUnlockStarted, SponsorUnlockRequest, UnlockCodeResponse, activity,
+    SelfServiceUnlockStarted, SponsorUnlockRequest, UnlockCodeResponse,
 };
 
 use crate::state::{
@@ -176,7 +177,7 @@ pub(super) async fn sponsor_unlock(
     headers: HeaderMap,
     ApiJson(request): ApiJson<SponsorUnlockRequest>,
 ) -> AppResult<axum::Json<UnlockCodeResponse>> {
-    let session = state.authorise_activity(&headers, activity::ADMIN_UNLOCK)?;
+    let session = state.authorise_activity(&headers, &Activity::ADMIN_UNLOCK)?;
     let own_card_error = || {
         ApiError::new(
             ErrorCode::OwnCard,

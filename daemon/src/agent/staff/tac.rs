@@ -4,9 +4,8 @@
 use cardgate_audit::{AuditEvent, CallerIdentity};
 use cardgate_ipc::{TacHistoryEntry, TacInfo, TacUse};
 use cardgate_piv::HolderUuid;
-use cardgate_spine::wire::{
-    TacAction, TacActivateRequest, TacRecord, TacState, TacUsageRequest, activity,
-};
+use cardgate_policy::Activity;
+use cardgate_spine::wire::{TacAction, TacActivateRequest, TacRecord, TacState, TacUsageRequest};
 use time::OffsetDateTime;
 
 use crate::Agent;
@@ -58,7 +57,11 @@ impl Agent {
     /// The sponsor's session for a TAC task, with `admin.tac` checked early.
     pub(super) fn tac_session(&self) -> Result<SponsorSession, CoreError> {
         let sponsor = self.sponsor_session("Temporary Access Cards")?;
-        if !sponsor.activities.iter().any(|a| a == activity::ADMIN_TAC) {
+        if !sponsor
+            .activities
+            .iter()
+            .any(|a| a == Activity::ADMIN_TAC.as_str())
+        {
             return Err(CoreError::NotPermitted(
                 "the selected role profile does not allow Temporary Access Cards (admin.tac): \
                  select the Sponsor or LSA role"

@@ -6,7 +6,8 @@ use cardgate_audit::{AuditEvent, CallerIdentity, UnlockPath};
 use cardgate_card::CardError;
 use cardgate_ipc::SelfServiceStarted;
 use cardgate_piv::{CardSerial, FinalTry, HolderUuid, Passcode, UnlockCode};
-use cardgate_spine::wire::{Secret, activity};
+use cardgate_policy::Activity;
+use cardgate_spine::wire::Secret;
 
 use crate::Agent;
 use crate::agent::lock;
@@ -291,7 +292,7 @@ impl Agent {
         if !sponsor
             .activities
             .iter()
-            .any(|a| a == activity::ADMIN_UNLOCK)
+            .any(|a| a == Activity::ADMIN_UNLOCK.as_str())
         {
             return Err(CoreError::NotPermitted(
                 "the selected role profile does not allow unlocking cards (admin.unlock): select \
