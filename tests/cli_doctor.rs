@@ -121,7 +121,7 @@ fn write_config(world: &DemoWorld, bus: &str, endpoint: Option<&str>) -> Result<
     let mtls = endpoint
         .map(str::to_owned)
         .unwrap_or_else(|| world.sim().mtls_url());
-    let text = cardgated::config::DEMO_CONFIG
+    let text = cardgate_demo::DEMO_CONFIG
         .replace("\"unix:path=@DEMO_DIR@/bus\"", &format!("\"{bus}\""))
         .replace("@DEMO_DIR@", &dir)
         .replace("@ENDPOINT_URL@", &url)

@@ -115,7 +115,7 @@ impl DaemonProcess {
         log_filter: Option<&str>,
         virtual_readers: Option<usize>,
     ) -> Result<DaemonProcess, String> {
-        let text = cardgated::config::DEMO_CONFIG
+        let text = cardgate_demo::DEMO_CONFIG
             .replace("unix:path=@DEMO_DIR@/bus", address)
             .replace("@DEMO_DIR@", &world.dir().display().to_string())
             .replace("@ENDPOINT_URL@", &world.sim().url())

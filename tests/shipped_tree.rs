@@ -36,11 +36,14 @@ const TEST_EQUIPMENT: &[(&str, &str)] = &[
 ];
 
 /// A package's feature that only tests and the demo enable.
-const TEST_FEATURES: &[(&str, &str, &str)] = &[(
-    "cardgate-reader",
-    "virtual",
-    "the in-process virtual reader backend",
-)];
+const TEST_FEATURES: &[(&str, &str, &str)] = &[
+    (
+        "cardgate-reader",
+        "virtual",
+        "the in-process virtual reader backend",
+    ),
+    ("cardgate-config", "demo", "the embedded demo configuration"),
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -30,6 +30,7 @@ mod dbus;
 pub mod endpoint;
 mod error;
 mod pending_renewals;
+pub mod process;
 mod staff_jobs;
 mod workstation;
 

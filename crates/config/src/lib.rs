@@ -29,7 +29,9 @@ pub use error::ConfigError;
 pub use sections::Sections;
 
 /// The demo's configuration, with `@DEMO_DIR@` standing for the directory the demo writes
-/// its CA, CRL, audit trail and ledger into.
+/// its CA, CRL, audit trail and ledger into. Only with the `demo` feature (the demo crate
+/// and the tests enable it), so the shipped binaries carry no demo configuration.
+#[cfg(any(test, feature = "demo"))]
 pub const DEMO_CONFIG: &str = include_str!("../../../config/cardgated-demo.toml");
 
 /// The group whose members may call restricted methods when `[ipc] restricted_group` is not
@@ -245,7 +247,8 @@ impl Config {
     }
 
     /// The embedded demo configuration with its files under `dir` and the endpoint at the
-    /// given URLs (the demo's in-process spine-sim picks free ports).
+    /// given URLs (the demo's in-process spine-sim picks free ports). `demo` feature only.
+    #[cfg(any(test, feature = "demo"))]
     pub fn demo(dir: &Path, url: &str, mtls_url: &str) -> Result<Config, ConfigError> {
         let text = DEMO_CONFIG
             .replace("@DEMO_DIR@", &dir.display().to_string())

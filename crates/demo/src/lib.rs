@@ -33,6 +33,9 @@ use cardgate_reader::{Card, VirtualBackend, VirtualReaderModel};
 use cardgate_vcard::applet::PivApplet;
 
 pub use bus::{PrivateBus, bus_address_file};
+/// The demo's configuration text (`cardgate-config`'s `demo` feature), for suites that write
+/// their own variant of it.
+pub use cardgate_config::DEMO_CONFIG;
 pub use controls::{DemoCard, DemoControls};
 pub use error::DemoError;
 pub use world::DemoWorld;
