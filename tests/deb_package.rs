@@ -67,6 +67,8 @@ fn shipped(multiarch: &str) -> Vec<PathBuf> {
         "/usr/share/dbus-1/system.d/org.cardgate.Agent.conf".to_owned(),
         "/usr/share/dbus-1/interfaces/org.cardgate.Agent1.xml".to_owned(),
         "/usr/share/dbus-1/interfaces/org.cardgate.Workstation1.xml".to_owned(),
+        "/usr/share/dbus-1/interfaces/org.cardgate.Login1.xml".to_owned(),
+        "/usr/share/dbus-1/interfaces/org.cardgate.Prompt1.xml".to_owned(),
         "/usr/lib/sysusers.d/cardgated.conf".to_owned(),
         "/usr/share/polkit-1/rules.d/50-cardgate.rules".to_owned(),
         "/usr/share/pam-configs/cardgate".to_owned(),
@@ -167,6 +169,14 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
         (
             "/usr/share/dbus-1/interfaces/org.cardgate.Workstation1.xml",
             cardgate_ipc::WORKSTATION1_XML,
+        ),
+        (
+            "/usr/share/dbus-1/interfaces/org.cardgate.Login1.xml",
+            cardgate_ipc::LOGIN1_XML,
+        ),
+        (
+            "/usr/share/dbus-1/interfaces/org.cardgate.Prompt1.xml",
+            cardgate_ipc::PROMPT1_XML,
         ),
     ] {
         let installed = std::fs::read_to_string(path)

@@ -154,6 +154,10 @@ async fn introspection_is_the_shipped_xml(_lab: &mut Lab) -> Result<(), Failed> 
         WORKSTATION1_XML,
         "org.cardgate.Workstation1.xml",
     )?);
+    shipped.extend(interfaces(
+        cardgate_ipc::LOGIN1_XML,
+        "org.cardgate.Login1.xml",
+    )?);
 
     let ours: BTreeSet<&String> = live
         .keys()

@@ -49,7 +49,7 @@ impl AgentInterface {
     /// change the state call it before they answer, so a client has the new values (and the
     /// signal) before the reply; the signal forwarder calls it after every agent event.
     /// Announcements are serialised, so they arrive in the order the state changed.
-    async fn announce(&self, emitter: &SignalEmitter<'_>) {
+    pub(crate) async fn announce(&self, emitter: &SignalEmitter<'_>) {
         let mut last = self.announced.lock().await;
         let now = self.agent.snapshot();
         let changed = changed_properties(&last, &now);

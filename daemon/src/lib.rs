@@ -31,6 +31,7 @@ pub mod endpoint;
 mod error;
 mod pending_renewals;
 pub mod process;
+mod prompts;
 mod staff_jobs;
 mod workstation;
 
@@ -282,6 +283,10 @@ pub async fn serve(
         .serve_at(
             cardgate_ipc::OBJECT_PATH,
             dbus::AgentInterface::new(agent.clone(), restricted_group.clone()),
+        )?
+        .serve_at(
+            cardgate_ipc::OBJECT_PATH,
+            prompts::LoginInterface::new(agent.clone()),
         )?
         .serve_at(
             cardgate_ipc::OBJECT_PATH,

@@ -47,6 +47,15 @@ pub enum AgentError {
     /// due or already too late, a Sponsor's own card); the message says what to do instead.
     /// Nothing was sent to the card.
     NotEligible(String),
+    /// `RequestLogin`: the holder closed the passcode dialog, or the dialog program ended
+    /// without an answer. Nothing more was sent to the card.
+    Cancelled(String),
+    /// `RequestLogin`: no passcode dialog is registered for the caller's desktop session
+    /// (`cardgate-desktop` is not running there). Nothing was sent to the card.
+    NoPrompt(String),
+    /// `RequestLogin`: another program's log-in request is being answered; ask again when it
+    /// is done.
+    LoginInProgress(String),
 }
 
 impl AgentError {
@@ -68,6 +77,9 @@ impl AgentError {
             AgentError::Card(_) => "Card",
             AgentError::Internal(_) => "Internal",
             AgentError::NotEligible(_) => "NotEligible",
+            AgentError::Cancelled(_) => "Cancelled",
+            AgentError::NoPrompt(_) => "NoPrompt",
+            AgentError::LoginInProgress(_) => "LoginInProgress",
         }
     }
 }

@@ -21,6 +21,7 @@
 
 mod demo;
 mod error;
+mod login;
 mod proxy;
 mod staff;
 mod types;
@@ -28,6 +29,7 @@ mod workstation;
 
 pub use demo::{DEMO_OBJECT_PATH, DEMO1_XML, DemoProxy};
 pub use error::AgentError;
+pub use login::*;
 pub use proxy::*;
 pub use staff::*;
 pub use types::{

@@ -462,6 +462,16 @@ impl Agent {
         Ok(())
     }
 
+    /// The role profiles of the live session bound to the card in the reader, if there is
+    /// one: what `RequestLogin` answers without asking for the passcode again.
+    pub fn live_role_profiles(&self) -> Option<Vec<RoleProfileInfo>> {
+        let state = lock(&self.shared.state);
+        state
+            .live_session()
+            .filter(|s| s.detached.is_none())
+            .map(|s| s.spine.role_profiles.iter().map(role_info).collect())
+    }
+
     /// `Logout`.
     pub async fn logout(&self, caller: &CallerIdentity) -> Result<(), CoreError> {
         let _one_at_a_time = self.shared.session_changes.lock().await;

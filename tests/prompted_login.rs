@@ -1,0 +1,434 @@
+//! End-to-end: the prompted log-in (`org.cardgate.Login1`, docs/ipc.md). `cardgated` on a
+//! private bus watching the lab's real pcscd (a virtual PIV card in a vpcd reader), logging in
+//! at an in-process spine-sim. Three separate bus connections play the parts: a passcode
+//! dialog (serving `org.cardgate.Prompt1` as `cardgate-desktop` does), a second would-be
+//! dialog, and a PMR that calls `RequestLogin` and never sends a passcode. logind is a
+//! stand-in on the private bus (`GetSessionByPID`; sessions with `Id`, `User`, `Active`): this
+//! test's own process is in the active session `c1`; any other process is in `c2`, a
+//! background session of the same user.
+//!
+//! Checked, in order: no dialog → `NoPrompt` and no try spent; one dialog per session; the
+//! dialog is asked with the requester in words and the reason; only the registered dialog may
+//! answer; a wrong passcode goes back to the dialog with the tries left while the request
+//! waits; the right one logs in and the PMR gets the role profiles; a request during a session
+//! answers at once; the holder's cancel → `Cancelled`; two programs at once →
+//! `LoginInProgress`; the card pulled while the dialog is open → the dialog is closed
+//! (`EndLogin card-removed`) and the PMR gets `NoCard`; the dialog program killed mid-dialog
+//! → `Cancelled`, and another dialog may then register; a program outside the active session
+//! (`busctl` as a separate process) is refused; a malformed reason is refused; the daemon is
+//! up throughout and stops cleanly.
+#![allow(clippy::unwrap_used)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::{check, lab_trial};
+use cardgate_ipc::{LoginProxy, RoleProfileInfo};
+use cardgate_lab::{Lab, ReaderSlot};
+use libtest_mimic::{Arguments, Failed};
+use tokio::sync::mpsc;
+use zbus::Connection;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+
+fn main() -> ExitCode {
+    cardgate_lab::enter_lab_namespace();
+    let args = Arguments::from_args();
+    let trials = vec![lab_trial(
+        "a_program_asks_for_a_log_in_and_the_agents_dialog_gets_the_passcode",
+        |lab| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail("runtime", e))?
+                .block_on(prompted(lab))
+        },
+    )];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+// ------------------------------------------------------------------ the stand-in logind
+
+/// logind's manager: this process is in `c1`, every other process in `c2`.
+struct Manager;
+
+#[zbus::interface(name = "org.freedesktop.login1.Manager")]
+impl Manager {
+    #[zbus(name = "GetSessionByPID")]
+    fn get_session_by_pid(&self, pid: u32) -> zbus::fdo::Result<OwnedObjectPath> {
+        let id = if pid == std::process::id() {
+            "c1"
+        } else {
+            "c2"
+        };
+        OwnedObjectPath::try_from(format!("/org/freedesktop/login1/session/{id}"))
+            .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
+    }
+}
+
+/// One session: root's, active (the desktop at the counter) or not (a background one).
+struct Session {
+    id: &'static str,
+    active: bool,
+}
+
+#[zbus::interface(name = "org.freedesktop.login1.Session")]
+impl Session {
+    #[zbus(property)]
+    fn id(&self) -> String {
+        self.id.to_owned()
+    }
+
+    #[zbus(property)]
+    fn user(&self) -> (u32, OwnedObjectPath) {
+        (
+            0,
+            OwnedObjectPath::try_from("/org/freedesktop/login1/user/_0").unwrap(),
+        )
+    }
+
+    #[zbus(property)]
+    fn active(&self) -> bool {
+        self.active
+    }
+}
+
+async fn stand_in_logind(address: &str) -> Result<Connection, Failed> {
+    zbus::connection::Builder::address(address)
+        .map_err(|e| fail("bus address", e))?
+        .serve_at("/org/freedesktop/login1", Manager)
+        .map_err(|e| fail("logind manager", e))?
+        .serve_at(
+            "/org/freedesktop/login1/session/c1",
+            Session {
+                id: "c1",
+                active: true,
+            },
+        )
+        .map_err(|e| fail("logind session", e))?
+        .serve_at(
+            "/org/freedesktop/login1/session/c2",
+            Session {
+                id: "c2",
+                active: false,
+            },
+        )
+        .map_err(|e| fail("logind session", e))?
+        .name("org.freedesktop.login1")
+        .map_err(|e| fail("logind name", e))?
+        .build()
+        .await
+        .map_err(|e| fail("stand-in logind", e))
+}
+
+// ------------------------------------------------------------------ the dialog
+
+/// What the agent asked of a dialog.
+#[derive(Debug)]
+enum Asked {
+    Begin {
+        cookie: String,
+        requester: String,
+        reason: String,
+    },
+    End {
+        cookie: String,
+        why: String,
+    },
+}
+
+/// A passcode dialog as `cardgate-desktop` serves it, reporting every call.
+struct Dialog {
+    asked: mpsc::UnboundedSender<Asked>,
+}
+
+#[zbus::interface(name = "org.cardgate.Prompt1")]
+impl Dialog {
+    fn begin_login(&self, cookie: String, requester: String, reason: String) {
+        let _ = self.asked.send(Asked::Begin {
+            cookie,
+            requester,
+            reason,
+        });
+    }
+
+    fn end_login(&self, cookie: String, why: String) {
+        let _ = self.asked.send(Asked::End { cookie, why });
+    }
+}
+
+const DIALOG_PATH: &str = "/org/cardgate/test/Dialog";
+
+/// A connection serving a dialog, its `Login1` proxy, and what it is asked.
+async fn dialog(
+    address: &str,
+) -> Result<(LoginProxy<'static>, mpsc::UnboundedReceiver<Asked>), Failed> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let connection = zbus::connection::Builder::address(address)
+        .map_err(|e| fail("bus address", e))?
+        .serve_at(DIALOG_PATH, Dialog { asked: tx })
+        .map_err(|e| fail("dialog object", e))?
+        .build()
+        .await
+        .map_err(|e| fail("dialog connection", e))?;
+    let login = LoginProxy::new(&connection)
+        .await
+        .map_err(|e| fail("Login1 proxy", e))?;
+    Ok((login, rx))
+}
+
+async fn program(address: &str) -> Result<LoginProxy<'static>, Failed> {
+    let connection = zbus::connection::Builder::address(address)
+        .map_err(|e| fail("bus address", e))?
+        .build()
+        .await
+        .map_err(|e| fail("program connection", e))?;
+    LoginProxy::new(&connection)
+        .await
+        .map_err(|e| fail("Login1 proxy", e))
+}
+
+fn path() -> ObjectPath<'static> {
+    ObjectPath::from_static_str_unchecked(DIALOG_PATH)
+}
+
+/// The error name of a failed call (`NoPrompt`), or what it returned.
+fn error_name<T: std::fmt::Debug>(result: &zbus::Result<T>) -> String {
+    match result {
+        Err(zbus::Error::MethodError(name, _, _)) => name
+            .as_str()
+            .trim_start_matches("org.cardgate.Agent1.Error.")
+            .to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn next_asked(asked: &mut mpsc::UnboundedReceiver<Asked>) -> Result<Asked, Failed> {
+    tokio::time::timeout(Duration::from_secs(10), asked.recv())
+        .await
+        .map_err(|_| Failed::from("the dialog was not asked within 10 s"))?
+        .ok_or_else(|| Failed::from("the dialog's channel closed"))
+}
+
+async fn begun(
+    asked: &mut mpsc::UnboundedReceiver<Asked>,
+) -> Result<(String, String, String), Failed> {
+    match next_asked(asked).await? {
+        Asked::Begin {
+            cookie,
+            requester,
+            reason,
+        } => Ok((cookie, requester, reason)),
+        other => Err(Failed::from(format!("expected BeginLogin, got {other:?}"))),
+    }
+}
+
+type Request = tokio::task::JoinHandle<zbus::Result<Vec<RoleProfileInfo>>>;
+
+fn request(program: &LoginProxy<'static>, reason: &'static str) -> Request {
+    let program = program.clone();
+    tokio::spawn(async move { program.request_login(reason).await })
+}
+
+async fn answered(request: Request) -> Result<zbus::Result<Vec<RoleProfileInfo>>, Failed> {
+    tokio::time::timeout(Duration::from_secs(20), request)
+        .await
+        .map_err(|_| Failed::from("RequestLogin did not answer within 20 s"))?
+        .map_err(|e| fail("request task", e))
+}
+
+// ------------------------------------------------------------------ the scenario
+
+async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
+    let running = RunningDaemon::start(|_| {}).await?;
+    let address = running.address.clone();
+    let agent = running.agent.clone();
+    let _logind = stand_in_logind(&address).await?;
+    let card = running
+        .world
+        .card(PHARMACIST)
+        .map_err(|e| fail("card", e))?;
+    let inserted =
+        insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
+    let tries = || {
+        let agent = agent.clone();
+        async move { agent.passcode_tries_left().await.unwrap_or(-99) }
+    };
+    let pmr = program(&address).await?;
+
+    // No dialog registered: NoPrompt, and the card was not touched.
+    let before = tries().await;
+    let none = pmr.request_login("Download today's prescriptions").await;
+    check(error_name(&none) == "NoPrompt", || {
+        format!("no dialog: {none:?}")
+    })?;
+    check(tries().await == before, || {
+        "a try was spent without a dialog".into()
+    })?;
+
+    // A malformed reason is refused before anything else.
+    let bad = pmr.request_login("two\nlines").await;
+    check(error_name(&bad) == "InvalidArgument", || {
+        format!("bad reason: {bad:?}")
+    })?;
+
+    // One dialog per session.
+    let (dialog_a, mut asked_a) = dialog(&address).await?;
+    dialog_a
+        .register_prompt(&path())
+        .await
+        .map_err(|e| fail("registering the dialog", e))?;
+    let (dialog_b, _asked_b) = dialog(&address).await?;
+    let second = dialog_b.register_prompt(&path()).await;
+    check(error_name(&second) == "NotPermitted", || {
+        format!("a second dialog for the same session: {second:?}")
+    })?;
+
+    // The PMR asks; the dialog is asked, naming the program and the reason.
+    let pending = request(&pmr, "Download today's prescriptions");
+    let (cookie, requester, reason) = begun(&mut asked_a).await?;
+    check(reason == "Download today's prescriptions", || {
+        format!("reason {reason:?}")
+    })?;
+    check(requester.contains("prompted_login"), || {
+        format!("the requester in words does not name the program: {requester:?}")
+    })?;
+    // Only the registered dialog may answer.
+    let intruder = dialog_b.answer_login(&cookie, DEMO_PASSCODE, false).await;
+    check(error_name(&intruder) == "NotPermitted", || {
+        format!("another connection answered: {intruder:?}")
+    })?;
+    check(tries().await == before, || {
+        "the intruder's answer reached the card".into()
+    })?;
+    // A wrong passcode goes back to the dialog; the request waits.
+    let wrong = dialog_a.answer_login(&cookie, "98765432", false).await;
+    check(error_name(&wrong) == "WrongPasscode", || {
+        format!("wrong passcode: {wrong:?}")
+    })?;
+    check(tries().await == before - 1, || {
+        "the tries left did not drop by one".into()
+    })?;
+    check(!pending.is_finished(), || {
+        "the request ended on a wrong passcode".into()
+    })?;
+    let profiles = dialog_a
+        .answer_login(&cookie, DEMO_PASSCODE, false)
+        .await
+        .map_err(|e| fail("the right passcode", e))?;
+    let got = answered(pending)
+        .await?
+        .map_err(|e| fail("RequestLogin", e))?;
+    check(!got.is_empty() && got == profiles, || {
+        format!("the PMR got {got:?}, the dialog {profiles:?}")
+    })?;
+    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    check(state == "logged-in" || state == "role-selected", || {
+        format!("state {state}")
+    })?;
+
+    // During the session: the profiles at once, no dialog.
+    let again = pmr
+        .request_login("Claim")
+        .await
+        .map_err(|e| fail("RequestLogin in a session", e))?;
+    check(again == got, || {
+        "a request in the session got other profiles".into()
+    })?;
+    check(asked_a.try_recv().is_err(), || {
+        "the dialog was asked during a session".into()
+    })?;
+    agent.logout().await.map_err(|e| fail("Logout", e))?;
+
+    // The holder cancels.
+    let pending = request(&pmr, "Return a prescription");
+    let (cookie, _, _) = begun(&mut asked_a).await?;
+    dialog_a
+        .cancel_login(&cookie)
+        .await
+        .map_err(|e| fail("CancelLogin", e))?;
+    let cancelled = answered(pending).await?;
+    check(error_name(&cancelled) == "Cancelled", || {
+        format!("cancelled: {cancelled:?}")
+    })?;
+
+    // Two programs at once; then the card is pulled while the dialog is open.
+    let other = program(&address).await?;
+    let pending = request(&pmr, "Download");
+    let (cookie, _, _) = begun(&mut asked_a).await?;
+    let busy = other.request_login("Claim").await;
+    check(error_name(&busy) == "LoginInProgress", || {
+        format!("two at once: {busy:?}")
+    })?;
+    let tries_now = tries().await;
+    inserted.remove().map_err(|e| fail("pulling the card", e))?;
+    match next_asked(&mut asked_a).await? {
+        Asked::End { cookie: ended, why } if ended == cookie && why == "card-removed" => {}
+        other => {
+            return Err(Failed::from(format!(
+                "expected EndLogin card-removed, got {other:?}"
+            )));
+        }
+    }
+    let pulled = answered(pending).await?;
+    check(error_name(&pulled) == "NoCard", || {
+        format!("card pulled: {pulled:?}")
+    })?;
+    let late = dialog_a.answer_login(&cookie, DEMO_PASSCODE, false).await;
+    check(error_name(&late) == "NotPermitted", || {
+        format!("an answer after removal: {late:?}")
+    })?;
+
+    // The dialog program is killed mid-dialog.
+    let inserted = insert_and_read(lab, ReaderSlot::First, card, &agent, PHARMACIST.1).await?;
+    check(tries().await == tries_now, || {
+        "the pulled request spent a try".into()
+    })?;
+    let pending = request(&pmr, "Download");
+    let _ = begun(&mut asked_a).await?;
+    let connection = dialog_a.inner().connection().clone();
+    drop(dialog_a);
+    connection
+        .close()
+        .await
+        .map_err(|e| fail("closing the dialog's connection", e))?;
+    let killed = answered(pending).await?;
+    check(error_name(&killed) == "Cancelled", || {
+        format!("dialog killed: {killed:?}")
+    })?;
+    // Its slot is free again.
+    dialog_b
+        .register_prompt(&path())
+        .await
+        .map_err(|e| fail("registering after the first dialog ended", e))?;
+
+    // A program outside the active desktop session (busctl, another process: session c2).
+    let outside = std::process::Command::new("busctl")
+        .arg(format!("--address={address}"))
+        .args([
+            "call",
+            cardgate_ipc::BUS_NAME,
+            cardgate_ipc::OBJECT_PATH,
+            cardgate_ipc::LOGIN_INTERFACE,
+            "RequestLogin",
+            "s",
+            "Download",
+        ])
+        .output()
+        .map_err(|e| fail("busctl", e))?;
+    let said = String::from_utf8_lossy(&outside.stderr).into_owned();
+    check(
+        !outside.status.success() && said.contains("active desktop session"),
+        || format!("a program outside the active session was not refused: {said}"),
+    )?;
+
+    // Still up.
+    wait_for("the agent to answer", || {
+        let agent = agent.clone();
+        async move { agent.status().await.is_ok() }
+    })
+    .await?;
+    drop(inserted);
+    running.stop().await.map(|_| ())
+}
