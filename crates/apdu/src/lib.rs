@@ -5,6 +5,8 @@
 //! the bytes. Every parser takes untrusted input and returns an [`Error`], never panics; the
 //! `fuzz/` directory at the repository root holds one cargo-fuzz target per parser.
 
+#![forbid(unsafe_code)]
+
 mod command;
 mod error;
 mod exchange;

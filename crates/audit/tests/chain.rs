@@ -1,5 +1,6 @@
 //! The log end to end on real files: append and verify, every kind of tampering detected at the
 //! right line with the right kind, reopening, torn writes, anchors, and random edits.
+#![allow(clippy::expect_used)] // Tests may expect: a panic is the failure report.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 //!
 //! Each test re-runs this test binary as a child (an `#[ignore]`d half that refuses to run
 //! without its environment), so the kill and the mount happen to a separate process.
+#![allow(clippy::expect_used)] // Tests may expect: a panic is the failure report.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -122,7 +122,7 @@ pub enum Command {
         /// The agent's configuration file.
         #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
-        /// Where to write the bundle (default: cardgate-support-<UTC time>.json here).
+        /// Where to write the bundle (default: cardgate-support-TIME.json here, TIME in UTC).
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
         /// When the fault happened, as the holder reports it (e.g. "2026-11-23 10:15");

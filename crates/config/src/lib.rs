@@ -14,6 +14,8 @@
 //!
 //! Pure: serde and toml, no runtime, bus or PC/SC.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

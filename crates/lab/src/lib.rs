@@ -7,6 +7,8 @@
 //! [`Lab::start`] in each test; [`Lab::insert`] puts any [`cardgate_vcard::Card`] into a
 //! reader and returns once pcscd reports it present.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod lab;
 mod namespace;

@@ -1,7 +1,7 @@
 //! The C side of `pam_cardgate.so`: the six `pam_sm_*` entry points libpam calls, and the
 //! three libpam calls the module makes (`pam_get_user`, `pam_get_item(PAM_CONV)`,
-//! `pam_getenv`). This is the crate's only `unsafe` code, allowed here alone (the crate
-//! otherwise denies it, and the workspace forbids it):
+//! `pam_getenv`). This is the crate's only `unsafe` code, allowed here alone (the workspace
+//! lints deny it everywhere, and every other library crate forbids it at its root):
 //!
 //! - libpam hands us raw pointers (the handle, `argv`) that are valid for the call;
 //! - the conversation function is a C function pointer we call with a message we own and

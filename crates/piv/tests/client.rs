@@ -2,7 +2,7 @@
 //! three-attempt lockout counted in APDUs and in the card file's own counter), unlock,
 //! change, signatures checked with ring's verifiers and the certificate's public key, key
 //! generation and certificate writing.
-#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap: a panic is the failure report.
 
 mod support;
 

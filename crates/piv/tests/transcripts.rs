@@ -9,7 +9,7 @@
 //! ```text
 //! CARDGATE_RECORD_TRANSCRIPTS=1 cargo test -p cardgate-piv --test transcripts -- --test-threads=1
 //! ```
-#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap: a panic is the failure report.
 
 mod support;
 

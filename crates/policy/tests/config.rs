@@ -1,5 +1,6 @@
 //! The policy table of the daemon's configuration file: the defaults, round trips, and every
 //! kind of bad input refused with a message that names its key.
+#![allow(clippy::expect_used)] // Tests may expect: a panic is the failure report.
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! `decide` against hand-written cases: one table that reaches every reason, the precedence
 //! between reasons, locum profiles on and off, a pharmacy in the middle of an ODS code change,
 //! and generations.
+#![allow(clippy::expect_used)] // Tests may expect: a panic is the failure report.
 
 mod support;
 

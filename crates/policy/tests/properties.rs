@@ -1,6 +1,7 @@
 //! Property tests: for random snapshots, configurations, actions and requested codes,
 //! `decide` agrees with an oracle written out plainly here, and never allows anything
 //! without a card.
+#![allow(clippy::expect_used)] // Tests may expect: a panic is the failure report.
 
 use std::collections::BTreeSet;
 

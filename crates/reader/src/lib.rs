@@ -18,6 +18,8 @@
 //!   quirk table, and [`CardTransaction::verify_pin_on_pad`] so the passcode is keyed on the
 //!   reader and never passes through the host.
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod error;
 mod event;

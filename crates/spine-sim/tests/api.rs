@@ -1,7 +1,7 @@
 //! The rest of the API through the real stack: idle timeout (with the sim's clock advanced,
 //! not slept), certificate renewal from a CSR, both unlock paths, the TAC lifecycle, and bad
 //! input (malformed and oversized bodies) answered with 4xx while the server keeps serving.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

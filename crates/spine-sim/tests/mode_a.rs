@@ -1,7 +1,7 @@
 //! Mode A (the broker flow) through the real stack, with the CMS made by an independent
 //! implementation: `openssl cms -sign -binary -nodetach -md sha256` with a provisioned
 //! card's key and certificate written as PEM.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

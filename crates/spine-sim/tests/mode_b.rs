@@ -2,7 +2,7 @@
 //! presenting a provisioned card's key against spine-sim's mTLS listener on loopback, the
 //! session lifecycle, handshake refusals with the right TLS alert, and curl with the
 //! provisioned identity.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

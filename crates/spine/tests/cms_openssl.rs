@@ -1,7 +1,7 @@
 //! Mode A's CMS SignedData, made by the card, checked by an independent verifier:
 //! `openssl cms -verify -binary -CAfile ca.pem -inform DER -purpose any` must accept it and give back the
 //! challenge, for an ECC card and an RSA card; a changed byte must make it fail.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -3,6 +3,8 @@
 //! provisioning of card files from a test CA, and a vpcd client that puts a card into a
 //! `pcscd` reader slot.
 
+#![forbid(unsafe_code)]
+
 pub mod applet;
 pub mod card_file;
 pub mod provision;

@@ -10,10 +10,10 @@
 //! data, which reports the tries left without spending one), and the card is left as it was
 //! (`SCARD_LEAVE_CARD`), so an agent session on the same card is not disturbed.
 //!
-//! Two rooms: [`gather`] asks the world (the file, pcscd, the card, the endpoint, the bus)
-//! and writes down what it found as typed facts ([`facts`]), one struct per check area, no
-//! sentences; [`render`] turns facts into the lines, the JSON report and the text people
-//! read, touching nothing. The report types below are what both share with the support
+//! Two rooms (private modules): `gather` asks the world (the file, pcscd, the card, the
+//! endpoint, the bus) and writes down what it found as typed facts (`facts`), one struct per
+//! check area, no sentences; `render` turns facts into the lines, the JSON report and the text
+//! people read, touching nothing. The report types below are what both share with the support
 //! bundle.
 
 use std::path::Path;
