@@ -181,7 +181,7 @@ pub struct RoleProfile {
     pub ods_code: String,
     /// The organisation's name, for people choosing a profile.
     pub organisation_name: String,
-    /// Activities this profile permits (see [`activity`]).
+    /// Activities this profile permits (version 1 defines `cardgate_policy::Activity::KNOWN`).
     pub activities: Vec<String>,
 }
 
