@@ -564,6 +564,11 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
     )
     .await?;
     expect_ok(&login, "login")?;
+    // pcscd powers a card no program has connected down after well under a second, and the
+    // power cycle resets its security status: the session keeps the card connected
+    // (daemon/src/actor.rs), so a renewal a while after the log-in still finds the passcode
+    // verified. Without the hold this renewal fails with 6982.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let renewed = json(bus, "renew", "").await?;
     expect_ok(&renewed, "renew")?;
     let steps = renewed.json()["steps"].to_string();

@@ -1,13 +1,14 @@
-//! End-to-end: the Debian package. `packaging/build-deb` stages the binaries of the test's own
-//! build profile (`cargo build --locked -p cardgated -p cardgate-cli -p cardgate-pam`, run by
-//! `scripts/test` before the tests; a real package packs the release build) and the packaging
-//! files into a .deb, which is then installed on this machine with the real `dpkg -i` (as
-//! root), checked, and purged again.
+//! End-to-end: the Debian packages. `packaging/build-deb` stages the binaries of the test's own
+//! build profile (`cargo build --locked -p cardgated -p cardgate-cli -p cardgate-pam -p
+//! cardgate-desktop`, run by `scripts/test` before the tests; a real package packs the release
+//! build) and the packaging files into two .debs, the agent and the desktop program, which are
+//! then installed on this machine with the real `dpkg -i` (as root), checked, and purged again.
 //!
 //! Checked after installing: every file is where the unit, the bus and libpam look for it;
 //! the `cardgate` group and account exist; the PAM profile is shipped but not enabled; the
 //! bus policy and the activation file load in a real `dbus-daemon` (system type) that lists
-//! `org.cardgate.Agent` as activatable; `systemd-analyze verify` accepts the unit. After
+//! `org.cardgate.Agent` as activatable; `systemd-analyze verify` accepts the unit; the desktop
+//! program's autostart and application entries pass `desktop-file-validate`. After
 //! purging: the files, the configuration and the state directory are gone.
 #![allow(clippy::unwrap_used)]
 
@@ -54,6 +55,18 @@ fn installed(package: &str) -> bool {
         .args(["-W", "-f=${Status}", package])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// The files the desktop package must install.
+fn shipped_desktop() -> Vec<PathBuf> {
+    [
+        "/usr/bin/cardgate-desktop",
+        "/etc/xdg/autostart/cardgate-desktop.desktop",
+        "/usr/share/applications/cardgate-desktop.desktop",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 /// The files the package must install (paths on the installed system).
@@ -103,14 +116,33 @@ fn deb_package() -> Result<(), Failed> {
             release.to_str().ok_or("path")?,
         ],
     )?;
-    let deb = deb
-        .lines()
-        .last()
+    let mut debs = deb.lines().rev().take(2);
+    let desktop_deb = debs
+        .next()
         .ok_or("build-deb printed nothing")?
         .to_owned();
+    let deb = debs
+        .next()
+        .ok_or("build-deb printed one line, not two")?
+        .to_owned();
+    check(desktop_deb.contains("cardgate-desktop_"), || {
+        format!("the last line is not the desktop package: {desktop_deb}")
+    })?;
+    // The desktop program is a package of its own, and the only one that needs GTK.
+    let desktop_info = run("dpkg-deb", &["--info", &desktop_deb])?;
+    check(
+        desktop_info.contains("Package: cardgate-desktop")
+            && desktop_info.contains("libgtk-4-1 (>= 4.8)")
+            && desktop_info.contains("libadwaita-1-0 (>= 1.2)")
+            && desktop_info.contains("cardgate (="),
+        || format!("desktop control: {desktop_info}"),
+    )?;
     let info = run("dpkg-deb", &["--info", &deb])?;
     check(
-        info.contains("Package: cardgate") && info.contains("pcscd"),
+        info.contains("Package: cardgate")
+            && info.contains("pcscd")
+            && !info.contains("gtk")
+            && !info.contains("adwaita"),
         || format!("control: {info}"),
     )?;
     // Only the production binaries: no demo, no virtual card, no simulator (their code is not
@@ -126,19 +158,19 @@ fn deb_package() -> Result<(), Failed> {
         .to_owned();
 
     // A leftover from an interrupted run would make dpkg -i an upgrade; start clean.
-    if installed("cardgate") {
-        run("dpkg", &["--purge", "cardgate"])?;
+    if installed("cardgate") || installed("cardgate-desktop") {
+        run("dpkg", &["--purge", "cardgate-desktop", "cardgate"])?;
     }
-    run("dpkg", &["-i", &deb])?;
+    run("dpkg", &["-i", &deb, &desktop_deb])?;
     let result = installed_checks(&multiarch);
     // Purge whatever the checks said, then report.
-    let purged = run("dpkg", &["--purge", "cardgate"]);
+    let purged = run("dpkg", &["--purge", "cardgate-desktop", "cardgate"]);
     result?;
     purged?;
-    check(!installed("cardgate"), || {
+    check(!installed("cardgate") && !installed("cardgate-desktop"), || {
         "still installed after purge".into()
     })?;
-    for path in shipped(&multiarch) {
+    for path in shipped(&multiarch).into_iter().chain(shipped_desktop()) {
         check(!path.exists(), || {
             format!("{} is still there after purge", path.display())
         })?;
@@ -203,6 +235,26 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
             format!("/etc/pam.d/{stack} was changed by installing: {text}")
         })?;
     }
+    // The desktop program: autostarted for every graphical login, by an entry the desktop's
+    // own validator accepts.
+    for path in shipped_desktop() {
+        check(path.exists(), || {
+            format!("{} was not installed", path.display())
+        })?;
+    }
+    for entry in [
+        "/etc/xdg/autostart/cardgate-desktop.desktop",
+        "/usr/share/applications/cardgate-desktop.desktop",
+    ] {
+        run("desktop-file-validate", &[entry])?;
+        let text = std::fs::read_to_string(entry).unwrap_or_default();
+        check(text.contains("Exec=/usr/bin/cardgate-desktop"), || {
+            format!("{entry} does not start the program:\n{text}")
+        })?;
+    }
+    let help = run("/usr/bin/cardgate-desktop", &["--help"])?;
+    check(help.contains("--no-open-on-insert"), || help.clone())?;
+
     // The installed binaries run.
     let version = run("/usr/sbin/cardgated", &["--version"])?;
     check(version.contains("cardgated"), || version.clone())?;

@@ -2,10 +2,9 @@
 //! private bus watching the lab's real pcscd (a virtual PIV card in a vpcd reader), logging in
 //! at an in-process spine-sim. Three separate bus connections play the parts: a passcode
 //! dialog (serving `org.cardgate.Prompt1` as `cardgate-desktop` does), a second would-be
-//! dialog, and a PMR that calls `RequestLogin` and never sends a passcode. logind is a
-//! stand-in on the private bus (`GetSessionByPID`; sessions with `Id`, `User`, `Active`): this
-//! test's own process is in the active session `c1`; any other process is in `c2`, a
-//! background session of the same user.
+//! dialog, and a PMR that calls `RequestLogin` and never sends a passcode. logind is the
+//! stand-in of `tests/logind.rs`: this test's own process is in the active session `c1`; any
+//! other process is in `c2`, a background session of the same user.
 //!
 //! Checked, in order: no dialog → `NoPrompt` and no try spent; one dialog per session; the
 //! dialog is asked with the requester in words and the reason; only the registered dialog may
@@ -24,13 +23,13 @@ use std::time::Duration;
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::{LoginProxy, RoleProfileInfo};
 use cardgate_lab::{Lab, ReaderSlot};
 use libtest_mimic::{Arguments, Failed};
 use tokio::sync::mpsc;
-use zbus::Connection;
-use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+use zbus::zvariant::ObjectPath;
 
 fn main() -> ExitCode {
     cardgate_lab::enter_lab_namespace();
@@ -46,80 +45,6 @@ fn main() -> ExitCode {
         },
     )];
     libtest_mimic::run(&args, trials).exit_code()
-}
-
-// ------------------------------------------------------------------ the stand-in logind
-
-/// logind's manager: this process is in `c1`, every other process in `c2`.
-struct Manager;
-
-#[zbus::interface(name = "org.freedesktop.login1.Manager")]
-impl Manager {
-    #[zbus(name = "GetSessionByPID")]
-    fn get_session_by_pid(&self, pid: u32) -> zbus::fdo::Result<OwnedObjectPath> {
-        let id = if pid == std::process::id() {
-            "c1"
-        } else {
-            "c2"
-        };
-        OwnedObjectPath::try_from(format!("/org/freedesktop/login1/session/{id}"))
-            .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
-    }
-}
-
-/// One session: root's, active (the desktop at the counter) or not (a background one).
-struct Session {
-    id: &'static str,
-    active: bool,
-}
-
-#[zbus::interface(name = "org.freedesktop.login1.Session")]
-impl Session {
-    #[zbus(property)]
-    fn id(&self) -> String {
-        self.id.to_owned()
-    }
-
-    #[zbus(property)]
-    fn user(&self) -> (u32, OwnedObjectPath) {
-        (
-            0,
-            OwnedObjectPath::try_from("/org/freedesktop/login1/user/_0").unwrap(),
-        )
-    }
-
-    #[zbus(property)]
-    fn active(&self) -> bool {
-        self.active
-    }
-}
-
-async fn stand_in_logind(address: &str) -> Result<Connection, Failed> {
-    zbus::connection::Builder::address(address)
-        .map_err(|e| fail("bus address", e))?
-        .serve_at("/org/freedesktop/login1", Manager)
-        .map_err(|e| fail("logind manager", e))?
-        .serve_at(
-            "/org/freedesktop/login1/session/c1",
-            Session {
-                id: "c1",
-                active: true,
-            },
-        )
-        .map_err(|e| fail("logind session", e))?
-        .serve_at(
-            "/org/freedesktop/login1/session/c2",
-            Session {
-                id: "c2",
-                active: false,
-            },
-        )
-        .map_err(|e| fail("logind session", e))?
-        .name("org.freedesktop.login1")
-        .map_err(|e| fail("logind name", e))?
-        .build()
-        .await
-        .map_err(|e| fail("stand-in logind", e))
 }
 
 // ------------------------------------------------------------------ the dialog
@@ -244,7 +169,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let address = running.address.clone();
     let agent = running.agent.clone();
-    let _logind = stand_in_logind(&address).await?;
+    let _logind = stand_in_logind(&address, ActiveSession::default()).await?;
     let card = running
         .world
         .card(PHARMACIST)

@@ -1,6 +1,7 @@
-//! The shipped binaries link no test equipment. `cargo tree -e normal` of the three packages the
-//! Debian package is built from (`cardgated`, `cardgate-cli`, `cardgate-pam`, resolved
-//! together as `packaging/build-deb`'s `cargo build -p ... -p ... -p ...` resolves them) must
+//! The shipped binaries link no test equipment. `cargo tree -e normal` of the four packages the
+//! Debian packages are built from (`cardgated`, `cardgate-cli`, `cardgate-pam`,
+//! `cardgate-desktop`, resolved together as `packaging/build-deb`'s `cargo build -p ... -p ...`
+//! resolves them) must
 //! hold none of the virtual card, the simulator, the lab, the demo or the e2e suites, nor the
 //! crates only they bring in (RustCrypto's RSA with `hazmat`, the virtual card's P-256, the
 //! simulator's HTTP router, the test harnesses), and `cardgate-reader` must be built without
@@ -14,7 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The packages whose build outputs are shipped (packaging/build-deb).
-const SHIPPED: [&str; 3] = ["cardgated", "cardgate-cli", "cardgate-pam"];
+const SHIPPED: [&str; 4] = [
+    "cardgated",
+    "cardgate-cli",
+    "cardgate-pam",
+    "cardgate-desktop",
+];
 
 /// Crates that are test equipment, or that only test equipment brings in, and why.
 const TEST_EQUIPMENT: &[(&str, &str)] = &[

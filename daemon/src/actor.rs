@@ -9,6 +9,12 @@
 //! Each job carries the [`Insertion`] it is for; the card layer refuses a job whose insertion
 //! ended (`CardError::StaleInsertion`) before sending anything, so a job queued before a
 //! removal can never reach the next card.
+//!
+//! From a verified passcode until the session lets go ([`CardActor::release`]) the actor
+//! holds a connection to the card open. pcscd powers a card down once no program has it
+//! connected (after a grace period of well under a second), and a power cycle resets the
+//! card's security status: without the hold, a renewal or any other use of the verified
+//! passcode a moment after the log-in would find it no longer verified.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -18,7 +24,7 @@ use cardgate_card::{
     CardError, CardInspector, CardReport, Insertion, PasscodeSource, TransactionChannel,
 };
 use cardgate_piv::{FinalTry, KeyAlgorithm, Passcode, PasscodeGuard, PivClient, SignInput, Slot};
-use cardgate_reader::{ReaderBackend, ReaderName};
+use cardgate_reader::{CardConnection, ReaderBackend, ReaderName};
 use cardgate_spine::{CardSigner, SpineError};
 use tokio::sync::oneshot;
 
@@ -52,6 +58,8 @@ enum Job {
         insertion: Insertion,
         work: crate::staff_jobs::StaffWork,
     },
+    /// The session is over: stop holding the card's connection open.
+    Release { insertion: Insertion },
 }
 
 /// The handle to one reader's card actor; dropping every handle ends the thread.
@@ -69,6 +77,7 @@ impl std::fmt::Debug for Job {
             Job::Sign { .. } => "Sign",
             Job::ChangePasscode { .. } => "ChangePasscode(<redacted>)",
             Job::Staff { .. } => "Staff(<redacted>)",
+            Job::Release { .. } => "Release",
         })
     }
 }
@@ -159,6 +168,14 @@ impl CardActor {
             .map_err(|_| actor_gone(&self.reader))
     }
 
+    /// Lets go of the connection held open since the passcode of `insertion` was verified
+    /// (the session ended and the verification was dropped, or the card left). Queued behind
+    /// what is already waiting, so a last job still finds the card powered.
+    pub(crate) fn release(&self, insertion: Insertion) {
+        // A gone actor holds nothing.
+        let _ = self.jobs.send(Job::Release { insertion });
+    }
+
     /// A [`CardSigner`] for the endpoint login, signing with the card of `insertion` through
     /// this actor.
     pub(crate) fn signer(
@@ -231,8 +248,16 @@ fn serve(
     guard: &Arc<PasscodeGuard>,
     queue: &mpsc::Receiver<Job>,
 ) {
+    // The connection kept open from a verified passcode to the session's end (module docs).
+    let mut held: Option<(Insertion, Box<dyn CardConnection>)> = None;
     while let Ok(job) = queue.recv() {
         tracing::debug!(%reader, ?job, "card job");
+        if held
+            .as_ref()
+            .is_some_and(|(insertion, _)| !inspector.is_current(insertion))
+        {
+            held = None;
+        }
         match job {
             Job::Inspect { insertion, reply } => {
                 let _ = reply.send(inspector.inspect(&insertion));
@@ -243,7 +268,25 @@ fn serve(
                 final_try,
                 reply,
             } => {
-                let _ = reply.send(inspector.verify_passcode(&insertion, source, final_try));
+                // Opened before the VERIFY, so the card never goes unconnected between the
+                // passcode and the hold.
+                let hold = match &held {
+                    Some((held_for, _)) if *held_for == insertion => None,
+                    _ => backend.connect(reader).ok(),
+                };
+                let result = inspector.verify_passcode(&insertion, source, final_try);
+                match (&result, hold) {
+                    (Ok(()), Some(hold)) => held = Some((insertion, hold)),
+                    (Ok(()), None) => {}
+                    // A failed VERIFY leaves the card unverified: nothing to keep powered.
+                    (Err(_), _) => held = None,
+                }
+                let _ = reply.send(result);
+            }
+            Job::Release { insertion } => {
+                if held.as_ref().is_some_and(|(h, _)| *h == insertion) {
+                    held = None;
+                }
             }
             Job::Sign {
                 insertion,

@@ -267,6 +267,7 @@ impl Agent {
     /// `reader` (PIV VERIFY with P1 = FF), on the reader's actor after anything queued: once
     /// no session uses it, no other program sharing the reader can use the card's keys
     /// without the passcode. A card that refuses is logged; the session is over either way.
+    /// Then the actor lets go of the connection it held open for the session.
     pub(super) fn forget_verification(
         &self,
         reader: &ReaderName,
@@ -277,20 +278,23 @@ impl Agent {
             .get(reader)
             .and_then(|slot| slot.card.as_ref())
             .is_some_and(|card| &card.insertion == insertion);
+        let actor = self.actor(reader).ok()?;
         if !still_in {
+            actor.release(insertion.clone());
             return None;
         }
-        let actor = self.actor(reader).ok()?;
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let insertion = insertion.clone();
         Some(runtime.spawn(async move {
             let done = crate::staff_jobs::run(
                 &actor,
-                insertion,
+                insertion.clone(),
                 crate::staff_jobs::HostTyped::No,
                 |c| c.forget_verification(),
             )
             .await;
+            // Verified no longer: the card may power down when idle again.
+            actor.release(insertion);
             match done {
                 Ok(Ok(())) => tracing::debug!("the card's passcode is no longer verified"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "the card kept its verified passcode"),

@@ -1,0 +1,385 @@
+//! The passcode dialog itself (GTK 4 with libadwaita, laid out in `login.ui`): who is asking
+//! and why, the holder's name and UUID, the tries left and the agent's warnings, the masked
+//! passcode field checked as it is typed, the final try as an explicit second step, the
+//! reader's PIN pad when it has one, and for a blocked card the ways to unlock it. Every
+//! control has an accessible name (AT-SPI), so screen readers and the tests find it; Enter
+//! logs in, Escape cancels, Tab moves between the controls.
+//!
+//! After a log-in with more than one role profile it opens the role picker (`picker.rs`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use adw::prelude::*;
+use cardgate_ipc::RoleProfileInfo;
+use gtk::glib;
+use zeroize::Zeroizing;
+
+use crate::bridge::{HolderView, ToAgent, ToUi};
+use crate::error::DesktopError;
+use crate::picker::{RenewalWindow, RolePicker, close_on_escape};
+use crate::shape::passcode_problem;
+
+/// The dialog's title, which is also its accessible name.
+pub const TITLE: &str = "Smartcard log-in";
+
+/// What a holder of a blocked card can do, in the order to try them.
+pub const UNLOCK_PATHS: &str = "Your card is locked after three wrong passcodes. To unlock it: \
+1. yourself, with a one-time code sent to the email or mobile you registered \
+(cardgate unlock); \
+2. ask your Sponsor or Local Smartcard Administrator (LSA) to unlock it with their card \
+(cardgate unlock --sponsor); \
+3. ask your Registration Authority (RA) for an unlock code (cardgate unlock --code). \
+A card whose number starts 01, 02 or 03 cannot be unlocked: ask the RA for a new card.";
+
+/// The widgets of the dialog of one request.
+struct Open {
+    cookie: String,
+    holder_uuid: String,
+    window: adw::Window,
+    entry: gtk::PasswordEntry,
+    problem: gtk::Label,
+    tries: gtk::Label,
+    final_try: gtk::CheckButton,
+    log_in: gtk::Button,
+    /// Set once the request is over (answered, ended by the agent): closing then cancels
+    /// nothing.
+    over: Rc<Cell<bool>>,
+}
+
+/// The windows of this program: at most one passcode dialog open, as the agent serves one
+/// request at a time, and the role picker and renewal window that follow from it.
+pub struct Dialogs {
+    app: adw::Application,
+    to_agent: async_channel::Sender<ToAgent>,
+    open: RefCell<Option<Open>>,
+    picker: RefCell<Option<RolePicker>>,
+    renewal: RefCell<Option<RenewalWindow>>,
+}
+
+/// Fetches the object `id` of `builder`, or names the one missing from the layout.
+pub fn object<T: IsA<glib::Object>>(
+    builder: &gtk::Builder,
+    id: &'static str,
+) -> Result<T, DesktopError> {
+    builder.object(id).ok_or(DesktopError::Ui(id))
+}
+
+impl Dialogs {
+    /// Dialogs for `app`, answering through `to_agent`.
+    pub fn new(app: adw::Application, to_agent: async_channel::Sender<ToAgent>) -> Rc<Dialogs> {
+        Rc::new(Dialogs {
+            app,
+            to_agent,
+            open: RefCell::new(None),
+            picker: RefCell::new(None),
+            renewal: RefCell::new(None),
+        })
+    }
+
+    /// Acts on one message from the bus.
+    pub fn handle(self: &Rc<Self>, message: ToUi) {
+        let shown = match message {
+            ToUi::Begin {
+                cookie,
+                requester,
+                reason,
+                holder,
+            } => self.begin(cookie, requester.as_deref(), &reason, &holder),
+            ToUi::End { cookie, why } => {
+                tracing::info!(why, "the agent closed the dialog");
+                self.close(&cookie);
+                Ok(())
+            }
+            ToUi::Answered {
+                cookie,
+                holder_uuid,
+                result,
+                tries_left,
+            } => self.answered(&cookie, &holder_uuid, result, tries_left),
+            ToUi::RoleSelected { id, result } => {
+                // Refused, the picker stays with the agent's reason; chosen, it closes.
+                let chosen = self
+                    .picker
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|p| p.selected(&id, &result));
+                if chosen && let Some(picker) = self.picker.borrow_mut().take() {
+                    picker.close();
+                }
+                Ok(())
+            }
+            ToUi::SessionEnded => {
+                if let Some(picker) = self.picker.borrow_mut().take() {
+                    picker.close();
+                }
+                Ok(())
+            }
+            ToUi::Renewal(view) => {
+                let mut renewal = self.renewal.borrow_mut();
+                if renewal.as_ref().is_none_or(RenewalWindow::is_closed) {
+                    match RenewalWindow::open(&self.app) {
+                        Ok(window) => *renewal = Some(window),
+                        Err(e) => {
+                            tracing::error!(error = %e, "renewal window");
+                            return;
+                        }
+                    }
+                }
+                if let Some(window) = renewal.as_ref() {
+                    window.show(&view);
+                }
+                Ok(())
+            }
+            ToUi::Fatal(message) => {
+                tracing::error!("{message}");
+                self.app.quit();
+                Ok(())
+            }
+        };
+        if let Err(e) = shown {
+            tracing::error!(error = %e, "cannot show the dialog");
+        }
+    }
+
+    fn close(&self, cookie: &str) {
+        let open = self.open.borrow_mut().take_if(|o| o.cookie == cookie);
+        if let Some(open) = open {
+            open.over.set(true);
+            open.window.close();
+        }
+    }
+
+    fn begin(
+        self: &Rc<Self>,
+        cookie: String,
+        requester: Option<&str>,
+        reason: &str,
+        holder: &HolderView,
+    ) -> Result<(), DesktopError> {
+        // A new request replaces a stale window (the agent has already ended the old one).
+        if let Some(old) = self.open.borrow_mut().take() {
+            old.over.set(true);
+            old.window.close();
+        }
+        let builder = gtk::Builder::from_string(include_str!("login.ui"));
+        let window: adw::Window = object(&builder, "window")?;
+        let asking: gtk::Label = object(&builder, "asking")?;
+        let name: gtk::Label = object(&builder, "holder")?;
+        let uuid: gtk::Label = object(&builder, "uuid")?;
+        let tries: gtk::Label = object(&builder, "tries")?;
+        let warnings: gtk::Label = object(&builder, "warnings")?;
+        let pad_hint: gtk::Label = object(&builder, "pad_hint")?;
+        let entry: gtk::PasswordEntry = object(&builder, "passcode")?;
+        let entry_label: gtk::Label = object(&builder, "passcode_label")?;
+        let problem: gtk::Label = object(&builder, "problem")?;
+        let final_try: gtk::CheckButton = object(&builder, "final_try")?;
+        let cancel: gtk::Button = object(&builder, "cancel")?;
+        let use_pad: gtk::Button = object(&builder, "use_pad")?;
+        let log_in: gtk::Button = object(&builder, "log_in")?;
+
+        asking.set_text(&match requester {
+            Some(program) => format!("{program} asks you to log in with your smartcard: {reason}"),
+            None => reason.to_owned(),
+        });
+        name.set_text(if holder.name.is_empty() {
+            "Smartcard"
+        } else {
+            &holder.name
+        });
+        uuid.set_text(&format!("UUID {}", holder.uuid));
+        uuid.set_visible(!holder.uuid.is_empty());
+        tries.set_text(&tries_text(holder.tries_left));
+        warnings.set_text(&holder.warnings.join("\n"));
+        warnings.set_visible(!holder.warnings.is_empty());
+        final_try.set_visible(holder.tries_left == 1);
+        if holder.tries_left == 0 {
+            problem.set_text(UNLOCK_PATHS);
+            entry.set_sensitive(false);
+        }
+        if holder.pin_pad {
+            entry.set_visible(false);
+            entry_label.set_visible(false);
+            log_in.set_visible(false);
+            pad_hint.set_visible(true);
+            use_pad.set_visible(true);
+        }
+        window.set_application(Some(&self.app));
+
+        let over = Rc::new(Cell::new(false));
+        // Checked as typed: nothing is sent until the shape is right (and, on the final try,
+        // the holder said so).
+        let refresh = {
+            let entry = entry.clone();
+            let problem = problem.clone();
+            let final_try = final_try.clone();
+            let log_in = log_in.clone();
+            move || {
+                let typed = Zeroizing::new(entry.text().to_string());
+                let shape = if typed.is_empty() {
+                    None
+                } else {
+                    passcode_problem(&typed)
+                };
+                problem.set_text(shape.unwrap_or(""));
+                let final_ok = !final_try.is_visible() || final_try.is_active();
+                log_in.set_sensitive(!typed.is_empty() && shape.is_none() && final_ok);
+            }
+        };
+        let on_change = refresh.clone();
+        entry.connect_changed(move |_| on_change());
+        final_try.connect_toggled(move |_| refresh());
+
+        let send = {
+            let this = Rc::clone(self);
+            let cookie = cookie.clone();
+            let holder_uuid = holder.uuid.clone();
+            let entry = entry.clone();
+            let final_try = final_try.clone();
+            let log_in = log_in.clone();
+            move || {
+                if !log_in.is_sensitive() {
+                    return;
+                }
+                let passcode = Zeroizing::new(entry.text().to_string());
+                // The field's own buffer is GTK's secure (non-swappable, wiped) memory.
+                entry.set_text("");
+                log_in.set_sensitive(false);
+                let _ = this.to_agent.try_send(ToAgent::Answer {
+                    cookie: cookie.clone(),
+                    holder_uuid: holder_uuid.clone(),
+                    passcode,
+                    final_try: final_try.is_active(),
+                });
+            }
+        };
+        let on_click = send.clone();
+        log_in.connect_clicked(move |_| on_click());
+        entry.connect_activate(move |_| send());
+        {
+            let this = Rc::clone(self);
+            let cookie = cookie.clone();
+            let holder_uuid = holder.uuid.clone();
+            let final_try = final_try.clone();
+            use_pad.connect_clicked(move |button| {
+                button.set_sensitive(false);
+                let _ = this.to_agent.try_send(ToAgent::AnswerOnPad {
+                    cookie: cookie.clone(),
+                    holder_uuid: holder_uuid.clone(),
+                    final_try: final_try.is_active(),
+                });
+            });
+        }
+
+        let closing = window.clone();
+        cancel.connect_clicked(move |_| closing.close());
+        close_on_escape(&window);
+        {
+            let this = Rc::clone(self);
+            let cookie = cookie.clone();
+            let over = Rc::clone(&over);
+            window.connect_close_request(move |_| {
+                if !over.replace(true) {
+                    let _ = this.to_agent.try_send(ToAgent::Cancel {
+                        cookie: cookie.clone(),
+                    });
+                    this.open.borrow_mut().take_if(|o| o.cookie == cookie);
+                }
+                glib::Propagation::Proceed
+            });
+        }
+
+        window.present();
+        if holder.pin_pad {
+            use_pad.grab_focus();
+        } else {
+            entry.grab_focus();
+        }
+        *self.open.borrow_mut() = Some(Open {
+            cookie,
+            holder_uuid: holder.uuid.clone(),
+            window,
+            entry,
+            problem,
+            tries,
+            final_try,
+            log_in,
+            over,
+        });
+        Ok(())
+    }
+
+    fn answered(
+        self: &Rc<Self>,
+        cookie: &str,
+        holder_uuid: &str,
+        result: Result<Vec<RoleProfileInfo>, (String, String)>,
+        tries_left: i32,
+    ) -> Result<(), DesktopError> {
+        match result {
+            Ok(profiles) => {
+                tracing::info!(profiles = profiles.len(), "logged in");
+                self.close(cookie);
+                if profiles.len() > 1 {
+                    let picker =
+                        RolePicker::open(&self.app, holder_uuid, &profiles, self.to_agent.clone())?;
+                    if let Some(old) = self.picker.borrow_mut().replace(picker) {
+                        old.close();
+                    }
+                }
+                Ok(())
+            }
+            Err((name, message)) => {
+                let open = self.open.borrow();
+                let Some(open) = open.as_ref().filter(|o| o.cookie == cookie) else {
+                    return Ok(());
+                };
+                debug_assert_eq!(open.holder_uuid, holder_uuid);
+                tracing::info!(error = name, "the agent refused the passcode");
+                let text = match name.as_str() {
+                    "WrongPasscode" => format!("Wrong passcode. {}", tries_text(tries_left)),
+                    "CardBlocked" => UNLOCK_PATHS.to_owned(),
+                    _ => message,
+                };
+                open.problem.set_text(&text);
+                open.tries.set_text(&tries_text(tries_left));
+                open.final_try.set_visible(tries_left == 1);
+                open.final_try.set_active(false);
+                open.log_in.set_sensitive(false);
+                open.entry.set_sensitive(tries_left != 0);
+                open.entry.grab_focus();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The tries left in words.
+pub fn tries_text(tries_left: i32) -> String {
+    match tries_left {
+        1 => "1 try left: the next wrong passcode locks the card.".to_owned(),
+        n if n > 1 => format!("{n} tries left."),
+        0 => "The card is locked.".to_owned(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tries_read_as_words_and_the_last_one_warns() {
+        assert_eq!(tries_text(3), "3 tries left.");
+        assert!(tries_text(1).contains("locks the card"));
+        assert_eq!(tries_text(0), "The card is locked.");
+        assert_eq!(tries_text(-1), "");
+    }
+
+    #[test]
+    fn the_unlock_paths_come_in_order() {
+        let at = |s: &str| UNLOCK_PATHS.find(s).unwrap_or(usize::MAX);
+        assert!(at("one-time code") < at("Sponsor"));
+        assert!(at("Sponsor") < at("Registration Authority"));
+    }
+}

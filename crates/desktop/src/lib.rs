@@ -1,0 +1,123 @@
+//! `cardgate-desktop`: the agent's own passcode dialog in the pharmacist's desktop session.
+//!
+//! It registers with `cardgated` as this session's prompt (`org.cardgate.Login1`), and shows
+//! the passcode dialog when the agent asks (`org.cardgate.Prompt1.BeginLogin`): an
+//! application that needs a log-in calls `RequestLogin` and never sees the passcode. It talks
+//! to the agent only over D-Bus, never to pcscd. Started for every graphical login by
+//! `/etc/xdg/autostart/cardgate-desktop.desktop`.
+//!
+//! Two threads: GTK's main loop (the dialog, `dialog.rs`) and a tokio thread for the bus
+//! (`bridge.rs`), joined by two channels. A library as well as a program, so the end-to-end
+//! suite (tests/desktop_dialog.rs) runs this very code as its child process.
+
+#![forbid(unsafe_code)]
+
+mod bridge;
+mod dialog;
+mod error;
+mod notify;
+mod picker;
+mod roles;
+mod shape;
+
+pub use bridge::CARD_INSERTED_REASON;
+pub use dialog::{TITLE, UNLOCK_PATHS};
+pub use notify::RENEW_ACTION;
+pub use picker::{PICKER_TITLE, RENEWAL_TITLE};
+
+use std::process::ExitCode;
+
+use adw::prelude::*;
+use clap::Parser;
+use gtk::glib;
+
+use crate::error::DesktopError;
+
+/// The cardgate passcode dialog for this desktop session.
+#[derive(Debug, Parser)]
+#[command(name = "cardgate-desktop", version, about)]
+pub struct Args {
+    /// The bus cardgated serves on: `system`, or an address (`unix:path=...`).
+    #[arg(long, default_value = "system", value_name = "ADDRESS")]
+    bus: String,
+
+    /// Do not open the dialog by itself when a card goes in (applications still ask with
+    /// `RequestLogin`).
+    #[arg(long)]
+    no_open_on_insert: bool,
+}
+
+/// Runs the program with `args` (the program name first, as `std::env::args_os`); returns
+/// when the desktop session ends.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let (to_ui, from_bus) = async_channel::unbounded();
+    let (to_agent, from_ui) = async_channel::unbounded();
+    let fatal = to_ui.clone();
+    let options = bridge::BusOptions {
+        agent_bus: args.bus.clone(),
+        open_on_insert: !args.no_open_on_insert,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("bus".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(DesktopError::Runtime)
+                .and_then(|rt| rt.block_on(bridge::run(options, to_ui, from_ui)));
+            if let Err(e) = result {
+                let _ = fatal.send_blocking(bridge::ToUi::Fatal(format!("cardgate-desktop: {e}")));
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("cardgate-desktop: cannot start the bus thread: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let app = adw::Application::builder()
+        .application_id("org.cardgate.Desktop")
+        .flags(gtk::gio::ApplicationFlags::NON_UNIQUE)
+        .build();
+    app.connect_activate(move |app| {
+        // No window until the agent asks: the program lives for the session.
+        let hold = app.hold();
+        let dialogs = dialog::Dialogs::new(app.clone(), to_agent.clone());
+        let from_bus = from_bus.clone();
+        glib::MainContext::default().spawn_local(async move {
+            let _hold = hold;
+            while let Ok(message) = from_bus.recv().await {
+                dialogs.handle(message);
+            }
+        });
+    });
+    // GTK parses its own arguments; ours are clap's.
+    let status = app.run_with_args::<&str>(&[]);
+    if status == glib::ExitCode::SUCCESS {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

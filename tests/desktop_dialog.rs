@@ -1,0 +1,781 @@
+//! End-to-end: the pharmacist at the counter meets `cardgate-desktop` (crates/desktop,
+//! docs/desktop.md). Everything is real but logind: `cardgated` on a private bus watching the
+//! lab's pcscd (a virtual PIV card in a vpcd reader) and logging in at spine-sim; an X server
+//! (Xvfb); the desktop program, this very binary run again as `cardgate-desktop`, drawing its
+//! GTK 4 windows there; the accessibility bus (at-spi2-core, activated on the bus as on a
+//! desktop) through which `tests/desktop/atspi_driver.py` finds every window and control by
+//! its accessible name, reads what it says and presses it, as a screen reader does; xdotool
+//! typing at the keyboard; and a stand-in notification server recording what would pop up.
+//! logind is the stand-in of `tests/logind.rs`, with the desktop program in the active session.
+//!
+//! The private bus plays both the system bus (the agent) and the session bus (notifications,
+//! the accessibility bus's address).
+//!
+//! Checked, in order: the card goes in and the dialog opens by itself with the holder's name,
+//! UUID, tries left and the certificate warning; nothing is sent while the passcode's shape is
+//! wrong; a wrong passcode shows two tries left; the right one (typed, Enter) logs in and the
+//! role picker offers both profiles; choosing one (pressed through AT-SPI) selects it in the
+//! agent; the certificate notification offers "Renew now", and choosing it runs the renewal in
+//! the renewal window to its end; logging out notifies; a PMR's `RequestLogin` opens the
+//! dialog naming the program and its reason, and Escape cancels it (`Cancelled` for the PMR);
+//! the card pulled with the dialog open closes it (`NoCard`); the card back in opens the
+//! dialog again and the picker offers the last role first, chosen with Enter alone; the dialog
+//! program killed mid-dialog → `Cancelled`. With `CARDGATE_SCREENSHOTS=<dir>` it also saves
+//! the screenshots docs/desktop.md shows.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
+use cardgate_e2e::{TEST_MANAGEMENT_KEY, check, lab_trial};
+use cardgate_ipc::{LoginProxy, RoleProfileInfo};
+use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_vcard::provision::{CardSpec, Validity};
+use libtest_mimic::{Arguments, Failed};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use zbus::object_server::SignalEmitter;
+
+/// Set in the environment of the child that runs as `cardgate-desktop`.
+const AS_DESKTOP: &str = "CARDGATE_E2E_AS_DESKTOP";
+
+fn main() -> ExitCode {
+    if std::env::var_os(AS_DESKTOP).is_some() {
+        return cardgate_desktop::run(std::env::args_os());
+    }
+    cardgate_lab::enter_lab_namespace();
+    let args = Arguments::from_args();
+    let trials = vec![lab_trial(
+        "the_pharmacist_logs_in_chooses_a_role_and_renews_through_the_desktop_dialog",
+        |lab| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(3)
+                .enable_all()
+                .build()
+                .map_err(|e| fail("runtime", e))?
+                .block_on(at_the_counter(lab))
+        },
+    )];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+// ------------------------------------------------------------------ the X server
+
+/// Xvfb on a display of its own, stopped on drop.
+struct Screen {
+    display: String,
+    child: Child,
+}
+
+impl Screen {
+    fn start() -> Result<Screen, Failed> {
+        // Xvfb picks a free display and writes its number on stdout once it is ready.
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1024x768x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| fail("starting Xvfb (scripts/setup installs xvfb)", e))?;
+        let mut number = String::new();
+        let read = child
+            .stdout
+            .take()
+            .map(|out| BufReader::new(out).read_line(&mut number));
+        let number = number.trim().to_owned();
+        let screen = Screen {
+            display: format!(":{number}"),
+            child,
+        };
+        match read {
+            Some(Ok(_)) if !number.is_empty() => Ok(screen),
+            other => Err(Failed::from(format!(
+                "Xvfb did not open a display: {other:?}"
+            ))),
+        }
+    }
+
+    /// Saves the window titled `window` as `dir/name.png` (xwd, then netpbm).
+    fn shoot(&self, dir: &Path, window: &str, name: &str) -> Result<(), Failed> {
+        let png = dir.join(format!("{name}.png"));
+        let script = format!(
+            "xwd -silent -display {} -name '{window}' | xwdtopnm 2>/dev/null | pnmtopng > {}",
+            self.display,
+            png.display()
+        );
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .map_err(|e| fail("screenshot", e))?;
+        check(status.success(), || format!("screenshot {name}: {status}"))
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        // SIGTERM, so Xvfb removes its lock file and socket.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ the screen reader
+
+/// One accessible object as the driver reports it.
+#[derive(Debug, Clone)]
+struct Node {
+    role: String,
+    name: String,
+    description: String,
+    visible: bool,
+    sensitive: bool,
+}
+
+/// `tests/desktop/atspi_driver.py`, one JSON request and answer per line.
+struct ScreenReader {
+    child: Child,
+    requests: ChildStdin,
+    answers: BufReader<ChildStdout>,
+}
+
+impl ScreenReader {
+    fn start(display: &str, session_bus: &str) -> Result<ScreenReader, Failed> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("desktop/atspi_driver.py");
+        // Debian's python3, which has the Atspi bindings (python3-gi, gir1.2-atspi-2.0).
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .env("DISPLAY", display)
+            .env("DBUS_SESSION_BUS_ADDRESS", session_bus)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail("starting the AT-SPI driver (/usr/bin/python3)", e))?;
+        let requests = child.stdin.take().ok_or("no stdin")?;
+        let answers = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok(ScreenReader {
+            child,
+            requests,
+            answers,
+        })
+    }
+
+    fn ask(&mut self, request: Value) -> Result<Value, Failed> {
+        tokio::task::block_in_place(|| {
+            writeln!(self.requests, "{request}").map_err(|e| fail("AT-SPI driver", e))?;
+            let mut line = String::new();
+            self.answers
+                .read_line(&mut line)
+                .map_err(|e| fail("AT-SPI driver", e))?;
+            let answer: Value = serde_json::from_str(&line)
+                .map_err(|e| fail(&format!("AT-SPI driver answered {line:?}"), e))?;
+            if answer["ok"] == json!(true) {
+                Ok(answer)
+            } else {
+                Err(Failed::from(format!("AT-SPI: {}", answer["error"])))
+            }
+        })
+    }
+
+    fn windows(&mut self) -> Result<Vec<String>, Failed> {
+        let answer = self.ask(json!({"op": "windows"}))?;
+        Ok(serde_json::from_value(answer["windows"].clone()).unwrap_or_default())
+    }
+
+    fn nodes(&mut self, window: &str) -> Result<Vec<Node>, Failed> {
+        let answer = self.ask(json!({"op": "dump", "window": window}))?;
+        let nodes = answer["nodes"].as_array().cloned().unwrap_or_default();
+        Ok(nodes
+            .iter()
+            .map(|n| Node {
+                role: n["role"].as_str().unwrap_or_default().to_owned(),
+                name: n["name"].as_str().unwrap_or_default().to_owned(),
+                description: n["description"].as_str().unwrap_or_default().to_owned(),
+                visible: n["visible"] == json!(true),
+                sensitive: n["sensitive"] == json!(true),
+            })
+            .collect())
+    }
+
+    /// Presses the visible control named `name` in `window` (its first action).
+    fn press(&mut self, window: &str, name: &str) -> Result<(), Failed> {
+        self.ask(json!({"op": "press", "window": window, "name": name}))
+            .map(|_| ())
+    }
+
+    /// Waits up to 20 s for `window` to be open and `holds` of its visible nodes; returns them.
+    async fn until(
+        &mut self,
+        window: &str,
+        what: &str,
+        holds: impl Fn(&[Node]) -> bool,
+    ) -> Result<Vec<Node>, Failed> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = Err(Failed::from("never looked"));
+        while Instant::now() < deadline {
+            last = self
+                .nodes(window)
+                .map(|nodes| nodes.into_iter().filter(|n| n.visible).collect::<Vec<_>>());
+            if let Ok(nodes) = &last
+                && holds(nodes)
+            {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Err(Failed::from(format!(
+            "{window:?}: {what} within 20 s; last seen: {}",
+            match last {
+                Ok(nodes) => describe(&nodes),
+                Err(e) => e.message().unwrap_or_default().to_owned(),
+            }
+        )))
+    }
+
+    /// Waits up to 20 s for no window named `window` to be open.
+    async fn until_closed(&mut self, window: &str) -> Result<(), Failed> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if !self.windows()?.iter().any(|w| w == window) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Err(Failed::from(format!("{window:?} still open after 20 s")))
+    }
+}
+
+impl Drop for ScreenReader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn describe(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .filter(|n| !n.name.is_empty())
+        .map(|n| {
+            format!(
+                "{}{:?}{}{}",
+                n.role,
+                n.name,
+                if n.description.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}]", n.description)
+                },
+                if n.sensitive { "" } else { "(insensitive)" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text of the label whose accessible description is `description`.
+fn labelled<'a>(nodes: &'a [Node], description: &str) -> Option<&'a str> {
+    nodes
+        .iter()
+        .find(|n| n.description == description)
+        .map(|n| n.name.as_str())
+}
+
+fn button<'a>(nodes: &'a [Node], name: &str) -> Option<&'a Node> {
+    nodes
+        .iter()
+        .find(|n| n.role.contains("button") && n.name == name)
+}
+
+// ------------------------------------------------------------------ the keyboard
+
+/// Types into the window titled `window`, as the pharmacist would: keyboard focus to it, then
+/// each key through XTEST (xdotool).
+fn keys(display: &str, window: &str, keys: &[&str]) -> Result<(), Failed> {
+    let focus = Command::new("xdotool")
+        .env("DISPLAY", display)
+        .args([
+            "search",
+            "--sync",
+            "--name",
+            &format!("^{window}$"),
+            "windowfocus",
+            "--sync",
+        ])
+        .status()
+        .map_err(|e| fail("xdotool (scripts/setup installs it)", e))?;
+    check(focus.success(), || format!("focusing {window:?}: {focus}"))?;
+    for key in keys {
+        let mut command = Command::new("xdotool");
+        command.env("DISPLAY", display);
+        match key.strip_prefix("key:") {
+            Some(name) => command.args(["key", name]),
+            None => command.args(["type", "--delay", "40", key]),
+        };
+        let status = command.status().map_err(|e| fail("xdotool", e))?;
+        check(status.success(), || format!("xdotool {key:?}: {status}"))?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ notifications
+
+/// The stand-in notification server, in a module of its own: zbus generates a
+/// signal-emitting trait beside the interface with no doc comment of its own.
+mod notifications {
+    #![allow(missing_docs)]
+
+    use std::collections::HashMap;
+
+    use tokio::sync::mpsc;
+    use zbus::object_server::SignalEmitter;
+    use zbus::zvariant::OwnedValue;
+
+    /// What the desktop program asked the notification server to show.
+    #[derive(Debug, Clone)]
+    pub struct Shown {
+        pub id: u32,
+        pub summary: String,
+        pub body: String,
+        pub actions: Vec<String>,
+    }
+
+    /// A stand-in `org.freedesktop.Notifications`, recording every notification.
+    pub struct NotificationServer {
+        pub shown: mpsc::UnboundedSender<Shown>,
+        pub next: u32,
+    }
+
+    #[zbus::interface(name = "org.freedesktop.Notifications")]
+    impl NotificationServer {
+        #[allow(clippy::too_many_arguments)]
+        fn notify(
+            &mut self,
+            _app_name: String,
+            _replaces_id: u32,
+            _app_icon: String,
+            summary: String,
+            body: String,
+            actions: Vec<String>,
+            _hints: HashMap<String, OwnedValue>,
+            _expire_timeout: i32,
+        ) -> u32 {
+            self.next += 1;
+            let _ = self.shown.send(Shown {
+                id: self.next,
+                summary,
+                body,
+                actions,
+            });
+            self.next
+        }
+
+        fn get_capabilities(&self) -> Vec<String> {
+            vec!["actions".into(), "body".into()]
+        }
+
+        fn get_server_information(&self) -> (String, String, String, String) {
+            (
+                "stand-in".into(),
+                "cardgate tests".into(),
+                "1".into(),
+                "1.2".into(),
+            )
+        }
+
+        /// The person chose `action_key` on notification `id` (the test plays the person).
+        #[zbus(signal)]
+        pub async fn action_invoked(
+            emitter: &SignalEmitter<'_>,
+            id: u32,
+            action_key: &str,
+        ) -> zbus::Result<()>;
+    }
+}
+
+use notifications::{NotificationServer, Shown};
+
+const NOTIFICATIONS_PATH: &str = "/org/freedesktop/Notifications";
+
+async fn next_notification(
+    shown: &mut mpsc::UnboundedReceiver<Shown>,
+    about: &str,
+) -> Result<Shown, Failed> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = tokio::time::timeout_at(deadline, shown.recv())
+            .await
+            .map_err(|_| Failed::from(format!("no notification about {about:?} within 20 s")))?
+            .ok_or_else(|| Failed::from("the notification server stopped"))?;
+        if next.summary.contains(about) || next.body.contains(about) {
+            return Ok(next);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the desktop program
+
+/// `cardgate-desktop` (this binary as it), its log in a file for failures.
+struct Desktop {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Desktop {
+    fn start(
+        dir: &Path,
+        display: &str,
+        bus: &str,
+        active: &ActiveSession,
+    ) -> Result<Desktop, Failed> {
+        let log = dir.join(format!(
+            "desktop-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let log_file = std::fs::File::create(&log).map_err(|e| fail("desktop log", e))?;
+        let exe = std::env::current_exe().map_err(|e| fail("current_exe", e))?;
+        let child = Command::new(exe)
+            .args(["--bus", bus])
+            .env(AS_DESKTOP, "1")
+            .env("DISPLAY", display)
+            .env("GDK_BACKEND", "x11")
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .env("XDG_STATE_HOME", dir.join("state"))
+            .env("RUST_LOG", "info")
+            .env_remove("NO_AT_BRIDGE")
+            .env_remove("GTK_A11Y")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| fail("starting cardgate-desktop", e))?;
+        active.add(child.id());
+        Ok(Desktop { child, log })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ------------------------------------------------------------------ the scenario
+
+fn error_name<T: std::fmt::Debug>(result: &zbus::Result<T>) -> String {
+    match result {
+        Err(zbus::Error::MethodError(name, _, _)) => name
+            .as_str()
+            .trim_start_matches("org.cardgate.Agent1.Error.")
+            .to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+type Request = tokio::task::JoinHandle<zbus::Result<Vec<RoleProfileInfo>>>;
+
+fn request(program: &LoginProxy<'static>, reason: &'static str) -> Request {
+    let program = program.clone();
+    tokio::spawn(async move { program.request_login(reason).await })
+}
+
+async fn answered(request: Request) -> Result<zbus::Result<Vec<RoleProfileInfo>>, Failed> {
+    tokio::time::timeout(Duration::from_secs(20), request)
+        .await
+        .map_err(|_| Failed::from("RequestLogin did not answer within 20 s"))?
+        .map_err(|e| fail("request task", e))
+}
+
+async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    // Renewal needs the card's management key.
+    let key_path = dir.path().join("management-key.hex");
+    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
+    let running = RunningDaemon::start(move |config| {
+        config.renewal.management_key = Some(key_path);
+    })
+    .await?;
+    let address = running.address.clone();
+    let agent = running.agent.clone();
+    let active = ActiveSession::default();
+    let _logind = stand_in_logind(&address, active.clone()).await?;
+    let (shown_tx, mut shown) = mpsc::unbounded_channel();
+    let notifications = zbus::connection::Builder::address(address.as_str())
+        .map_err(|e| fail("bus address", e))?
+        .serve_at(
+            NOTIFICATIONS_PATH,
+            NotificationServer {
+                shown: shown_tx,
+                next: 0,
+            },
+        )
+        .map_err(|e| fail("notification server", e))?
+        .name("org.freedesktop.Notifications")
+        .map_err(|e| fail("notification server name", e))?
+        .build()
+        .await
+        .map_err(|e| fail("notification server", e))?;
+    let screen = Screen::start()?;
+    let shots = std::env::var_os("CARDGATE_SCREENSHOTS").map(PathBuf::from);
+    let shoot = |window: &str, name: &str| match &shots {
+        Some(dir) => screen.shoot(dir, window, name),
+        None => Ok(()),
+    };
+    let mut desktop = Desktop::start(dir.path(), &screen.display, &address, &active)?;
+    let mut reader = ScreenReader::start(&screen.display, &address)?;
+    let pmr = LoginProxy::new(
+        &zbus::connection::Builder::address(address.as_str())
+            .map_err(|e| fail("bus address", e))?
+            .build()
+            .await
+            .map_err(|e| fail("PMR connection", e))?,
+    )
+    .await
+    .map_err(|e| fail("Login1 proxy", e))?;
+
+    let body = async {
+        // The desktop program has registered when a request no longer meets NoPrompt.
+        wait_for(
+            "cardgate-desktop to register as the session's dialog",
+            || {
+                let pmr = pmr.clone();
+                async move { error_name(&pmr.request_login("probe").await) != "NoPrompt" }
+            },
+        )
+        .await?;
+
+        // The card goes in: the dialog opens by itself, saying whose card it is.
+        let card = running
+            .world
+            .card_from(
+                &CardSpec::new(PHARMACIST.0, PHARMACIST.1)
+                    .pin(DEMO_PASSCODE)
+                    .management_key(&TEST_MANAGEMENT_KEY)
+                    .validity(Validity::ExpiresInDays(20)),
+            )
+            .map_err(|e| fail("card", e))?;
+        let inserted =
+            insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
+        let title = cardgate_desktop::TITLE;
+        let nodes = reader
+            .until(title, "the holder's name and the passcode field", |n| {
+                labelled(n, "Card holder") == Some(PHARMACIST.0)
+                    && n.iter().any(|n| n.name == "Passcode")
+            })
+            .await?;
+        check(
+            labelled(&nodes, "Card UUID") == Some(&format!("UUID {}", PHARMACIST.1)),
+            || format!("UUID: {}", describe(&nodes)),
+        )?;
+        check(
+            labelled(&nodes, "Tries left") == Some("3 tries left."),
+            || format!("tries: {}", describe(&nodes)),
+        )?;
+        check(
+            labelled(&nodes, "Warnings").is_some_and(|w| w.contains("20 days")),
+            || format!("the certificate warning: {}", describe(&nodes)),
+        )?;
+        check(
+            labelled(&nodes, "Who is asking") == Some(cardgate_desktop::CARD_INSERTED_REASON),
+            || format!("why: {}", describe(&nodes)),
+        )?;
+        check(
+            button(&nodes, "Log in").is_some_and(|b| !b.sensitive),
+            || format!("Log in before anything is typed: {}", describe(&nodes)),
+        )?;
+        shoot(title, "dialog")?;
+
+        // The wrong shape: checked as typed, nothing sent.
+        keys(&screen.display, title, &["12"])?;
+        let nodes = reader
+            .until(title, "the shape problem", |n| {
+                labelled(n, "Passcode check").is_some_and(|t| t.contains("At least 4"))
+            })
+            .await?;
+        check(
+            button(&nodes, "Log in").is_some_and(|b| !b.sensitive),
+            || format!("Log in with a short passcode: {}", describe(&nodes)),
+        )?;
+        keys(&screen.display, title, &["key:BackSpace", "key:BackSpace"])?;
+        check(agent.passcode_tries_left().await.unwrap_or(-1) == 3, || {
+            "a try was spent on a passcode of the wrong shape".into()
+        })?;
+
+        // A wrong passcode: the tries left.
+        keys(&screen.display, title, &["98765432", "key:Return"])?;
+        reader
+            .until(title, "two tries left", |n| {
+                labelled(n, "Passcode check") == Some("Wrong passcode. 2 tries left.")
+                    && labelled(n, "Tries left") == Some("2 tries left.")
+            })
+            .await?;
+
+        // The right one, Enter: logged in, and the picker offers both profiles.
+        keys(&screen.display, title, &[DEMO_PASSCODE, "key:Return"])?;
+        reader.until_closed(title).await?;
+        let picker = cardgate_desktop::PICKER_TITLE;
+        let own = "Pharmacist · High Street Pharmacy (FA123)";
+        let locum = "Locum Pharmacist · Locum organisation (FFFFF)";
+        let nodes = reader
+            .until(picker, "both role profiles", |n| {
+                button(n, own).is_some() && button(n, locum).is_some()
+            })
+            .await?;
+        check(agent.passcode_tries_left().await.unwrap_or(-1) == 3, || {
+            "the tries left did not come back to 3 after the right passcode".into()
+        })?;
+        shoot(picker, "role-picker")?;
+        drop(nodes);
+        reader.press(picker, own)?;
+        reader.until_closed(picker).await?;
+        let selected = agent
+            .selected_role_profile()
+            .await
+            .map_err(|e| fail("SelectedRoleProfile", e))?;
+        check(selected.id == "RP-PHARM-FA123", || {
+            format!("selected {selected:?}")
+        })?;
+
+        // The certificate notification, with "Renew now"; choosing it renews.
+        let expiring = next_notification(&mut shown, "20 days").await?;
+        check(
+            expiring.actions.first().map(String::as_str) == Some(cardgate_desktop::RENEW_ACTION),
+            || format!("the certificate notification: {expiring:?}"),
+        )?;
+        NotificationServer::action_invoked(
+            &SignalEmitter::new(&notifications, NOTIFICATIONS_PATH)
+                .map_err(|e| fail("emitter", e))?,
+            expiring.id,
+            cardgate_desktop::RENEW_ACTION,
+        )
+        .await
+        .map_err(|e| fail("ActionInvoked", e))?;
+        let renewal = cardgate_desktop::RENEWAL_TITLE;
+        reader
+            .until(renewal, "the renewal's end", |n| {
+                labelled(n, "Renewal step").is_some_and(|t| t.contains("renewed"))
+                    && button(n, "Close").is_some_and(|b| b.sensitive)
+            })
+            .await?;
+        shoot(renewal, "renewal")?;
+        reader.press(renewal, "Close")?;
+        reader.until_closed(renewal).await?;
+
+        // Logging out tells the holder.
+        agent.logout().await.map_err(|e| fail("Logout", e))?;
+        next_notification(&mut shown, "You logged out.").await?;
+
+        // A PMR asks: the dialog names it and its reason; Escape cancels.
+        let pending = request(&pmr, "Download today's prescriptions");
+        let nodes = reader
+            .until(title, "the PMR's request", |n| {
+                labelled(n, "Who is asking")
+                    .is_some_and(|t| t.contains("Download today's prescriptions"))
+            })
+            .await?;
+        let asking = labelled(&nodes, "Who is asking").unwrap_or_default();
+        check(asking.contains("desktop_dialog"), || {
+            format!("the dialog does not name the asking program: {asking:?}")
+        })?;
+        keys(&screen.display, title, &["key:Escape"])?;
+        reader.until_closed(title).await?;
+        let cancelled = answered(pending).await?;
+        check(error_name(&cancelled) == "Cancelled", || {
+            format!("Escape: {cancelled:?}")
+        })?;
+
+        // The card pulled with the dialog open closes it.
+        let pending = request(&pmr, "Check the patient's record");
+        reader
+            .until(title, "the second request", |n| {
+                n.iter().any(|n| n.name == "Passcode")
+            })
+            .await?;
+        inserted.remove().map_err(|e| fail("pulling the card", e))?;
+        reader.until_closed(title).await?;
+        let pulled = answered(pending).await?;
+        check(error_name(&pulled) == "NoCard", || {
+            format!("card pulled: {pulled:?}")
+        })?;
+
+        // Back in: the dialog again, and the picker offers the last role first; Enter takes it.
+        let inserted =
+            insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
+        reader
+            .until(title, "the dialog at the second insertion", |n| {
+                n.iter().any(|n| n.name == "Passcode")
+            })
+            .await?;
+        keys(&screen.display, title, &[DEMO_PASSCODE, "key:Return"])?;
+        let remembered = format!("{own} · last used");
+        let nodes = reader
+            .until(picker, "the last role, marked", |n| {
+                button(n, &remembered).is_some()
+            })
+            .await?;
+        let first = nodes
+            .iter()
+            .find(|n| n.role.contains("button") && n.name.contains('·'));
+        check(first.is_some_and(|b| b.name == remembered), || {
+            format!("the last role is not first: {}", describe(&nodes))
+        })?;
+        keys(&screen.display, picker, &["key:Return"])?;
+        reader.until_closed(picker).await?;
+        let selected = agent
+            .selected_role_profile()
+            .await
+            .map_err(|e| fail("SelectedRoleProfile", e))?;
+        check(selected.id == "RP-PHARM-FA123", || {
+            format!("Enter in the picker selected {selected:?}")
+        })?;
+        agent.logout().await.map_err(|e| fail("Logout", e))?;
+
+        // The dialog program killed mid-dialog: the PMR hears Cancelled.
+        let pending = request(&pmr, "Claim for today's items");
+        reader
+            .until(title, "the third request", |n| {
+                n.iter().any(|n| n.name == "Passcode")
+            })
+            .await?;
+        desktop.kill();
+        let killed = answered(pending).await?;
+        check(error_name(&killed) == "Cancelled", || {
+            format!("dialog killed: {killed:?}")
+        })?;
+        drop(inserted);
+        Ok::<(), Failed>(())
+    };
+    let outcome = body.await;
+    let log = desktop.log();
+    drop(desktop);
+    drop(reader);
+    let stopped = running.stop().await;
+    match outcome {
+        Err(e) => Err(Failed::from(format!(
+            "{}\n---- cardgate-desktop log ----\n{log}",
+            e.message().unwrap_or("failed")
+        ))),
+        Ok(()) => stopped.map(|_| ()),
+    }
+}
