@@ -117,10 +117,7 @@ fn deb_package() -> Result<(), Failed> {
         ],
     )?;
     let mut debs = deb.lines().rev().take(2);
-    let desktop_deb = debs
-        .next()
-        .ok_or("build-deb printed nothing")?
-        .to_owned();
+    let desktop_deb = debs.next().ok_or("build-deb printed nothing")?.to_owned();
     let deb = debs
         .next()
         .ok_or("build-deb printed one line, not two")?
@@ -167,9 +164,10 @@ fn deb_package() -> Result<(), Failed> {
     let purged = run("dpkg", &["--purge", "cardgate-desktop", "cardgate"]);
     result?;
     purged?;
-    check(!installed("cardgate") && !installed("cardgate-desktop"), || {
-        "still installed after purge".into()
-    })?;
+    check(
+        !installed("cardgate") && !installed("cardgate-desktop"),
+        || "still installed after purge".into(),
+    )?;
     for path in shipped(&multiarch).into_iter().chain(shipped_desktop()) {
         check(!path.exists(), || {
             format!("{} is still there after purge", path.display())
