@@ -250,6 +250,18 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
             format!("{entry} does not start the program:\n{text}")
         })?;
     }
+    // The autostart entry starts it quietly; the application entry shows the status window.
+    let autostart =
+        std::fs::read_to_string("/etc/xdg/autostart/cardgate-desktop.desktop").unwrap_or_default();
+    check(
+        autostart.contains("NoDisplay=true") && !autostart.contains("--status"),
+        || format!("the autostart entry: {autostart}"),
+    )?;
+    let application = std::fs::read_to_string("/usr/share/applications/cardgate-desktop.desktop")
+        .unwrap_or_default();
+    check(application.contains("--status"), || {
+        format!("the application entry: {application}")
+    })?;
     let help = run("/usr/bin/cardgate-desktop", &["--help"])?;
     check(help.contains("--no-open-on-insert"), || help.clone())?;
 

@@ -16,11 +16,18 @@
 //! wrong; a wrong passcode shows two tries left; the right one (typed, Enter) logs in and the
 //! role picker offers both profiles; choosing one (pressed through AT-SPI) selects it in the
 //! agent; the certificate notification offers "Renew now", and choosing it runs the renewal in
-//! the renewal window to its end; logging out notifies; a PMR's `RequestLogin` opens the
+//! the renewal window to its end; logging out notifies; the program run again opens the
+//! status window of the running copy (holder, role, state), where the role is changed without
+//! a passcode, the passcode is changed, and "Log out" logs out; a PMR's `RequestLogin` opens the
 //! dialog naming the program and its reason, and Escape cancels it (`Cancelled` for the PMR);
 //! the card pulled with the dialog open closes it (`NoCard`); the card back in opens the
-//! dialog again and the picker offers the last role first, chosen with Enter alone; the dialog
-//! program killed mid-dialog → `Cancelled`. With `CARDGATE_SCREENSHOTS=<dir>` it also saves
+//! dialog again and the picker offers the last role first, chosen with Enter alone; three
+//! wrong passcodes (the third only once "Use my final try" is ticked) lock the card, the
+//! dialog shows the three ways out in order and leads through the RA's unlock code and a new
+//! passcode (a mismatch named, nothing sent) to a log-in with it; the card pulled during the
+//! session brings the session-ended notification; a second program asking while the dialog is
+//! open → `LoginInProgress`; the dialog program killed mid-dialog → `Cancelled`, no try
+//! spent. With `CARDGATE_SCREENSHOTS=<dir>` it also saves
 //! the screenshots docs/desktop.md shows.
 #![allow(clippy::unwrap_used)]
 
@@ -32,7 +39,7 @@ use std::time::{Duration, Instant};
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
-use cardgate_e2e::{TEST_MANAGEMENT_KEY, check, lab_trial};
+use cardgate_e2e::{TEST_MANAGEMENT_KEY, TEST_UNLOCK_CODE, check, lab_trial};
 use cardgate_ipc::{LoginProxy, RoleProfileInfo};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::provision::{CardSpec, Validity};
@@ -40,6 +47,9 @@ use libtest_mimic::{Arguments, Failed};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use zbus::object_server::SignalEmitter;
+
+/// The pharmacist's card in this suite.
+const CARD_SERIAL: &str = "6516770201";
 
 /// Set in the environment of the child that runs as `cardgate-desktop`.
 const AS_DESKTOP: &str = "CARDGATE_E2E_AS_DESKTOP";
@@ -432,22 +442,17 @@ async fn next_notification(
 struct Desktop {
     child: Child,
     log: PathBuf,
+    dir: PathBuf,
+    display: String,
+    bus: String,
 }
 
 impl Desktop {
-    fn start(
-        dir: &Path,
-        display: &str,
-        bus: &str,
-        active: &ActiveSession,
-    ) -> Result<Desktop, Failed> {
-        let log = dir.join(format!(
-            "desktop-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
-        let log_file = std::fs::File::create(&log).map_err(|e| fail("desktop log", e))?;
+    /// The program as this session's desktop would start it, its log going to `log`.
+    fn command(dir: &Path, display: &str, bus: &str) -> Result<Command, Failed> {
         let exe = std::env::current_exe().map_err(|e| fail("current_exe", e))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["--bus", bus])
             .env(AS_DESKTOP, "1")
             .env("DISPLAY", display)
@@ -457,12 +462,46 @@ impl Desktop {
             .env("RUST_LOG", "info")
             .env_remove("NO_AT_BRIDGE")
             .env_remove("GTK_A11Y")
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        Ok(command)
+    }
+
+    fn start(
+        dir: &Path,
+        display: &str,
+        bus: &str,
+        active: &ActiveSession,
+    ) -> Result<Desktop, Failed> {
+        let log = dir.join("desktop.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| fail("desktop log", e))?;
+        let child = Desktop::command(dir, display, bus)?
             .stderr(log_file)
             .spawn()
             .map_err(|e| fail("starting cardgate-desktop", e))?;
         active.add(child.id());
-        Ok(Desktop { child, log })
+        Ok(Desktop {
+            child,
+            log,
+            dir: dir.to_owned(),
+            display: display.to_owned(),
+            bus: bus.to_owned(),
+        })
+    }
+
+    /// Runs the program a second time with `args`, as the application list would, and waits
+    /// for it: the running copy does the work, the second one hands over and exits.
+    fn run_again(&self, args: &[&str]) -> Result<(), Failed> {
+        let output = Desktop::command(&self.dir, &self.display, &self.bus)?
+            .args(args)
+            .output()
+            .map_err(|e| fail("running cardgate-desktop again", e))?;
+        check(output.status.success(), || {
+            format!(
+                "cardgate-desktop {args:?} the second time: {}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
     }
 
     fn log(&self) -> String {
@@ -512,7 +551,12 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
     // Renewal needs the card's management key.
     let key_path = dir.path().join("management-key.hex");
     std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
-    let running = RunningDaemon::start(move |config| {
+    // The card is registered at spine-sim with its unlock code, for the unlock paths.
+    let sim_cards = format!(
+        "\n[[cards]]\nserial = \"{CARD_SERIAL}\"\nuid = \"{}\"\nunlock_code = \"{TEST_UNLOCK_CODE}\"\n",
+        PHARMACIST.1
+    );
+    let running = RunningDaemon::start_with(&sim_cards, move |config| {
         config.renewal.management_key = Some(key_path);
     })
     .await?;
@@ -570,7 +614,9 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
             .world
             .card_from(
                 &CardSpec::new(PHARMACIST.0, PHARMACIST.1)
+                    .card_serial(CARD_SERIAL)
                     .pin(DEMO_PASSCODE)
+                    .puk(TEST_UNLOCK_CODE)
                     .management_key(&TEST_MANAGEMENT_KEY)
                     .validity(Validity::ExpiresInDays(20)),
             )
@@ -749,19 +795,235 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         check(selected.id == "RP-PHARM-FA123", || {
             format!("Enter in the picker selected {selected:?}")
         })?;
-        agent.logout().await.map_err(|e| fail("Logout", e))?;
 
-        // The dialog program killed mid-dialog: the PMR hears Cancelled.
-        let pending = request(&pmr, "Claim for today's items");
+        // The status window, from the program run again as the application list runs it:
+        // holder, role and state; the role changed without a passcode; the passcode changed;
+        // logging out.
+        desktop.run_again(&["--status"])?;
+        let status = cardgate_desktop::STATUS_TITLE;
         reader
-            .until(title, "the third request", |n| {
+            .until(status, "the holder, role and state", |n| {
+                labelled(n, "Card holder") == Some(PHARMACIST.0)
+                    && labelled(n, "Role") == Some(&format!("Role: {own}"))
+                    && labelled(n, "State") == Some("You are logged in.")
+            })
+            .await?;
+        reader.press(status, "Change role")?;
+        reader
+            .until(picker, "the picker for a change of role", |n| {
+                button(n, locum).is_some()
+            })
+            .await?;
+        reader.press(picker, locum)?;
+        reader.until_closed(picker).await?;
+        reader
+            .until(status, "the new role", |n| {
+                labelled(n, "Role") == Some(&format!("Role: {locum}"))
+            })
+            .await?;
+        let selected = agent
+            .selected_role_profile()
+            .await
+            .map_err(|e| fail("SelectedRoleProfile", e))?;
+        check(selected.id == "RP-LOCUM-FFFFF", || {
+            format!("Change role selected {selected:?}")
+        })?;
+        reader.press(status, "Change passcode")?;
+        reader
+            .until(status, "the passcode form", |n| {
+                n.iter().any(|n| n.name == "Current passcode")
+            })
+            .await?;
+        let changed = "n2468q";
+        keys(
+            &screen.display,
+            status,
+            &[DEMO_PASSCODE, "key:Tab", changed, "key:Tab", changed],
+        )?;
+        reader
+            .until(status, "the change ready to send", |n| {
+                button(n, "Change the passcode").is_some_and(|b| b.sensitive)
+            })
+            .await?;
+        shoot(status, "status")?;
+        reader.press(status, "Change the passcode")?;
+        reader
+            .until(status, "the passcode changed", |n| {
+                labelled(n, "Status message").is_some_and(|t| t.contains("passcode is changed"))
+            })
+            .await?;
+        reader.press(status, "Log out")?;
+        next_notification(&mut shown, "You logged out.").await?;
+        reader
+            .until(status, "logged out", |n| {
+                labelled(n, "State")
+                    == Some("Your smartcard is in the reader; you are not logged in. 3 tries left.")
+            })
+            .await?;
+        keys(&screen.display, status, &["key:Escape"])?;
+        reader.until_closed(status).await?;
+
+        // Three wrong passcodes, the last only once the holder says it is the final try,
+        // lock the card; the dialog leads through the RA's unlock code to a new passcode.
+        let pending = request(&pmr, "Check the stock");
+        reader
+            .until(title, "the request to check the stock", |n| {
                 n.iter().any(|n| n.name == "Passcode")
             })
             .await?;
+        // Three different wrong ones: the agent never sends a value that just failed again.
+        for (wrong, left) in [("98765432", "2 tries left."), ("87654321", "1 try left")] {
+            keys(&screen.display, title, &[wrong, "key:Return"])?;
+            reader
+                .until(title, left, |n| {
+                    labelled(n, "Tries left").is_some_and(|t| t.starts_with(left))
+                })
+                .await?;
+        }
+        keys(&screen.display, title, &["76543210", "key:Return"])?;
+        let nodes = reader
+            .until(title, "the final-try confirmation", |n| {
+                n.iter().any(|n| n.name == "Use my final try")
+            })
+            .await?;
+        check(
+            button(&nodes, "Log in").is_some_and(|b| !b.sensitive),
+            || format!("Log in on the final try, unconfirmed: {}", describe(&nodes)),
+        )?;
+        check(agent.passcode_tries_left().await.unwrap_or(-1) == 1, || {
+            "the unconfirmed final try was sent to the card".into()
+        })?;
+        // From the keyboard: Tab to the check box, Space ticks it (GTK 4.8 gives check boxes
+        // no AT-SPI action), back to the field and Enter.
+        keys(&screen.display, title, &["key:Tab", "key:space"])?;
+        reader
+            .until(title, "Log in once the final try is confirmed", |n| {
+                button(n, "Log in").is_some_and(|b| b.sensitive)
+            })
+            .await?;
+        keys(&screen.display, title, &["key:shift+Tab", "key:Return"])?;
+        let nodes = reader
+            .until(title, "the ways to unlock the card", |n| {
+                button(n, "Unlock with a code from the RA").is_some()
+                    && button(n, "Unlock with a one-time code").is_some()
+            })
+            .await?;
+        check(
+            labelled(&nodes, "Passcode check").is_some_and(|t| {
+                let at = |s| t.find(s).unwrap_or(usize::MAX);
+                at("one-time code") < at("Sponsor") && at("Sponsor") < at("Registration Authority")
+            }),
+            || format!("the unlock paths in order: {}", describe(&nodes)),
+        )?;
+        check(agent.passcode_tries_left().await.unwrap_or(-1) == 0, || {
+            "the card is not locked after three wrong passcodes".into()
+        })?;
+        next_notification(&mut shown, "locked").await?;
+        shoot(title, "locked")?;
+        // Self-service first, as the paths say: this holder registered no email or mobile, and
+        // the dialog says so (the national service's own words) without asking for a code.
+        reader.press(title, "Unlock with a one-time code")?;
+        let nodes = reader
+            .until(title, "the self-service refusal", |n| {
+                labelled(n, "Unlock step").is_some_and(|t| t.contains("No email or mobile"))
+            })
+            .await?;
+        check(!nodes.iter().any(|n| n.name == "One-time code"), || {
+            format!("a one-time code was asked for: {}", describe(&nodes))
+        })?;
+        reader.press(title, "Unlock with a code from the RA")?;
+        reader
+            .until(title, "the unlock form", |n| {
+                n.iter().any(|n| n.name == "Unlock code")
+                    && button(n, "Unlock card").is_some_and(|b| !b.sensitive)
+            })
+            .await?;
+        let new_passcode = "n1357p";
+        keys(
+            &screen.display,
+            title,
+            &[
+                TEST_UNLOCK_CODE,
+                "key:Tab",
+                new_passcode,
+                "key:Tab",
+                "n1357q",
+            ],
+        )?;
+        reader
+            .until(title, "the mismatch named", |n| {
+                labelled(n, "Unlock check").is_some_and(|t| t.contains("not the same"))
+                    && button(n, "Unlock card").is_some_and(|b| !b.sensitive)
+            })
+            .await?;
+        keys(&screen.display, title, &["key:BackSpace", "p"])?;
+        reader
+            .until(title, "Unlock card once the form is right", |n| {
+                button(n, "Unlock card").is_some_and(|b| b.sensitive)
+            })
+            .await?;
+        shoot(title, "unlock")?;
+        reader.press(title, "Unlock card")?;
+        reader
+            .until(title, "the card unlocked", |n| {
+                labelled(n, "Passcode check")
+                    == Some("Your card is unlocked. Log in with your new passcode.")
+                    && labelled(n, "Tries left") == Some("3 tries left.")
+            })
+            .await?;
+        keys(&screen.display, title, &[new_passcode, "key:Return"])?;
+        reader.until_closed(title).await?;
+        let profiles = answered(pending)
+            .await?
+            .map_err(|e| fail("RequestLogin after the unlock", e))?;
+        check(profiles.len() == 2, || format!("the PMR got {profiles:?}"))?;
+        let remembered = format!("{locum} · last used");
+        reader
+            .until(
+                picker,
+                "the picker after the unlock, the role changed to marked",
+                |n| button(n, &remembered).is_some(),
+            )
+            .await?;
+        reader.press(picker, &remembered)?;
+        reader.until_closed(picker).await?;
+
+        // The card pulled during the session: the session-ended notification says why.
+        inserted.remove().map_err(|e| fail("pulling the card", e))?;
+        let ended = next_notification(&mut shown, "removed").await?;
+        check(ended.summary.to_lowercase().contains("session"), || {
+            format!("the removal notification: {ended:?}")
+        })?;
+
+        // Back in, the dialog opens by itself; the holder closes it. Then a PMR asks, a second
+        // program asking meanwhile is told a log-in is in progress, and the dialog program is
+        // killed mid-dialog: the PMR hears Cancelled.
+        let inserted =
+            insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
+        reader
+            .until(title, "the dialog at the third insertion", |n| {
+                n.iter().any(|n| n.name == "Passcode")
+            })
+            .await?;
+        reader.press(title, "Cancel")?;
+        reader.until_closed(title).await?;
+        let pending = request(&pmr, "Claim for today's items");
+        reader
+            .until(title, "the claim request", |n| {
+                n.iter().any(|n| n.name == "Passcode")
+            })
+            .await?;
+        let second = pmr.request_login("Print the labels").await;
+        check(error_name(&second) == "LoginInProgress", || {
+            format!("a second program asking at once: {second:?}")
+        })?;
         desktop.kill();
         let killed = answered(pending).await?;
         check(error_name(&killed) == "Cancelled", || {
             format!("dialog killed: {killed:?}")
+        })?;
+        check(agent.passcode_tries_left().await.unwrap_or(-1) == 3, || {
+            "a try was spent by a cancelled or killed dialog".into()
         })?;
         drop(inserted);
         Ok::<(), Failed>(())

@@ -92,6 +92,10 @@ pub const SELECT_PIV: [u8; 15] = [
     0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x00,
 ];
 
+/// The unlock code (PIV PUK) the suites give the cards they unlock, as the RA would hand it
+/// over.
+pub const TEST_UNLOCK_CODE: &str = "80264513";
+
 /// The AES-128 card management key the suites' renewable test cards get, and the agent's
 /// `[renewal] management_key` in those suites.
 pub const TEST_MANAGEMENT_KEY: [u8; 16] = [

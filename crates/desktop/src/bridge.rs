@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cardgate_ipc::{
     AgentProxy, AgentStaffProxy, AgentState, CardInsertedStream, CardLeftInReaderStream,
     CertificateExpiringStream, LoginProxy, PasscodeExpiringStream, RoleProfileInfo,
-    SessionEndedStream, property,
+    SessionEndedStream, SessionStartedStream, property,
 };
 use futures_lite::StreamExt;
 use zbus::zvariant::{ObjectPath, OwnedValue};
@@ -23,6 +23,10 @@ use crate::notify::{Notice, Notifier};
 
 /// Where the dialog program serves `org.cardgate.Prompt1`.
 pub const PROMPT_PATH: &str = "/org/cardgate/Desktop/Prompt";
+
+/// The reason this program gives when the holder asks to change role (during a session the
+/// agent answers the profiles without a dialog).
+pub const CHANGE_ROLE_REASON: &str = "Change your role.";
 
 /// The reason this program gives when it asks for a log-in itself, because a card went in.
 pub const CARD_INSERTED_REASON: &str =
@@ -111,12 +115,53 @@ pub enum ToUi {
         /// `Err` with the agent's message when it refused.
         result: Result<(), String>,
     },
+    /// The answer to starting a self-service unlock: the request's id and where the
+    /// one-time code went, or the agent's reason it cannot.
+    SelfServiceStarted {
+        /// The log-in request the dialog belongs to.
+        cookie: String,
+        /// `(request_id, sent_to)`, or the agent's message.
+        result: Result<(String, String), String>,
+    },
+    /// The answer to an unlock: the card has its new passcode, or the error.
+    Unlocked {
+        /// The log-in request the dialog belongs to.
+        cookie: String,
+        /// `Err` with the error's name and message.
+        result: Result<(), (String, String)>,
+        /// The passcode tries left afterwards.
+        tries_left: i32,
+    },
     /// The session ended: any role picker still open is stale.
     SessionEnded,
+    /// What the status window shows, fresh from the agent.
+    Status(StatusView),
+    /// The outcome of an action taken from the status window, in words.
+    StatusMessage(String),
+    /// The holder asked to change role: the profiles to choose from.
+    ChooseRole {
+        /// The holder the choice is remembered for.
+        holder_uuid: String,
+        /// The session's role profiles.
+        profiles: Vec<RoleProfileInfo>,
+    },
+    /// The answer to a passcode change.
+    PasscodeChanged(Result<(), (String, String)>),
     /// A renewal began (`Some(0)`), moved on (`Some(percent)` with its step) or ended.
     Renewal(RenewalView),
     /// The bus side cannot go on (no agent, registration refused).
     Fatal(String),
+}
+
+/// What the status window shows of the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusView {
+    /// The card and its holder.
+    pub holder: HolderView,
+    /// The agent's state code (`logged-in`, `card-present`, ...).
+    pub state: String,
+    /// The selected role profile in words, empty when none is.
+    pub role: String,
 }
 
 /// What the renewal window shows.
@@ -165,6 +210,50 @@ pub enum ToAgent {
         /// The profile's id.
         id: String,
     },
+    /// The status window wants fresh facts.
+    Status,
+    /// Log out (the status window's "Log out").
+    Logout,
+    /// Change role: the session's profiles for the picker.
+    ChangeRole,
+    /// Renew the certificate, its progress in the renewal window.
+    Renew,
+    /// Change the passcode on the card, sent once.
+    ChangePasscode {
+        /// The passcode now.
+        current: Zeroizing<String>,
+        /// The passcode the card takes.
+        new: Zeroizing<String>,
+        /// The holder confirmed the final try.
+        final_try: bool,
+    },
+    /// Self-service unlock, step 1: the national service sends the holder a one-time code.
+    StartSelfServiceUnlock {
+        /// The log-in request the dialog belongs to.
+        cookie: String,
+    },
+    /// Self-service unlock, step 2: the one-time code and the new passcode, sent once.
+    UnlockWithOneTimeCode {
+        /// The log-in request the dialog belongs to.
+        cookie: String,
+        /// From step 1.
+        request_id: String,
+        /// The 6 digits the holder received.
+        one_time_code: Zeroizing<String>,
+        /// The passcode the card takes.
+        new_passcode: Zeroizing<String>,
+    },
+    /// Unlock with the RA's unlock code and set the new passcode, sent once.
+    UnlockWithCode {
+        /// The log-in request the dialog belongs to.
+        cookie: String,
+        /// The RA's 8-character code.
+        unlock_code: Zeroizing<String>,
+        /// The passcode the card takes.
+        new_passcode: Zeroizing<String>,
+        /// The holder confirmed the unlock code's final try.
+        final_try: bool,
+    },
 }
 
 impl std::fmt::Debug for ToAgent {
@@ -175,6 +264,18 @@ impl std::fmt::Debug for ToAgent {
             ToAgent::AnswerOnPad { cookie, .. } => write!(f, "AnswerOnPad({cookie})"),
             ToAgent::Cancel { cookie } => write!(f, "Cancel({cookie})"),
             ToAgent::SelectRole { id } => write!(f, "SelectRole({id})"),
+            ToAgent::StartSelfServiceUnlock { cookie } => {
+                write!(f, "StartSelfServiceUnlock({cookie})")
+            }
+            ToAgent::Status => f.write_str("Status"),
+            ToAgent::Logout => f.write_str("Logout"),
+            ToAgent::ChangeRole => f.write_str("ChangeRole"),
+            ToAgent::Renew => f.write_str("Renew"),
+            ToAgent::ChangePasscode { .. } => f.write_str("ChangePasscode"),
+            ToAgent::UnlockWithOneTimeCode { cookie, .. } => {
+                write!(f, "UnlockWithOneTimeCode({cookie})")
+            }
+            ToAgent::UnlockWithCode { cookie, .. } => write!(f, "UnlockWithCode({cookie})"),
         }
     }
 }
@@ -279,18 +380,23 @@ pub async fn run(
             None
         }
     };
+    let staff = AgentStaffProxy::builder(&connection)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
     if let Some(notifier) = &notifier {
-        let staff = AgentStaffProxy::builder(&connection)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await?;
-        tokio::spawn(renew_on_action(notifier.clone(), staff, to_ui.clone()));
+        tokio::spawn(renew_on_action(
+            notifier.clone(),
+            staff.clone(),
+            agent.clone(),
+            to_ui.clone(),
+        ));
     }
     tokio::spawn(watch_agent(
         agent.clone(),
         login.clone(),
         signals,
-        notifier,
+        notifier.clone(),
         to_ui.clone(),
         options.open_on_insert,
         asked_itself,
@@ -328,15 +434,113 @@ pub async fn run(
                     .await
                     .map_err(|e| error_parts(e).1);
                 let _ = to_ui.send(ToUi::RoleSelected { id, result }).await;
+                send_status(&agent, &to_ui).await;
+                continue;
+            }
+            ToAgent::Status => {
+                send_status(&agent, &to_ui).await;
+                continue;
+            }
+            ToAgent::Logout => {
+                if let Err(e) = agent.logout().await {
+                    let _ = to_ui.send(ToUi::StatusMessage(error_parts(e).1)).await;
+                }
+                send_status(&agent, &to_ui).await;
+                continue;
+            }
+            ToAgent::ChangeRole => {
+                // During a session RequestLogin answers the session's profiles at once.
+                let holder_uuid = agent.holder_uuid().await.unwrap_or_default();
+                match login.request_login(CHANGE_ROLE_REASON).await {
+                    Ok(profiles) => {
+                        let _ = to_ui
+                            .send(ToUi::ChooseRole {
+                                holder_uuid,
+                                profiles,
+                            })
+                            .await;
+                    }
+                    Err(e) => {
+                        let _ = to_ui.send(ToUi::StatusMessage(error_parts(e).1)).await;
+                    }
+                }
+                continue;
+            }
+            ToAgent::Renew => {
+                tokio::spawn(renew(staff.clone(), agent.clone(), to_ui.clone()));
+                continue;
+            }
+            ToAgent::ChangePasscode {
+                current,
+                new,
+                final_try,
+            } => {
+                let result = agent.change_passcode(&current, &new, final_try).await;
+                drop((current, new));
+                let _ = to_ui
+                    .send(ToUi::PasscodeChanged(result.map_err(error_parts)))
+                    .await;
+                send_status(&agent, &to_ui).await;
+                continue;
+            }
+            ToAgent::StartSelfServiceUnlock { cookie } => {
+                let result = staff
+                    .start_self_service_unlock()
+                    .await
+                    .map(|started| (started.request_id, started.sent_to))
+                    .map_err(|e| error_parts(e).1);
+                let _ = to_ui
+                    .send(ToUi::SelfServiceStarted { cookie, result })
+                    .await;
+                continue;
+            }
+            ToAgent::UnlockWithOneTimeCode {
+                cookie,
+                request_id,
+                one_time_code,
+                new_passcode,
+            } => {
+                let result = staff
+                    .unlock_with_one_time_code(&request_id, &one_time_code, &new_passcode)
+                    .await;
+                drop((one_time_code, new_passcode));
+                unlocked(&agent, &to_ui, cookie, result).await;
+                continue;
+            }
+            ToAgent::UnlockWithCode {
+                cookie,
+                unlock_code,
+                new_passcode,
+                final_try,
+            } => {
+                let result = staff
+                    .unlock_with_code(&unlock_code, &new_passcode, final_try)
+                    .await;
+                drop((unlock_code, new_passcode));
+                unlocked(&agent, &to_ui, cookie, result).await;
                 continue;
             }
         };
         let tries_left = agent.passcode_tries_left().await.unwrap_or(-1);
+        let result = result.map_err(error_parts);
+        if let (Err((name, message)), Some(notifier)) = (&result, &notifier) {
+            let notice = match name.as_str() {
+                "CardBlocked" => Some(Notice::card_blocked()),
+                "WrongPasscode" if tries_left == 0 => Some(Notice::card_blocked()),
+                "EndpointUnavailable" => Some(Notice::endpoint_unavailable(message)),
+                _ => None,
+            };
+            if let Some(notice) = notice
+                && let Err(e) = notifier.show(&notice).await
+            {
+                tracing::warn!(error = %e, "desktop notification");
+            }
+        }
         let _ = to_ui
             .send(ToUi::Answered {
                 cookie,
                 holder_uuid,
-                result: result.map_err(error_parts),
+                result,
                 tries_left,
             })
             .await;
@@ -348,6 +552,7 @@ pub async fn run(
 /// going in is missed.
 struct AgentSignals {
     inserted: CardInsertedStream,
+    started: SessionStartedStream,
     ended: SessionEndedStream,
     expiring: CertificateExpiringStream,
     passcode: PasscodeExpiringStream,
@@ -358,12 +563,53 @@ impl AgentSignals {
     async fn subscribe(agent: &AgentProxy<'static>) -> zbus::Result<AgentSignals> {
         Ok(AgentSignals {
             inserted: agent.receive_card_inserted().await?,
+            started: agent.receive_session_started().await?,
             ended: agent.receive_session_ended().await?,
             expiring: agent.receive_certificate_expiring().await?,
             passcode: agent.receive_passcode_expiring().await?,
             left: agent.receive_card_left_in_reader().await?,
         })
     }
+}
+
+/// Sends the status window the agent's facts as they are now.
+async fn send_status(agent: &AgentProxy<'static>, to_ui: &async_channel::Sender<ToUi>) {
+    let holder = match agent.status().await {
+        Ok(map) => HolderView::from_status(&map),
+        Err(e) => {
+            let _ = to_ui.send(ToUi::StatusMessage(error_parts(e).1)).await;
+            return;
+        }
+    };
+    let state = agent.state().await.unwrap_or_default();
+    let role = match agent.selected_role_profile().await {
+        Ok(selected) if !selected.id.is_empty() => crate::roles::selected_label(&selected),
+        _ => String::new(),
+    };
+    let _ = to_ui
+        .send(ToUi::Status(StatusView {
+            holder,
+            state,
+            role,
+        }))
+        .await;
+}
+
+/// Tells the dialog how an unlock went, with the tries left afterwards.
+async fn unlocked(
+    agent: &AgentProxy<'static>,
+    to_ui: &async_channel::Sender<ToUi>,
+    cookie: String,
+    result: zbus::Result<()>,
+) {
+    let tries_left = agent.passcode_tries_left().await.unwrap_or(-1);
+    let _ = to_ui
+        .send(ToUi::Unlocked {
+            cookie,
+            result: result.map_err(error_parts),
+            tries_left,
+        })
+        .await;
 }
 
 /// Follows the agent's signals: a card going in with no session opens the dialog (when
@@ -379,6 +625,7 @@ async fn watch_agent(
 ) {
     let AgentSignals {
         mut inserted,
+        mut started,
         mut ended,
         mut expiring,
         mut passcode,
@@ -401,8 +648,12 @@ async fn watch_agent(
                     ask_for_log_in(&agent, &login, &asked_itself).await;
                 }
             }
+            Some(_) = started.next() => {
+                send_status(&agent, &to_ui).await;
+            }
             Some(signal) = ended.next() => {
                 let _ = to_ui.send(ToUi::SessionEnded).await;
+                send_status(&agent, &to_ui).await;
                 if let Ok(args) = signal.args() {
                     notify(Notice::session_ended(args.reason())).await;
                 }
@@ -457,45 +708,55 @@ async fn ask_for_log_in(
 async fn renew_on_action(
     notifier: Notifier,
     staff: AgentStaffProxy<'static>,
+    agent: AgentProxy<'static>,
     to_ui: async_channel::Sender<ToUi>,
 ) {
     let Ok(mut actions) = notifier.actions().await else {
         return;
     };
     while let Some(action) = actions.next().await {
-        if !notifier.is_renew(&action) {
-            continue;
+        if notifier.is_renew(&action) {
+            renew(staff.clone(), agent.clone(), to_ui.clone()).await;
         }
-        let Ok(mut progress) = staff.receive_renewal_progress().await else {
-            continue;
-        };
-        let forward = {
-            let to_ui = to_ui.clone();
-            tokio::spawn(async move {
-                while let Some(signal) = progress.next().await {
-                    if let Ok(args) = signal.args() {
-                        let _ = to_ui
-                            .send(ToUi::Renewal(RenewalView::Step {
-                                step: (*args.step()).to_owned(),
-                                percent: *args.percent(),
-                            }))
-                            .await;
-                    }
-                }
-            })
-        };
-        let _ = to_ui
-            .send(ToUi::Renewal(RenewalView::Step {
-                step: "starting".into(),
-                percent: 0,
-            }))
-            .await;
-        let result = staff
-            .renew_certificate()
-            .await
-            .map(crate::notify::date_of)
-            .map_err(|e| error_parts(e).1);
-        forward.abort();
-        let _ = to_ui.send(ToUi::Renewal(RenewalView::Done(result))).await;
     }
+}
+
+/// Renews the certificate, each step of it to the renewal window, then the status afresh.
+async fn renew(
+    staff: AgentStaffProxy<'static>,
+    agent: AgentProxy<'static>,
+    to_ui: async_channel::Sender<ToUi>,
+) {
+    let Ok(mut progress) = staff.receive_renewal_progress().await else {
+        return;
+    };
+    let forward = {
+        let to_ui = to_ui.clone();
+        tokio::spawn(async move {
+            while let Some(signal) = progress.next().await {
+                if let Ok(args) = signal.args() {
+                    let _ = to_ui
+                        .send(ToUi::Renewal(RenewalView::Step {
+                            step: (*args.step()).to_owned(),
+                            percent: *args.percent(),
+                        }))
+                        .await;
+                }
+            }
+        })
+    };
+    let _ = to_ui
+        .send(ToUi::Renewal(RenewalView::Step {
+            step: "starting".into(),
+            percent: 0,
+        }))
+        .await;
+    let result = staff
+        .renew_certificate()
+        .await
+        .map(crate::notify::date_of)
+        .map_err(|e| error_parts(e).1);
+    forward.abort();
+    let _ = to_ui.send(ToUi::Renewal(RenewalView::Done(result))).await;
+    send_status(&agent, &to_ui).await;
 }

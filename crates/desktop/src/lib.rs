@@ -19,13 +19,17 @@ mod notify;
 mod picker;
 mod roles;
 mod shape;
+mod status;
 
 pub use bridge::CARD_INSERTED_REASON;
 pub use dialog::{TITLE, UNLOCK_PATHS};
 pub use notify::RENEW_ACTION;
 pub use picker::{PICKER_TITLE, RENEWAL_TITLE};
+pub use status::STATUS_TITLE;
 
+use std::cell::{Cell, RefCell};
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use adw::prelude::*;
 use clap::Parser;
@@ -45,6 +49,11 @@ pub struct Args {
     /// `RequestLogin`).
     #[arg(long)]
     no_open_on_insert: bool,
+
+    /// Show the status window (holder, role, state; change role, renew, change passcode, log
+    /// out). With the program already running in this session, that copy shows it.
+    #[arg(long)]
+    status: bool,
 }
 
 /// Runs the program with `args` (the program name first, as `std::env::args_os`); returns
@@ -73,46 +82,67 @@ where
         .with_writer(std::io::stderr)
         .try_init();
 
-    let (to_ui, from_bus) = async_channel::unbounded();
-    let (to_agent, from_ui) = async_channel::unbounded();
-    let fatal = to_ui.clone();
-    let options = bridge::BusOptions {
-        agent_bus: args.bus.clone(),
-        open_on_insert: !args.no_open_on_insert,
-    };
-    let spawned = std::thread::Builder::new()
-        .name("bus".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(DesktopError::Runtime)
-                .and_then(|rt| rt.block_on(bridge::run(options, to_ui, from_ui)));
-            if let Err(e) = result {
-                let _ = fatal.send_blocking(bridge::ToUi::Fatal(format!("cardgate-desktop: {e}")));
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("cardgate-desktop: cannot start the bus thread: {e}");
-        return ExitCode::FAILURE;
-    }
-
+    // One copy per desktop session (GApplication's name on the session bus): running the
+    // program again, from the application list, shows the running copy's status window.
     let app = adw::Application::builder()
         .application_id("org.cardgate.Desktop")
-        .flags(gtk::gio::ApplicationFlags::NON_UNIQUE)
         .build();
-    app.connect_activate(move |app| {
-        // No window until the agent asks: the program lives for the session.
-        let hold = app.hold();
-        let dialogs = dialog::Dialogs::new(app.clone(), to_agent.clone());
-        let from_bus = from_bus.clone();
-        glib::MainContext::default().spawn_local(async move {
-            let _hold = hold;
-            while let Ok(message) = from_bus.recv().await {
-                dialogs.handle(message);
+    let dialogs: Rc<RefCell<Option<Rc<dialog::Dialogs>>>> = Rc::default();
+    {
+        let dialogs = Rc::clone(&dialogs);
+        let options = bridge::BusOptions {
+            agent_bus: args.bus.clone(),
+            open_on_insert: !args.no_open_on_insert,
+        };
+        // Only the first copy starts up; the bus side lives there alone.
+        app.connect_startup(move |app| {
+            let (to_ui, from_bus) = async_channel::unbounded();
+            let (to_agent, from_ui) = async_channel::unbounded();
+            let fatal = to_ui.clone();
+            let options = options.clone();
+            let spawned = std::thread::Builder::new()
+                .name("bus".into())
+                .spawn(move || {
+                    let result = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(DesktopError::Runtime)
+                        .and_then(|rt| rt.block_on(bridge::run(options, to_ui, from_ui)));
+                    if let Err(e) = result {
+                        let _ = fatal
+                            .send_blocking(bridge::ToUi::Fatal(format!("cardgate-desktop: {e}")));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the bus thread");
+                app.quit();
+                return;
+            }
+            // No window until the agent asks: the program lives for the session.
+            let hold = app.hold();
+            let shown = dialog::Dialogs::new(app.clone(), to_agent);
+            *dialogs.borrow_mut() = Some(Rc::clone(&shown));
+            glib::MainContext::default().spawn_local(async move {
+                let _hold = hold;
+                while let Ok(message) = from_bus.recv().await {
+                    shown.handle(message);
+                }
+            });
+        });
+    }
+    {
+        let first = Cell::new(true);
+        let show_status = args.status;
+        app.connect_activate(move |_| {
+            // The session's own start (autostart) shows nothing; `--status`, or the program
+            // run again, shows the status window.
+            if (!first.replace(false) || show_status)
+                && let Some(dialogs) = dialogs.borrow().as_ref()
+            {
+                dialogs.show_status();
             }
         });
-    });
+    }
     // GTK parses its own arguments; ours are clap's.
     let status = app.run_with_args::<&str>(&[]);
     if status == glib::ExitCode::SUCCESS {

@@ -1,7 +1,8 @@
 //! Desktop notifications (`org.freedesktop.Notifications` on the session bus) for what the
 //! agent warns about: the certificate expiring (with "Renew now"), the passcode expiring, a
-//! card left in the reader of an idle workstation, and the session ending, each in words a
-//! pharmacist acts on. The wording lives in [`Notice`]'s constructors, tested here; sending
+//! card left in the reader of an idle workstation, the session ending, the card locking
+//! itself and the national service out of reach at a log-in, each in words a pharmacist acts
+//! on. The wording lives in [`Notice`]'s constructors, tested here; sending
 //! is [`Notifier`].
 
 use std::collections::{HashMap, HashSet};
@@ -72,6 +73,32 @@ impl Notice {
         Notice {
             summary: "Smartcard session ended".into(),
             body: body.into(),
+            renew: false,
+            urgency: 1,
+        }
+    }
+
+    /// The card locked itself after too many wrong passcodes.
+    pub fn card_blocked() -> Notice {
+        Notice {
+            summary: "Smartcard locked".into(),
+            body: "Your smartcard is locked after three wrong passcodes. Unlock it yourself \
+                   with a one-time code, or ask your Sponsor, LSA or RA: the log-in window \
+                   shows how."
+                .into(),
+            renew: false,
+            urgency: 2,
+        }
+    }
+
+    /// The national service could not be reached for a log-in; `message` is the agent's.
+    pub fn endpoint_unavailable(message: &str) -> Notice {
+        Notice {
+            summary: "NHS service unavailable".into(),
+            body: format!(
+                "{message} Your smartcard is fine; try again in a few minutes, or tell IT \
+                 support if it goes on."
+            ),
             renew: false,
             urgency: 1,
         }
@@ -221,6 +248,16 @@ mod tests {
         assert!(far.body.starts_with("Your certificate expires in 30 days."));
         assert_eq!(Notice::certificate_expiring(7, "").urgency, 2);
         assert!(!Notice::session_ended("logged-out").renew);
+    }
+
+    #[test]
+    fn a_locked_card_and_an_unreachable_service_are_told_apart() {
+        let locked = Notice::card_blocked();
+        assert!(locked.body.contains("one-time code") && locked.urgency == 2);
+        let away = Notice::endpoint_unavailable("The service did not answer.");
+        assert!(away.body.starts_with("The service did not answer."));
+        assert!(away.body.contains("smartcard is fine"));
+        assert_ne!(locked.summary, away.summary);
     }
 
     #[test]

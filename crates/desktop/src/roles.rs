@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use cardgate_ipc::RoleProfileInfo;
+use cardgate_ipc::{RoleProfileInfo, SelectedRoleProfile};
 
 /// The ODS code of the generic locum organisation.
 pub const LOCUM_ODS: &str = "FFFFF";
@@ -36,6 +36,20 @@ pub fn profile_label(profile: &RoleProfileInfo, last_chosen: bool) -> String {
         label.push_str(" · last used");
     }
     label
+}
+
+/// The selected profile in the status window's words (the same as its picker button).
+pub fn selected_label(selected: &SelectedRoleProfile) -> String {
+    profile_label(
+        &RoleProfileInfo {
+            id: selected.id.clone(),
+            job_role: selected.job_role.clone(),
+            ods_code: selected.ods_code.clone(),
+            organisation_name: selected.organisation_name.clone(),
+            activities: Vec::new(),
+        },
+        false,
+    )
 }
 
 /// The last profile each holder chose here.
