@@ -5,7 +5,8 @@
 //! GTK 4 windows there; the accessibility bus (at-spi2-core, activated on the bus as on a
 //! desktop) through which `tests/desktop/atspi_driver.py` finds every window and control by
 //! its accessible name, reads what it says and presses it, as a screen reader does; xdotool
-//! typing at the keyboard; and a stand-in notification server recording what would pop up.
+//! typing at the keyboard; a stand-in notification server recording what would pop up, and a
+//! stand-in tray host (StatusNotifierWatcher).
 //! logind is the stand-in of `tests/logind.rs`, with the desktop program in the active session.
 //!
 //! The private bus plays both the system bus (the agent) and the session bus (notifications,
@@ -16,7 +17,9 @@
 //! wrong; a wrong passcode shows two tries left; the right one (typed, Enter) logs in and the
 //! role picker offers both profiles; choosing one (pressed through AT-SPI) selects it in the
 //! agent; the certificate notification offers "Renew now", and choosing it runs the renewal in
-//! the renewal window to its end; logging out notifies; the program run again opens the
+//! the renewal window to its end; logging out notifies; the tray icon's tooltip names the
+//! holder, role and state, and activating it opens the status window; the program run again
+//! opens the
 //! status window of the running copy (holder, role, state), where the role is changed without
 //! a passcode, the passcode is changed, and "Log out" logs out; a PMR's `RequestLogin` opens the
 //! dialog naming the program and its reason, and Escape cancels it (`Cancelled` for the PMR);
@@ -38,9 +41,10 @@ use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::login_requests::{answered, error_name, request};
 use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
 use cardgate_e2e::{TEST_MANAGEMENT_KEY, TEST_UNLOCK_CODE, check, lab_trial};
-use cardgate_ipc::{LoginProxy, RoleProfileInfo};
+use cardgate_ipc::LoginProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::provision::{CardSpec, Validity};
 use libtest_mimic::{Arguments, Failed};
@@ -310,6 +314,42 @@ fn button<'a>(nodes: &'a [Node], name: &str) -> Option<&'a Node> {
         .find(|n| n.role.contains("button") && n.name == name)
 }
 
+impl ScreenReader {
+    /// Waits for the passcode dialog to be open and asking for the passcode.
+    async fn until_asked(&mut self, what: &str) -> Result<Vec<Node>, Failed> {
+        self.until(cardgate_desktop::TITLE, what, |n| {
+            n.iter().any(|n| n.name == "Passcode")
+        })
+        .await
+    }
+}
+
+/// `result` failed with the named error.
+fn expect_error<T: std::fmt::Debug>(
+    result: &zbus::Result<T>,
+    name: &str,
+    what: &str,
+) -> Result<(), Failed> {
+    check(error_name(result) == name, || {
+        format!("{what}: expected {name}, got {result:?}")
+    })
+}
+
+/// The agent's selected role profile is `id`.
+async fn selected_is(
+    agent: &cardgate_ipc::AgentProxy<'static>,
+    id: &str,
+    what: &str,
+) -> Result<(), Failed> {
+    let selected = agent
+        .selected_role_profile()
+        .await
+        .map_err(|e| fail("SelectedRoleProfile", e))?;
+    check(selected.id == id, || {
+        format!("{what}: selected {selected:?}")
+    })
+}
+
 // ------------------------------------------------------------------ the keyboard
 
 /// Types into the window titled `window`, as the pharmacist would: keyboard focus to it, then
@@ -414,9 +454,29 @@ mod notifications {
             action_key: &str,
         ) -> zbus::Result<()>;
     }
+
+    /// A stand-in StatusNotifierWatcher (the desktop's tray host), recording the items that
+    /// register.
+    pub struct TrayWatcher {
+        pub registered: mpsc::UnboundedSender<String>,
+    }
+
+    #[zbus::interface(name = "org.kde.StatusNotifierWatcher")]
+    impl TrayWatcher {
+        fn register_status_notifier_item(&self, service: String) {
+            let _ = self.registered.send(service);
+        }
+
+        fn register_status_notifier_host(&self, _service: String) {}
+
+        #[zbus(property)]
+        fn is_status_notifier_host_registered(&self) -> bool {
+            true
+        }
+    }
 }
 
-use notifications::{NotificationServer, Shown};
+use notifications::{NotificationServer, Shown, TrayWatcher};
 
 const NOTIFICATIONS_PATH: &str = "/org/freedesktop/Notifications";
 
@@ -522,30 +582,6 @@ impl Drop for Desktop {
 
 // ------------------------------------------------------------------ the scenario
 
-fn error_name<T: std::fmt::Debug>(result: &zbus::Result<T>) -> String {
-    match result {
-        Err(zbus::Error::MethodError(name, _, _)) => name
-            .as_str()
-            .trim_start_matches("org.cardgate.Agent1.Error.")
-            .to_owned(),
-        other => format!("{other:?}"),
-    }
-}
-
-type Request = tokio::task::JoinHandle<zbus::Result<Vec<RoleProfileInfo>>>;
-
-fn request(program: &LoginProxy<'static>, reason: &'static str) -> Request {
-    let program = program.clone();
-    tokio::spawn(async move { program.request_login(reason).await })
-}
-
-async fn answered(request: Request) -> Result<zbus::Result<Vec<RoleProfileInfo>>, Failed> {
-    tokio::time::timeout(Duration::from_secs(20), request)
-        .await
-        .map_err(|_| Failed::from("RequestLogin did not answer within 20 s"))?
-        .map_err(|e| fail("request task", e))
-}
-
 async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
     let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
     // Renewal needs the card's management key.
@@ -565,6 +601,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
     let active = ActiveSession::default();
     let _logind = stand_in_logind(&address, active.clone()).await?;
     let (shown_tx, mut shown) = mpsc::unbounded_channel();
+    let (tray_tx, mut tray_items) = mpsc::unbounded_channel();
     let notifications = zbus::connection::Builder::address(address.as_str())
         .map_err(|e| fail("bus address", e))?
         .serve_at(
@@ -577,6 +614,15 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         .map_err(|e| fail("notification server", e))?
         .name("org.freedesktop.Notifications")
         .map_err(|e| fail("notification server name", e))?
+        .serve_at(
+            "/StatusNotifierWatcher",
+            TrayWatcher {
+                registered: tray_tx,
+            },
+        )
+        .map_err(|e| fail("tray watcher", e))?
+        .name("org.kde.StatusNotifierWatcher")
+        .map_err(|e| fail("tray watcher name", e))?
         .build()
         .await
         .map_err(|e| fail("notification server", e))?;
@@ -695,13 +741,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         drop(nodes);
         reader.press(picker, own)?;
         reader.until_closed(picker).await?;
-        let selected = agent
-            .selected_role_profile()
-            .await
-            .map_err(|e| fail("SelectedRoleProfile", e))?;
-        check(selected.id == "RP-PHARM-FA123", || {
-            format!("selected {selected:?}")
-        })?;
+        selected_is(&agent, "RP-PHARM-FA123", "selected").await?;
 
         // The certificate notification, with "Renew now"; choosing it renews.
         let expiring = next_notification(&mut shown, "20 days").await?;
@@ -747,31 +787,21 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         keys(&screen.display, title, &["key:Escape"])?;
         reader.until_closed(title).await?;
         let cancelled = answered(pending).await?;
-        check(error_name(&cancelled) == "Cancelled", || {
-            format!("Escape: {cancelled:?}")
-        })?;
+        expect_error(&cancelled, "Cancelled", "Escape")?;
 
         // The card pulled with the dialog open closes it.
         let pending = request(&pmr, "Check the patient's record");
-        reader
-            .until(title, "the second request", |n| {
-                n.iter().any(|n| n.name == "Passcode")
-            })
-            .await?;
+        reader.until_asked("the second request").await?;
         inserted.remove().map_err(|e| fail("pulling the card", e))?;
         reader.until_closed(title).await?;
         let pulled = answered(pending).await?;
-        check(error_name(&pulled) == "NoCard", || {
-            format!("card pulled: {pulled:?}")
-        })?;
+        expect_error(&pulled, "NoCard", "card pulled")?;
 
         // Back in: the dialog again, and the picker offers the last role first; Enter takes it.
         let inserted =
             insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
         reader
-            .until(title, "the dialog at the second insertion", |n| {
-                n.iter().any(|n| n.name == "Passcode")
-            })
+            .until_asked("the dialog at the second insertion")
             .await?;
         keys(&screen.display, title, &[DEMO_PASSCODE, "key:Return"])?;
         let remembered = format!("{own} · last used");
@@ -788,19 +818,50 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         })?;
         keys(&screen.display, picker, &["key:Return"])?;
         reader.until_closed(picker).await?;
-        let selected = agent
-            .selected_role_profile()
-            .await
-            .map_err(|e| fail("SelectedRoleProfile", e))?;
-        check(selected.id == "RP-PHARM-FA123", || {
-            format!("Enter in the picker selected {selected:?}")
-        })?;
+        selected_is(&agent, "RP-PHARM-FA123", "Enter in the picker selected").await?;
 
         // The status window, from the program run again as the application list runs it:
         // holder, role and state; the role changed without a passcode; the passcode changed;
         // logging out.
-        desktop.run_again(&["--status"])?;
+        // The tray icon: its tooltip says who is logged in, in which role; a click opens the
+        // status window.
+        let item = tokio::time::timeout(Duration::from_secs(20), tray_items.recv())
+            .await
+            .map_err(|_| Failed::from("no tray icon registered within 20 s"))?
+            .ok_or("the tray watcher stopped")?;
+        let tray = zbus::proxy::Builder::<zbus::Proxy<'_>>::new(&notifications)
+            .destination(item.as_str())
+            .and_then(|b| b.path("/StatusNotifierItem"))
+            .and_then(|b| b.interface("org.kde.StatusNotifierItem"))
+            .map_err(|e| fail("tray item proxy", e))?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| fail("tray item proxy", e))?;
+        type ToolTip = (String, Vec<(i32, i32, Vec<u8>)>, String, String);
+        let (_, _, tip_title, tip_text): ToolTip = tray
+            .get_property("ToolTip")
+            .await
+            .map_err(|e| fail("the tray icon's ToolTip", e))?;
+        check(
+            tip_title == "Smartcard: You are logged in."
+                && tip_text == format!("{}, {own}", PHARMACIST.0),
+            || format!("the tray tooltip: {tip_title:?} / {tip_text:?}"),
+        )?;
         let status = cardgate_desktop::STATUS_TITLE;
+        tray.call_method("Activate", &(0i32, 0i32))
+            .await
+            .map_err(|e| fail("activating the tray icon", e))?;
+        reader
+            .until(status, "the status window from the tray", |n| {
+                labelled(n, "Card holder") == Some(PHARMACIST.0)
+            })
+            .await?;
+        keys(&screen.display, status, &["key:Escape"])?;
+        reader.until_closed(status).await?;
+
+        // Without a tray: the program run again, as the application list runs it.
+        desktop.run_again(&["--status"])?;
         reader
             .until(status, "the holder, role and state", |n| {
                 labelled(n, "Card holder") == Some(PHARMACIST.0)
@@ -821,13 +882,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
                 labelled(n, "Role") == Some(&format!("Role: {locum}"))
             })
             .await?;
-        let selected = agent
-            .selected_role_profile()
-            .await
-            .map_err(|e| fail("SelectedRoleProfile", e))?;
-        check(selected.id == "RP-LOCUM-FFFFF", || {
-            format!("Change role selected {selected:?}")
-        })?;
+        selected_is(&agent, "RP-LOCUM-FFFFF", "Change role selected").await?;
         reader.press(status, "Change passcode")?;
         reader
             .until(status, "the passcode form", |n| {
@@ -866,11 +921,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         // Three wrong passcodes, the last only once the holder says it is the final try,
         // lock the card; the dialog leads through the RA's unlock code to a new passcode.
         let pending = request(&pmr, "Check the stock");
-        reader
-            .until(title, "the request to check the stock", |n| {
-                n.iter().any(|n| n.name == "Passcode")
-            })
-            .await?;
+        reader.until_asked("the request to check the stock").await?;
         // Three different wrong ones: the agent never sends a value that just failed again.
         for (wrong, left) in [("98765432", "2 tries left."), ("87654321", "1 try left")] {
             keys(&screen.display, title, &[wrong, "key:Return"])?;
@@ -1001,27 +1052,21 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         let inserted =
             insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
         reader
-            .until(title, "the dialog at the third insertion", |n| {
-                n.iter().any(|n| n.name == "Passcode")
-            })
+            .until_asked("the dialog at the third insertion")
             .await?;
         reader.press(title, "Cancel")?;
         reader.until_closed(title).await?;
         let pending = request(&pmr, "Claim for today's items");
-        reader
-            .until(title, "the claim request", |n| {
-                n.iter().any(|n| n.name == "Passcode")
-            })
-            .await?;
+        reader.until_asked("the claim request").await?;
         let second = pmr.request_login("Print the labels").await;
-        check(error_name(&second) == "LoginInProgress", || {
-            format!("a second program asking at once: {second:?}")
-        })?;
+        expect_error(
+            &second,
+            "LoginInProgress",
+            "a second program asking at once",
+        )?;
         desktop.kill();
         let killed = answered(pending).await?;
-        check(error_name(&killed) == "Cancelled", || {
-            format!("dialog killed: {killed:?}")
-        })?;
+        expect_error(&killed, "Cancelled", "dialog killed")?;
         check(agent.passcode_tries_left().await.unwrap_or(-1) == 3, || {
             "a try was spent by a cancelled or killed dialog".into()
         })?;

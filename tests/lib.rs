@@ -5,6 +5,7 @@
 pub mod bench_table;
 pub mod daemon_harness;
 pub mod daemon_process;
+pub mod login_requests;
 pub mod logind;
 pub mod tools;
 

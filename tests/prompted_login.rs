@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::login_requests::{answered, error_name, request};
 use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
 use cardgate_e2e::{check, lab_trial};
-use cardgate_ipc::{LoginProxy, RoleProfileInfo};
+use cardgate_ipc::LoginProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use libtest_mimic::{Arguments, Failed};
 use tokio::sync::mpsc;
@@ -118,17 +119,6 @@ fn path() -> ObjectPath<'static> {
     ObjectPath::from_static_str_unchecked(DIALOG_PATH)
 }
 
-/// The error name of a failed call (`NoPrompt`), or what it returned.
-fn error_name<T: std::fmt::Debug>(result: &zbus::Result<T>) -> String {
-    match result {
-        Err(zbus::Error::MethodError(name, _, _)) => name
-            .as_str()
-            .trim_start_matches("org.cardgate.Agent1.Error.")
-            .to_owned(),
-        other => format!("{other:?}"),
-    }
-}
-
 async fn next_asked(asked: &mut mpsc::UnboundedReceiver<Asked>) -> Result<Asked, Failed> {
     tokio::time::timeout(Duration::from_secs(10), asked.recv())
         .await
@@ -147,20 +137,6 @@ async fn begun(
         } => Ok((cookie, requester, reason)),
         other => Err(Failed::from(format!("expected BeginLogin, got {other:?}"))),
     }
-}
-
-type Request = tokio::task::JoinHandle<zbus::Result<Vec<RoleProfileInfo>>>;
-
-fn request(program: &LoginProxy<'static>, reason: &'static str) -> Request {
-    let program = program.clone();
-    tokio::spawn(async move { program.request_login(reason).await })
-}
-
-async fn answered(request: Request) -> Result<zbus::Result<Vec<RoleProfileInfo>>, Failed> {
-    tokio::time::timeout(Duration::from_secs(20), request)
-        .await
-        .map_err(|_| Failed::from("RequestLogin did not answer within 20 s"))?
-        .map_err(|e| fail("request task", e))
 }
 
 // ------------------------------------------------------------------ the scenario

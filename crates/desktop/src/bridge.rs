@@ -2,8 +2,9 @@
 //! `org.cardgate.Prompt1`, registers it with `cardgated` for this desktop session, opens the
 //! dialog by itself when a card goes in with no session (it asks the agent with
 //! `RequestLogin`, like any application would), turns the agent's warnings into desktop
-//! notifications (`notify.rs`), and carries messages between the agent and the GTK main loop
-//! ([`ToUi`], [`ToAgent`]). GTK never touches the bus and the bus never touches a widget.
+//! notifications (`notify.rs`), offers the tray icon where the desktop has a tray
+//! (`tray.rs`), and carries messages between the agent and the GTK main loop ([`ToUi`],
+//! [`ToAgent`]). GTK never touches the bus and the bus never touches a widget.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::error::DesktopError;
 use crate::notify::{Notice, Notifier};
+use crate::tray::Tray;
 
 /// Where the dialog program serves `org.cardgate.Prompt1`.
 pub const PROMPT_PATH: &str = "/org/cardgate/Desktop/Prompt";
@@ -134,6 +136,8 @@ pub enum ToUi {
     },
     /// The session ended: any role picker still open is stale.
     SessionEnded,
+    /// Open the status window (the tray icon was activated).
+    ShowStatus,
     /// What the status window shows, fresh from the agent.
     Status(StatusView),
     /// The outcome of an action taken from the status window, in words.
@@ -373,12 +377,19 @@ pub async fn run(
         .map_err(|e| DesktopError::Register(error_parts(e).1))?;
     tracing::info!("registered as this session's passcode dialog");
 
-    let notifier = match zbus::Connection::session().await {
-        Ok(session) => Notifier::new(&session).await.ok(),
+    let session = match zbus::Connection::session().await {
+        Ok(session) => Some(session),
         Err(e) => {
-            tracing::warn!(error = %e, "no session bus: no desktop notifications");
+            tracing::warn!(error = %e, "no session bus: no desktop notifications, no tray icon");
             None
         }
+    };
+    let (notifier, tray) = match &session {
+        Some(session) => (
+            Notifier::new(session).await.ok(),
+            crate::tray::offer(session, agent.clone(), to_ui.clone()).await,
+        ),
+        None => (None, None),
     };
     let staff = AgentStaffProxy::builder(&connection)
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -397,6 +408,7 @@ pub async fn run(
         login.clone(),
         signals,
         notifier.clone(),
+        tray,
         to_ui.clone(),
         options.open_on_insert,
         asked_itself,
@@ -614,11 +626,13 @@ async fn unlocked(
 
 /// Follows the agent's signals: a card going in with no session opens the dialog (when
 /// asked to), and the warnings become desktop notifications.
+#[allow(clippy::too_many_arguments)]
 async fn watch_agent(
     agent: AgentProxy<'static>,
     login: LoginProxy<'static>,
     signals: AgentSignals,
     notifier: Option<Notifier>,
+    tray: Option<Tray>,
     to_ui: async_channel::Sender<ToUi>,
     open_on_insert: bool,
     asked_itself: Arc<AtomicBool>,
@@ -650,10 +664,16 @@ async fn watch_agent(
             }
             Some(_) = started.next() => {
                 send_status(&agent, &to_ui).await;
+                if let Some(tray) = &tray {
+                    tray.changed().await;
+                }
             }
             Some(signal) = ended.next() => {
                 let _ = to_ui.send(ToUi::SessionEnded).await;
                 send_status(&agent, &to_ui).await;
+                if let Some(tray) = &tray {
+                    tray.changed().await;
+                }
                 if let Ok(args) = signal.args() {
                     notify(Notice::session_ended(args.reason())).await;
                 }

@@ -309,6 +309,10 @@ impl Dialogs {
                 self.unlocked(&cookie, result, tries_left);
                 Ok(())
             }
+            ToUi::ShowStatus => {
+                self.show_status();
+                Ok(())
+            }
             ToUi::Status(view) => {
                 if let Some(status) = self.open_status() {
                     status.show(&view);

@@ -20,6 +20,7 @@ mod picker;
 mod roles;
 mod shape;
 mod status;
+mod tray;
 
 pub use bridge::CARD_INSERTED_REASON;
 pub use dialog::{TITLE, UNLOCK_PATHS};
