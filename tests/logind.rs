@@ -1,9 +1,10 @@
 //! A stand-in logind on a private bus, for the suites whose daemon asks logind who may prompt
 //! and who may ask (`tests/prompted_login.rs`, `tests/desktop_dialog.rs`): the manager's
-//! `GetSessionByPID` and two sessions of root with `Id`, `User` and `Active`. The processes in
-//! [`ActiveSession`] (this test's own process, and any child it adds) are in the active
-//! session `c1`, the desktop at the counter; every other process is in `c2`, a background
-//! session of the same user.
+//! `GetSessionByPID` and three sessions with `Id`, `User` and `Active`. The processes in
+//! [`ActiveSession`] (this test's own process, and any child it adds) are in root's active
+//! session `c1`, the desktop at the counter; those it marks [`ActiveSession::add_foreign`] are
+//! in `c3`, another user's (uid 1000) session; every other process is in `c2`, a background
+//! session of root.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -15,20 +16,38 @@ use zbus::zvariant::OwnedObjectPath;
 
 use crate::daemon_harness::fail;
 
-/// The processes in the active session; this process is always one of them.
+/// The processes in the active session (this process is always one of them), and those in
+/// another user's session.
 #[derive(Clone, Debug, Default)]
-pub struct ActiveSession(Arc<Mutex<HashSet<u32>>>);
+pub struct ActiveSession {
+    ours: Arc<Mutex<HashSet<u32>>>,
+    foreign: Arc<Mutex<HashSet<u32>>>,
+}
 
 impl ActiveSession {
     /// Puts `pid` (a child this test started) in the active session.
     pub fn add(&self, pid: u32) {
-        self.0.lock().unwrap().insert(pid);
+        self.ours.lock().unwrap().insert(pid);
     }
 
-    fn holds(&self, pid: u32) -> bool {
-        pid == std::process::id() || self.0.lock().unwrap().contains(&pid)
+    /// Puts `pid` in another user's session (`c3`, uid 1000).
+    pub fn add_foreign(&self, pid: u32) {
+        self.foreign.lock().unwrap().insert(pid);
+    }
+
+    fn session_of(&self, pid: u32) -> &'static str {
+        if pid == std::process::id() || self.ours.lock().unwrap().contains(&pid) {
+            "c1"
+        } else if self.foreign.lock().unwrap().contains(&pid) {
+            "c3"
+        } else {
+            "c2"
+        }
     }
 }
+
+/// The uid of the other user whose session `c3` is.
+pub const OTHER_UID: u32 = 1000;
 
 struct Manager {
     active: ActiveSession,
@@ -38,15 +57,17 @@ struct Manager {
 impl Manager {
     #[zbus(name = "GetSessionByPID")]
     fn get_session_by_pid(&self, pid: u32) -> zbus::fdo::Result<OwnedObjectPath> {
-        let id = if self.active.holds(pid) { "c1" } else { "c2" };
+        let id = self.active.session_of(pid);
         OwnedObjectPath::try_from(format!("/org/freedesktop/login1/session/{id}"))
             .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
     }
 }
 
-/// One session: root's, active (the desktop at the counter) or not (a background one).
+/// One session: root's, active (the desktop at the counter) or not (a background one), or
+/// another user's.
 struct Session {
     id: &'static str,
+    uid: u32,
     active: bool,
 }
 
@@ -60,8 +81,9 @@ impl Session {
     #[zbus(property)]
     fn user(&self) -> (u32, OwnedObjectPath) {
         (
-            0,
-            OwnedObjectPath::try_from("/org/freedesktop/login1/user/_0").unwrap(),
+            self.uid,
+            OwnedObjectPath::try_from(format!("/org/freedesktop/login1/user/_{}", self.uid))
+                .unwrap(),
         )
     }
 
@@ -82,6 +104,7 @@ pub async fn stand_in_logind(address: &str, active: ActiveSession) -> Result<Con
             "/org/freedesktop/login1/session/c1",
             Session {
                 id: "c1",
+                uid: 0,
                 active: true,
             },
         )
@@ -90,7 +113,17 @@ pub async fn stand_in_logind(address: &str, active: ActiveSession) -> Result<Con
             "/org/freedesktop/login1/session/c2",
             Session {
                 id: "c2",
+                uid: 0,
                 active: false,
+            },
+        )
+        .map_err(|e| fail("logind session", e))?
+        .serve_at(
+            "/org/freedesktop/login1/session/c3",
+            Session {
+                id: "c3",
+                uid: OTHER_UID,
+                active: true,
             },
         )
         .map_err(|e| fail("logind session", e))?

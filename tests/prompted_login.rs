@@ -14,7 +14,7 @@
 //! `LoginInProgress`; the card pulled while the dialog is open → the dialog is closed
 //! (`EndLogin card-removed`) and the PMR gets `NoCard`; the dialog program killed mid-dialog
 //! → `Cancelled`, and another dialog may then register; a program outside the active session
-//! (`busctl` as a separate process) is refused; a malformed reason is refused; the daemon is
+//! (`busctl` as a separate process) is refused, and so is one in another user's session; a malformed reason is refused; the daemon is
 //! up throughout and stops cleanly.
 #![allow(clippy::unwrap_used)]
 
@@ -145,7 +145,8 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let address = running.address.clone();
     let agent = running.agent.clone();
-    let _logind = stand_in_logind(&address, ActiveSession::default()).await?;
+    let sessions = ActiveSession::default();
+    let _logind = stand_in_logind(&address, sessions.clone()).await?;
     let card = running
         .world
         .card(PHARMACIST)
@@ -323,6 +324,38 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
         !outside.status.success() && said.contains("active desktop session"),
         || format!("a program outside the active session was not refused: {said}"),
     )?;
+
+    // A program in another user's session (c3, uid 1000, active on its own seat): the dialog
+    // of this session is not its to use. busctl waits a moment before it calls, so logind
+    // knows its pid by then.
+    let other = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "sleep 0.5; exec busctl \"$@\"",
+            "sh",
+            &format!("--address={address}"),
+            "call",
+            cardgate_ipc::BUS_NAME,
+            cardgate_ipc::OBJECT_PATH,
+            cardgate_ipc::LOGIN_INTERFACE,
+            "RequestLogin",
+            "s",
+            "Download",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail("busctl", e))?;
+    sessions.add_foreign(other.id());
+    let other = other.wait_with_output().map_err(|e| fail("busctl", e))?;
+    let said = String::from_utf8_lossy(&other.stderr).into_owned();
+    check(
+        !other.status.success() && said.contains("active desktop session"),
+        || format!("a program of another user's session was not refused: {said}"),
+    )?;
+    check(tries().await == before, || {
+        "a refused request touched the card".into()
+    })?;
 
     // Still up.
     wait_for("the agent to answer", || {
