@@ -33,8 +33,8 @@ const DEV: (&str, &str, &str) = ("Dev Shah", "555000777888", "6516770102");
 const EVE: (&str, &str, &str) = ("Eve Moss", "555000999000", "0212345678");
 /// A holder with no registered contact: self-service is refused.
 const FINN: (&str, &str, &str) = ("Finn Hale", "555000121212", "6516770104");
-/// Every test card's unlock code, which spine-sim holds for each.
-const UNLOCK_CODE: &str = "80264513";
+/// The test cards' unlock code, which spine-sim holds for each card.
+const UNLOCK_CODE: &str = cardgate_e2e::TEST_UNLOCK_CODE;
 const SPONSOR_ROLE: &str = "RP-LSA-FA123";
 const CARA_ROLE: &str = "RP-CARA-FA123";
 

@@ -41,7 +41,7 @@ const BEN: &str = "555000333444";
 /// The test cards' passcode (not a PIV default, so nothing passes by accident).
 const PASSCODE: &str = "739146";
 /// The test cards' unlock code, which spine-sim holds for each card.
-const UNLOCK_CODE: &str = "80264513";
+const UNLOCK_CODE: &str = cardgate_e2e::TEST_UNLOCK_CODE;
 /// The test cards' AES-128 management key.
 const MANAGEMENT_KEY: [u8; 16] = [
     0x10, 0x21, 0x32, 0x43, 0x54, 0x65, 0x76, 0x87, 0x98, 0xA9, 0xBA, 0xCB, 0xDC, 0xED, 0xFE, 0x0F,

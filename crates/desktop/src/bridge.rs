@@ -699,14 +699,19 @@ async fn watch_agent(
 }
 
 /// A card went in: when no session is running, ask for a log-in the way any application
-/// would; the agent then asks this program's dialog.
+/// would; the agent then asks this program's dialog (for a locked card, the dialog leads to
+/// the unlock).
 async fn ask_for_log_in(
     agent: &AgentProxy<'static>,
     login: &LoginProxy<'static>,
     asked_itself: &Arc<AtomicBool>,
 ) {
+    // A locked card too: the dialog shows the ways to unlock it.
     let state = agent.state().await.unwrap_or_default();
-    if AgentState::parse(&state) != Some(AgentState::CardPresent) {
+    if !matches!(
+        AgentState::parse(&state),
+        Some(AgentState::CardPresent | AgentState::CardLocked)
+    ) {
         return;
     }
     if asked_itself.swap(true, Ordering::SeqCst) {
