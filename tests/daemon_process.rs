@@ -21,9 +21,21 @@ pub const LOG_VAR: &str = "CARDGATE_E2E_DAEMON_LOG";
 /// what the daemon itself costs per reader, beyond what the lab's pcscd can give).
 pub const VIRTUAL_READERS_VAR: &str = "CARDGATE_E2E_DAEMON_VIRTUAL_READERS";
 
+/// Set (to a configuration file) when the binary is re-executed as `cardgated` itself:
+/// `cardgated::process::main` with `--config` that file, exactly what the shipped binary
+/// runs (its hardening, its logging, its stop on SIGTERM).
+pub const AS_CARDGATED_VAR: &str = "CARDGATE_E2E_AS_CARDGATED";
+
 /// Call first in `main`: when this process is the daemon child, runs the daemon and returns
 /// its exit code; otherwise `None`.
 pub fn run_if_child() -> Option<ExitCode> {
+    if let Some(config) = std::env::var_os(AS_CARDGATED_VAR) {
+        return Some(cardgated::process::main([
+            "cardgated".into(),
+            "--config".into(),
+            config,
+        ]));
+    }
     let config = std::env::var_os(CHILD_VAR)?;
     if let Some(filter) = std::env::var_os(LOG_VAR) {
         // No timestamps: a test grepping the log for digits must not match a clock.
@@ -85,6 +97,8 @@ fn run_daemon(config: &Path) -> ExitCode {
 pub struct DaemonProcess {
     child: Child,
     log: PathBuf,
+    /// Runs `cardgated`'s own `main`, which stops on SIGTERM (not at the end of stdin).
+    as_cardgated: bool,
 }
 
 impl DaemonProcess {
@@ -96,7 +110,17 @@ impl DaemonProcess {
         address: &str,
         log_filter: Option<&str>,
     ) -> Result<DaemonProcess, String> {
-        DaemonProcess::spawn_with(world, address, log_filter, None)
+        DaemonProcess::spawn_with(world, address, log_filter, None, false)
+    }
+
+    /// As [`DaemonProcess::spawn`], running `cardgated`'s own `main` on pcscd (what the
+    /// shipped binary runs, hardening included), logging at `RUST_LOG=log_filter`.
+    pub fn spawn_cardgated(
+        world: &DemoWorld,
+        address: &str,
+        log_filter: &str,
+    ) -> Result<DaemonProcess, String> {
+        DaemonProcess::spawn_with(world, address, Some(log_filter), None, true)
     }
 
     /// As [`DaemonProcess::spawn`], watching `readers` empty in-process virtual readers
@@ -106,7 +130,7 @@ impl DaemonProcess {
         address: &str,
         readers: usize,
     ) -> Result<DaemonProcess, String> {
-        DaemonProcess::spawn_with(world, address, None, Some(readers))
+        DaemonProcess::spawn_with(world, address, None, Some(readers), false)
     }
 
     fn spawn_with(
@@ -114,6 +138,7 @@ impl DaemonProcess {
         address: &str,
         log_filter: Option<&str>,
         virtual_readers: Option<usize>,
+        as_cardgated: bool,
     ) -> Result<DaemonProcess, String> {
         let text = cardgate_demo::DEMO_CONFIG
             .replace("unix:path=@DEMO_DIR@/bus", address)
@@ -130,10 +155,16 @@ impl DaemonProcess {
         command
             .env(CHILD_VAR, &config)
             .env_remove(LOG_VAR)
+            .env_remove(AS_CARDGATED_VAR)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log_file);
-        if let Some(filter) = log_filter {
+        if as_cardgated {
+            command
+                .env(AS_CARDGATED_VAR, &config)
+                .env_remove(CHILD_VAR)
+                .env("RUST_LOG", log_filter.unwrap_or("info"));
+        } else if let Some(filter) = log_filter {
             command.env(LOG_VAR, filter);
         }
         match virtual_readers {
@@ -143,7 +174,11 @@ impl DaemonProcess {
         let child = command
             .spawn()
             .map_err(|e| format!("starting the daemon process: {e}"))?;
-        Ok(DaemonProcess { child, log })
+        Ok(DaemonProcess {
+            child,
+            log,
+            as_cardgated,
+        })
     }
 
     /// The daemon's process id (as seen in the lab's pid namespace).
@@ -155,6 +190,12 @@ impl DaemonProcess {
     /// returns everything it logged; an unclean exit is an error carrying the log.
     pub fn stop(mut self) -> Result<String, String> {
         drop(self.child.stdin.take());
+        if self.as_cardgated {
+            // As systemd stops it.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
         let status = self
             .child
             .wait()

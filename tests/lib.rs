@@ -7,6 +7,7 @@ pub mod daemon_harness;
 pub mod daemon_process;
 pub mod login_requests;
 pub mod logind;
+pub mod memory_image;
 pub mod tools;
 
 use std::ffi::CString;

@@ -320,6 +320,9 @@ fn serve(
                 }
             }
         }
+        // What the job left on this thread's stack (a padded passcode, a hash's working
+        // block) is cleared before the thread waits for the next one.
+        cardgate_secmem::scrub_stack();
     }
 }
 

@@ -1,10 +1,69 @@
-//! The process around an agent: logging, the stop signal and the runtime, the same for the
-//! shipped `cardgated` and the demo's `cardgated-demo` (whose `main`s are otherwise only
-//! their command lines).
+//! The process around an agent: `cardgated`'s command line and `main`, the hardening that
+//! comes first (no core dumps), logging, the stop signal and the runtime; the same for the
+//! shipped `cardgated` and the demo's `cardgated-demo`.
 
+use std::ffi::OsString;
 use std::fmt::Display;
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+/// The cardgate smartcard agent.
+#[derive(Debug, Parser)]
+#[command(name = "cardgated", version, about)]
+struct Args {
+    /// The configuration file.
+    #[arg(long, default_value = "/etc/cardgate/cardgated.toml")]
+    config: PathBuf,
+    /// Check FILE and exit: 0 if it is valid, 2 with the key named if not.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Serve on this D-Bus address instead of the configured bus.
+    #[arg(long, value_name = "ADDRESS")]
+    bus: Option<String>,
+}
+
+/// `cardgated`'s `main`, from its command line: hardens the process, sets up logging, reads
+/// and checks the configuration, and serves on pcscd until SIGTERM or Ctrl-C.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = Args::parse_from(args);
+    if let Err(code) = harden("cardgated") {
+        return code;
+    }
+    init_logging("cardgated");
+
+    if let Some(path) = &args.check_config {
+        return match crate::Config::from_file(path) {
+            Ok(_) => {
+                println!("{}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+
+    run_to_exit("cardgated", async {
+        let config = crate::Config::from_file(&args.config)?;
+        let backend = Arc::new(cardgate_reader::PcscBackend::new());
+        crate::run(config, backend, args.bus, stop_signal()).await
+    })
+}
+
+/// No core dumps, before anything secret can be read (the unit's `LimitCORE=0` says the same
+/// for the installed service; this covers a daemon started by hand). A process that cannot
+/// be kept out of dumps does not start: exit 1 with the reason.
+pub fn harden(program: &str) -> Result<(), ExitCode> {
+    cardgate_secmem::forbid_core_dumps().map_err(|e| {
+        eprintln!("{program}: {e}");
+        ExitCode::FAILURE
+    })
+}
 
 /// Logging: to the journal, with priorities and structured fields, when systemd started the
 /// program with stderr connected to it (`JOURNAL_STREAM`); to stderr otherwise (a terminal,
@@ -59,6 +118,8 @@ pub fn run_to_exit<E: Display>(
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // What a D-Bus call carrying a secret left on a worker's stack, cleared as it idles.
+        .on_thread_park(cardgate_secmem::scrub_stack)
         .build()
     {
         Ok(runtime) => runtime,

@@ -171,8 +171,15 @@ pub fn command() -> clap::Command {
 /// Parses the command line and runs it; what the `cardgate` binary's `main` is.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any passcode is read: no core dump may hold one.
+    if let Err(e) = cardgate_secmem::forbid_core_dumps() {
+        eprintln!("cardgate: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // What a call carrying a secret left on the stack, cleared whenever the runtime waits.
+        .on_thread_park(cardgate_secmem::scrub_stack)
         .build()
     {
         Ok(r) => r,

@@ -18,6 +18,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(code) = cardgated::process::harden("cardgated-demo") {
+        return code;
+    }
     // As `cardgated` does: stderr on a terminal, `RUST_LOG` as the filter (`info` by default).
     cardgated::process::init_logging("cardgated-demo");
     cardgated::process::run_to_exit(

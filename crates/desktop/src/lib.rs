@@ -75,6 +75,11 @@ where
             };
         }
     };
+    // Before any passcode is typed: no core dump may hold one.
+    if let Err(e) = cardgate_secmem::forbid_core_dumps() {
+        eprintln!("cardgate-desktop: {e}");
+        return ExitCode::FAILURE;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -106,6 +111,8 @@ where
                 .spawn(move || {
                     let result = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        // What a call that carried a passcode left on this thread's stack.
+                        .on_thread_park(cardgate_secmem::scrub_stack)
                         .build()
                         .map_err(DesktopError::Runtime)
                         .and_then(|rt| rt.block_on(bridge::run(options, to_ui, from_ui)));

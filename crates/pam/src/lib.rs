@@ -13,6 +13,9 @@
 //! - [`client`]: the agent over D-Bus (`cardgate_ipc`'s proxies).
 //! - `ffi`: the `pam_sm_*` entry points and libpam calls; the only `unsafe` code.
 
+// The zeroing allocator for what this module allocates (cardgate-secmem installs it).
+use cardgate_secmem as _;
+
 pub mod client;
 pub mod error;
 mod ffi;

@@ -2,11 +2,14 @@
 //! [`UnlockCode`] (shapes checked on construction, before any card I/O, so a malformed value
 //! never costs a try), [`PasscodeTriesLeft`], [`PasscodeStatus`] and [`FinalTry`].
 //!
-//! Secret values live in `Zeroizing` buffers, never appear in `Debug` or in errors, and are
-//! only borrowed by the client: nothing here caches or replays them.
+//! Secret values live on locked pages of their own ([`LockedBytes`]: out of swap and core
+//! dumps, cleared when dropped), never appear in `Debug` or in errors, and are only borrowed
+//! by the client: nothing here caches or replays them. The `String` a value arrives in is
+//! cleared as soon as it is copied there.
 
 use std::fmt;
 
+use cardgate_secmem::LockedBytes;
 use zeroize::Zeroizing;
 
 use crate::error::PivError;
@@ -19,10 +22,11 @@ pub(crate) const PADDED_LEN: usize = 8;
 /// The rule is checked when the value is built, so a mistyped passcode is refused before the
 /// card sees it and never spends one of the three tries.
 #[derive(Clone)]
-pub struct Passcode(Zeroizing<String>);
+pub struct Passcode(LockedBytes);
 
 impl Passcode {
-    /// Checks the shape; the error names the broken rule, never the value.
+    /// Checks the shape; the error names the broken rule, never the value. `value` is
+    /// cleared either way.
     pub fn new(value: String) -> Result<Passcode, PivError> {
         let value = Zeroizing::new(value);
         let len = value.chars().count();
@@ -41,17 +45,17 @@ impl Passcode {
                 problem: "the one given has characters other than letters and digits",
             });
         }
-        Ok(Passcode(value))
+        Ok(Passcode(LockedBytes::from_slice(value.as_bytes())))
     }
 
     /// The value padded with `FF` to 8 bytes, as the card expects it.
     pub(crate) fn padded(&self) -> Zeroizing<[u8; PADDED_LEN]> {
-        pad(self.0.as_bytes())
+        pad(self.0.as_slice())
     }
 
     /// The value's bytes, for the salted hash of a failed attempt.
     pub(crate) fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.0.as_slice()
     }
 }
 
@@ -64,10 +68,11 @@ impl fmt::Debug for Passcode {
 /// The unlock code (PIV PUK) a Sponsor, LSA or RA uses to reset the passcode counter:
 /// exactly 8 ASCII letters or digits (SP 800-73-4 makes the PUK 8 bytes).
 #[derive(Clone)]
-pub struct UnlockCode(Zeroizing<String>);
+pub struct UnlockCode(LockedBytes);
 
 impl UnlockCode {
-    /// Checks the shape; the error names the broken rule, never the value.
+    /// Checks the shape; the error names the broken rule, never the value. `value` is
+    /// cleared either way.
     pub fn new(value: String) -> Result<UnlockCode, PivError> {
         let value = Zeroizing::new(value);
         let len = value.chars().count();
@@ -85,17 +90,17 @@ impl UnlockCode {
                 problem: "the one given has characters other than letters and digits",
             });
         }
-        Ok(UnlockCode(value))
+        Ok(UnlockCode(LockedBytes::from_slice(value.as_bytes())))
     }
 
     /// The value as the card expects it (8 bytes, no padding needed).
     pub(crate) fn padded(&self) -> Zeroizing<[u8; PADDED_LEN]> {
-        pad(self.0.as_bytes())
+        pad(self.0.as_slice())
     }
 
     /// The value's bytes, for the salted hash of a failed attempt.
     pub(crate) fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
+        self.0.as_slice()
     }
 }
 
