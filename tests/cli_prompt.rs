@@ -18,9 +18,13 @@ use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::memory_image::{
+    Secret, assert_no_secret, assert_only_protected, fresh, protected_copies,
+};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
+use cardgate_vcard::provision::CardSpec;
 use libtest_mimic::{Arguments, Failed};
 use nix::sys::termios::{LocalFlags, tcgetattr};
 
@@ -32,16 +36,28 @@ fn main() -> ExitCode {
     }
     cardgate_lab::enter_lab_namespace();
     let args = Arguments::from_args();
-    let trials = vec![lab_trial(
-        "login_prompt_through_a_pty_no_echo_wrong_then_right",
-        |lab| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail("runtime", e))?
-                .block_on(prompt(lab))
-        },
-    )];
+    let trials = vec![
+        lab_trial(
+            "login_prompt_through_a_pty_no_echo_wrong_then_right",
+            |lab| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| fail("runtime", e))?
+                    .block_on(prompt(lab))
+            },
+        ),
+        lab_trial(
+            "the_cli_holds_a_secret_only_on_locked_pages_while_prompting_and_nowhere_once_sent",
+            |lab| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| fail("runtime", e))?
+                    .block_on(residue(lab))
+            },
+        ),
+    ];
     libtest_mimic::run(&args, trials).exit_code()
 }
 
@@ -95,6 +111,41 @@ impl PtyRun {
             slave: pty.slave,
             screen,
         })
+    }
+
+    /// The CLI's process id (`setsid` runs it in place).
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for `text` on the screen (and, for a secret, for echo to be off), then types
+    /// `line` and Enter.
+    fn type_at(&mut self, text: &str, line: &str) -> Result<(), Failed> {
+        self.wait(text, |r| Ok(r.screen().contains(text)))?;
+        if text.contains("not shown") || text.contains("again") {
+            self.wait("terminal echo off", |r| Ok(!r.echo_on()?))?;
+        }
+        self.keyboard
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| fail("typing", e))
+    }
+
+    /// Waits (at most 30 s) for the CLI to end; its exit code.
+    fn exit_code(&mut self) -> Result<i32, Failed> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| fail("wait", e))? {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err(Failed::from(format!(
+                    "the CLI did not finish; screen:\n{}",
+                    self.screen()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn screen(&self) -> String {
@@ -223,6 +274,89 @@ async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
     )?;
     let state = running.agent.state().await.map_err(|e| fail("State", e))?;
     check(state == "logged-in", || format!("State {state}"))?;
+    running.stop().await?;
+    Ok(())
+}
+
+/// Issue 15, the CLI's side: `cardgate passcode change` holds the current passcode while it
+/// asks for the new one, only on locked, undumpable pages (a live scan finds it only there,
+/// a `gcore` image nowhere); `cardgate login`, once the passcode went to the agent and it asks
+/// which role, holds it nowhere. Values are made at run time (the CLI is this binary).
+async fn residue(lab: &mut Lab) -> Result<(), Failed> {
+    let running = RunningDaemon::start(|_| {}).await?;
+    let passcode = fresh(6, "");
+    let card = running
+        .world
+        .card_from(&CardSpec::new(PHARMACIST.0, PHARMACIST.1).pin(&passcode))
+        .map_err(|e| fail("card", e))?;
+    let _inserted = lab
+        .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
+        .map_err(|e| fail("inserting the card", e))?;
+    let agent = running.agent.clone();
+    wait_for("the agent to read the card", || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
+    })
+    .await?;
+    let bus = running.address.clone();
+    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let scratch = dir.path().to_owned();
+
+    // Log-in, then the role question: the passcode has gone.
+    let (b, p, d) = (bus.clone(), passcode.clone(), scratch.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), Failed> {
+        let mut cli = PtyRun::start(&["--bus", &b, "login"])?;
+        cli.type_at("Passcode (not shown): ", &p)?;
+        cli.wait("the role question", |r| Ok(r.screen().contains("Number: ")))?;
+        std::thread::sleep(Duration::from_millis(200));
+        assert_no_secret(
+            cli.pid(),
+            &d,
+            "cardgate login, passcode sent, asking for the role",
+            &[Secret::new("the passcode", &p)],
+        )
+        .map_err(Failed::from)?;
+        cli.type_at("Number: ", "1")?;
+        let code = cli.exit_code()?;
+        check(code == 0, || {
+            format!("login: exit {code}\n{}", cli.screen())
+        })
+    })
+    .await
+    .map_err(|e| fail("pty thread", e))??;
+
+    // A passcode change: the current one typed, the new one being asked for.
+    let new = fresh(8, "");
+    let (b, p, d) = (bus.clone(), passcode.clone(), scratch.clone());
+    let n = new.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), Failed> {
+        let mut cli = PtyRun::start(&["--bus", &b, "passcode", "change"])?;
+        cli.type_at("Current passcode (not shown): ", &p)?;
+        cli.wait("the new passcode question", |r| {
+            Ok(r.screen().contains("New passcode (not shown): "))
+        })?;
+        std::thread::sleep(Duration::from_millis(200));
+        let current = Secret::new("the current passcode", &p);
+        let held = protected_copies(cli.pid(), &current).map_err(Failed::from)?;
+        check(held >= 1, || {
+            "the current passcode is not on locked pages while the CLI holds it".to_owned()
+        })?;
+        assert_only_protected(
+            cli.pid(),
+            &d,
+            "cardgate passcode change, asking for the new passcode",
+            std::slice::from_ref(&current),
+        )
+        .map_err(Failed::from)?;
+        cli.type_at("New passcode (not shown): ", &n)?;
+        cli.type_at("New passcode again: ", &n)?;
+        let code = cli.exit_code()?;
+        check(code == 0, || {
+            format!("passcode change: exit {code}\n{}", cli.screen())
+        })
+    })
+    .await
+    .map_err(|e| fail("pty thread", e))??;
     running.stop().await?;
     Ok(())
 }

@@ -333,5 +333,29 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
         "systemd-analyze",
         &["verify", "/lib/systemd/system/cardgated.service"],
     )?;
+    // Its sandbox: no core dumps (issue 15), and systemd's exposure score no worse than the
+    // 1.6 it had when the hardening was first measured.
+    let unit = std::fs::read_to_string("/lib/systemd/system/cardgated.service")
+        .map_err(|e| Failed::from(format!("reading the installed unit: {e}")))?;
+    check(unit.lines().any(|l| l.trim() == "LimitCORE=0"), || {
+        format!("the unit does not set LimitCORE=0:\n{unit}")
+    })?;
+    let security = run(
+        "systemd-analyze",
+        &[
+            "security",
+            "--offline=yes",
+            "/lib/systemd/system/cardgated.service",
+        ],
+    )?;
+    let exposure = security
+        .lines()
+        .find_map(|l| l.split("exposure level for cardgated.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse::<f64>().ok())
+        .ok_or_else(|| Failed::from(format!("no exposure score in:\n{security}")))?;
+    check(exposure <= 1.6, || {
+        format!("the unit's exposure rose to {exposure} (at most 1.6):\n{security}")
+    })?;
     Ok(())
 }

@@ -39,10 +39,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
+use cardgate_demo::PHARMACIST;
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
 use cardgate_e2e::login_requests::{answered, error_name, request};
 use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
+use cardgate_e2e::memory_image::{
+    Secret, assert_no_secret, assert_only_protected, fresh, protected_copies,
+};
 use cardgate_e2e::{TEST_MANAGEMENT_KEY, TEST_UNLOCK_CODE, check, lab_trial};
 use cardgate_ipc::LoginProxy;
 use cardgate_lab::{Lab, ReaderSlot};
@@ -644,6 +647,11 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
     .await
     .map_err(|e| fail("Login1 proxy", e))?;
 
+    // Made at run time: the dialog program is this binary, whose constants are in its
+    // memory whatever it does (issue 15's scans below).
+    let passcode = fresh(6, "");
+    let passcode = passcode.as_str();
+    let first_wrong = fresh(8, "");
     let body = async {
         // The desktop program has registered when a request no longer meets NoPrompt.
         wait_for(
@@ -661,7 +669,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
             .card_from(
                 &CardSpec::new(PHARMACIST.0, PHARMACIST.1)
                     .card_serial(CARD_SERIAL)
-                    .pin(DEMO_PASSCODE)
+                    .pin(passcode)
                     .puk(TEST_UNLOCK_CODE)
                     .management_key(&TEST_MANAGEMENT_KEY)
                     .validity(Validity::ExpiresInDays(20)),
@@ -715,7 +723,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         })?;
 
         // A wrong passcode: the tries left.
-        keys(&screen.display, title, &["98765432", "key:Return"])?;
+        keys(&screen.display, title, &[&first_wrong, "key:Return"])?;
         reader
             .until(title, "two tries left", |n| {
                 labelled(n, "Passcode check") == Some("Wrong passcode. 2 tries left.")
@@ -723,8 +731,40 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
             })
             .await?;
 
-        // The right one, Enter: logged in, and the picker offers both profiles.
-        keys(&screen.display, title, &[DEMO_PASSCODE, "key:Return"])?;
+        // The right one typed, not yet sent: the program holds it only on locked,
+        // undumpable pages (GTK's password buffer), and its core image holds none of it.
+        keys(&screen.display, title, &[passcode])?;
+        reader
+            .until(title, "the passcode typed", |n| {
+                button(n, "Log in").is_some_and(|b| b.sensitive)
+            })
+            .await?;
+        let typed = Secret::new("the passcode typed", passcode);
+        let scan_dir = dir.path().to_owned();
+        let pid = desktop.child.id();
+        let (held, open) = tokio::task::spawn_blocking({
+            let (typed, scan_dir) = (typed.clone(), scan_dir.clone());
+            move || {
+                (
+                    protected_copies(pid, &typed),
+                    assert_only_protected(
+                        pid,
+                        &scan_dir,
+                        "the dialog open, passcode typed",
+                        &[typed],
+                    ),
+                )
+            }
+        })
+        .await
+        .map_err(|e| fail("scan", e))?;
+        check(held.map_err(Failed::from)? >= 1, || {
+            "the typed passcode is not on locked pages in the dialog program".into()
+        })?;
+        open.map_err(Failed::from)?;
+
+        // Enter: logged in, and the picker offers both profiles.
+        keys(&screen.display, title, &["key:Return"])?;
         reader.until_closed(title).await?;
         let picker = cardgate_desktop::PICKER_TITLE;
         let own = "Pharmacist · High Street Pharmacy (FA123)";
@@ -738,6 +778,20 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
             "the tries left did not come back to 3 after the right passcode".into()
         })?;
         shoot(picker, "role-picker")?;
+        // The dialog closed, the passcode sent: the program holds it (and the wrong one)
+        // nowhere.
+        let secrets = [typed, Secret::new("the wrong passcode", &first_wrong)];
+        tokio::task::spawn_blocking(move || {
+            assert_no_secret(
+                pid,
+                &scan_dir,
+                "the dialog closed, the role picker open",
+                &secrets,
+            )
+        })
+        .await
+        .map_err(|e| fail("scan", e))?
+        .map_err(Failed::from)?;
         drop(nodes);
         reader.press(picker, own)?;
         reader.until_closed(picker).await?;
@@ -803,7 +857,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         reader
             .until_asked("the dialog at the second insertion")
             .await?;
-        keys(&screen.display, title, &[DEMO_PASSCODE, "key:Return"])?;
+        keys(&screen.display, title, &[passcode, "key:Return"])?;
         let remembered = format!("{own} · last used");
         let nodes = reader
             .until(picker, "the last role, marked", |n| {
@@ -893,7 +947,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         keys(
             &screen.display,
             status,
-            &[DEMO_PASSCODE, "key:Tab", changed, "key:Tab", changed],
+            &[passcode, "key:Tab", changed, "key:Tab", changed],
         )?;
         reader
             .until(status, "the change ready to send", |n| {

@@ -14,6 +14,23 @@ use std::process::Command;
 
 use memchr::memmem;
 
+/// A value made at run time of `len` letters and digits (`prefix` first, for a wrong shape):
+/// never a literal, because the program under test (daemon, CLI, dialog) is this very binary
+/// re-executed, whose constants would be found in its memory whatever that program did.
+pub fn fresh(len: usize, prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789";
+    let mut bytes = vec![0u8; len];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .unwrap_or_else(|_| bytes.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8));
+    let mut value = prefix.to_owned();
+    value.extend(
+        bytes
+            .iter()
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
+    );
+    value
+}
+
 /// One value that must not be found, under the name a failure reports (never the value
 /// alone: a test log is a log too, though these are test values).
 #[derive(Debug, Clone)]
@@ -49,11 +66,23 @@ pub struct Finding {
     pub place: String,
     /// The bytes around it, in hex, to tell a message buffer from a string.
     pub context: String,
+    /// Found live on pages locked in memory and left out of dumps (`lo` and `dd` in
+    /// `/proc/PID/smaps`): where a secret may be while it is in use.
+    pub protected: bool,
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {} [{}]", self.what, self.place, self.context)
+        let protected = if self.protected {
+            " (locked, undumpable)"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "{} at {}{protected} [{}]",
+            self.what, self.place, self.context
+        )
     }
 }
 
@@ -70,6 +99,7 @@ fn search(haystack: &[u8], base: u64, region: &str, secrets: &[Secret]) -> Vec<F
                     what: format!("{} ({form})", secret.label),
                     place: format!("{region} +0x{:x}", base + at as u64),
                     context: hex::encode(&haystack[from..to]),
+                    protected: false,
                 });
             }
         }
@@ -85,6 +115,7 @@ pub fn scan_live(pid: u32, secrets: &[Secret]) -> Result<Vec<Finding>, String> {
         .map_err(|e| format!("reading /proc/{pid}/maps: {e}"))?;
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem"))
         .map_err(|e| format!("opening /proc/{pid}/mem: {e}"))?;
+    let protected = protected_mappings(pid)?;
     let mut found = Vec::new();
     let mut read_any = 0u64;
     for line in maps.lines() {
@@ -108,12 +139,45 @@ pub fn scan_live(pid: u32, secrets: &[Secret]) -> Result<Vec<Finding>, String> {
             continue;
         }
         read_any += end - start;
-        found.extend(search(&region, start, name, secrets));
+        let is_protected = protected.contains(&start);
+        found.extend(
+            search(&region, start, name, secrets)
+                .into_iter()
+                .map(|f| Finding {
+                    protected: is_protected,
+                    ..f
+                }),
+        );
     }
     if read_any == 0 {
         return Err(format!("nothing of process {pid}'s memory could be read"));
     }
     Ok(found)
+}
+
+/// The start addresses of `pid`'s mappings that are locked and left out of dumps.
+fn protected_mappings(pid: u32) -> Result<Vec<u64>, String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map_err(|e| format!("reading /proc/{pid}/smaps: {e}"))?;
+    let mut protected = Vec::new();
+    let mut start = None;
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            let flags: Vec<&str> = flags.split_whitespace().collect();
+            if flags.contains(&"dd")
+                && flags.contains(&"lo")
+                && let Some(start) = start
+            {
+                protected.push(start);
+            }
+        } else if let Some((range, _)) = line.split_once(' ')
+            && let Some((from, _)) = range.split_once('-')
+            && let Ok(from) = u64::from_str_radix(from, 16)
+        {
+            start = Some(from);
+        }
+    }
+    Ok(protected)
 }
 
 /// Makes a core image of `pid` with `gcore` into `dir` (the process goes on running) and
@@ -172,6 +236,40 @@ pub fn assert_no_secret(
         found.len(),
         list.join("\n  ")
     ))
+}
+
+/// While a secret is in use (a dialog open, a value typed and not yet sent): the process may
+/// hold it live only on locked, undumpable pages, and its core image holds none of it.
+pub fn assert_only_protected(
+    pid: u32,
+    dir: &Path,
+    moment: &str,
+    secrets: &[Secret],
+) -> Result<(), String> {
+    let mut found: Vec<Finding> = scan_live(pid, secrets)?
+        .into_iter()
+        .filter(|f| !f.protected)
+        .collect();
+    let image = gcore(pid, dir)?;
+    found.extend(scan_image(&image, secrets)?);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found.iter().take(40).map(ToString::to_string).collect();
+    Err(format!(
+        "{moment}: {} secret value(s) outside locked, undumpable pages in process {pid}:\n  {}",
+        found.len(),
+        list.join("\n  ")
+    ))
+}
+
+/// How many live copies of `secret` `pid` holds on locked, undumpable pages (to show a
+/// value in use is held there, so that [`assert_only_protected`] proved something).
+pub fn protected_copies(pid: u32, secret: &Secret) -> Result<usize, String> {
+    Ok(scan_live(pid, std::slice::from_ref(secret))?
+        .iter()
+        .filter(|f| f.protected)
+        .count())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use cardgate_demo::DemoWorld;
 use cardgate_e2e::daemon_harness::{fail, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::login_requests::error_name;
-use cardgate_e2e::memory_image::{Secret, assert_no_secret};
+use cardgate_e2e::memory_image::{Secret, assert_no_secret, fresh};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::{AgentProxy, AgentStaffProxy};
 use cardgate_lab::{Lab, ReaderSlot};
@@ -33,23 +33,6 @@ use libtest_mimic::{Arguments, Failed};
 const HOLDER: (&str, &str, &str) = ("Ria Shah", "555000565656", "6516770301");
 /// Set: on a finding, the daemon is kept running for 300 s so it can be examined.
 const PAUSE_VAR: &str = "SECRET_RESIDUE_PAUSE";
-
-/// A value made at run time of `len` letters and digits (`prefix` first, for a wrong shape):
-/// never a literal, because the daemon child is this very binary, whose constants would be
-/// found in its memory whatever the daemon did.
-fn fresh(len: usize, prefix: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789";
-    let mut bytes = vec![0u8; len];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .unwrap_or_else(|_| bytes.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8));
-    let mut value = prefix.to_owned();
-    value.extend(
-        bytes
-            .iter()
-            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
-    );
-    value
-}
 
 fn main() -> ExitCode {
     if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {

@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use cardgate_ipc::{AgentError, AgentProxy};
+use cardgate_secmem::LockedString;
 use futures_lite::StreamExt;
 use serde_json::json;
 use zbus::proxy::CacheProperties;
@@ -428,19 +429,19 @@ pub(crate) fn ask(prompt: &str) -> Result<String, CliError> {
     Ok(answer.trim().to_owned())
 }
 
-fn read_passcode(from_stdin: bool) -> Result<Zeroizing<String>, CliError> {
+fn read_passcode(from_stdin: bool) -> Result<LockedString, CliError> {
     let io = |source| CliError::Io {
         what: "reading the passcode from the terminal (scripts: use --passcode-stdin)".into(),
         source,
     };
-    let mut text = Zeroizing::new(String::new());
+    let mut text = Zeroizing::new(String::with_capacity(64));
     if from_stdin {
         std::io::stdin().lock().read_line(&mut text).map_err(io)?;
     } else {
         *text = rpassword::prompt_password("Passcode (not shown): ").map_err(io)?;
     }
-    let trimmed = Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned());
-    Ok(trimmed)
+    // Held on locked, undumpable pages until sent; the line read is cleared.
+    Ok(LockedString::copy_of(text.trim_end_matches(['\r', '\n'])))
 }
 
 async fn login(

@@ -9,6 +9,7 @@ use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
 use cardgate_ipc::{AgentError, AgentStaffProxy, TacInfo};
+use cardgate_secmem::LockedString;
 use clap::{Args, Subcommand};
 use futures_lite::StreamExt;
 use serde_json::json;
@@ -164,34 +165,33 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn read(&self, prompt: &str) -> Result<Zeroizing<String>, CliError> {
+    /// One secret, held on locked, undumpable pages until sent (the line read is cleared).
+    fn read(&self, prompt: &str) -> Result<LockedString, CliError> {
         let io = |source| CliError::Io {
             what: "reading from the terminal (scripts: use --secrets-stdin)".into(),
             source,
         };
-        let mut text = Zeroizing::new(String::new());
+        let mut text = Zeroizing::new(String::with_capacity(64));
         if self.from_stdin {
             std::io::stdin().lock().read_line(&mut text).map_err(io)?;
         } else {
             *text = rpassword::prompt_password(prompt).map_err(io)?;
         }
-        Ok(Zeroizing::new(
-            text.trim_end_matches(['\r', '\n']).to_owned(),
-        ))
+        Ok(LockedString::copy_of(text.trim_end_matches(['\r', '\n'])))
     }
 
     /// The new passcode, twice; they must match and have the right shape (checked here so
     /// a typo never reaches the card).
-    fn new_passcode(&self) -> Result<Zeroizing<String>, CliError> {
+    fn new_passcode(&self) -> Result<LockedString, CliError> {
         let first = self.read("New passcode (not shown): ")?;
         let second = self.read("New passcode again: ")?;
-        if *first != *second {
+        if first.as_str() != second.as_str() {
             return Err(CliError::Usage(
                 "the two new passcodes differ; nothing was sent to the card".into(),
             ));
         }
-        let len = first.chars().count();
-        if !(4..=8).contains(&len) || !first.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let len = first.as_str().chars().count();
+        if !(4..=8).contains(&len) || !first.as_str().chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(CliError::Usage(
                 "the new passcode must be 4 to 8 letters or digits; nothing was sent to the card"
                     .into(),

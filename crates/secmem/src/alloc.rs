@@ -17,11 +17,9 @@ pub struct ZeroOnFree;
 static ZEROING: AtomicBool = AtomicBool::new(true);
 
 impl ZeroOnFree {
-    /// Turns the clearing off or on for this process, so one benchmark run can put the cost
-    /// beside the plain system allocator. Only with the `measure` feature, which no shipped
-    /// binary enables.
+    /// Turns the clearing off or on for this process (see [`crate::set_enabled`]).
     #[cfg(feature = "measure")]
-    pub fn set_zeroing(on: bool) {
+    pub(crate) fn set_zeroing(on: bool) {
         ZEROING.store(on, Ordering::SeqCst);
     }
 

@@ -8,7 +8,7 @@
 //! - [`alloc`]: [`ZeroOnFree`], the global allocator of every program that links this crate:
 //!   each block is cleared when it is freed (and when a reallocation moves it), so whatever
 //!   held a secret holds zeros once it is gone, whoever allocated it.
-//! - [`locked`]: [`LockedBytes`], a buffer on pages of its own that are locked out of swap
+//! - [`locked`]: [`LockedBytes`] (and [`LockedString`] for text), a buffer on pages of its own that are locked out of swap
 //!   (`mlock`) and out of core dumps (`MADV_DONTDUMP`) for the short time a secret lives.
 //! - [`stack`]: [`scrub_stack`], for a thread that just finished secret work: the stack
 //!   below it (moved copies, a hash's working block) is cleared.
@@ -32,9 +32,19 @@ pub mod stack;
 
 pub use alloc::ZeroOnFree;
 pub use error::SecmemError;
-pub use locked::LockedBytes;
+pub use locked::{LockedBytes, LockedString};
 pub use process::forbid_core_dumps;
 pub use stack::scrub_stack;
+
+/// Turns the zeroing allocator and the stack scrubbing off (`false`) or back on, for this
+/// process, so one benchmark run can put their cost beside the plain system allocator
+/// (tests/benches/secret_hygiene.rs). Only with the `measure` feature, which no shipped
+/// binary enables (`cargo build -p cardgated` and packaging/build-deb build without it).
+#[cfg(feature = "measure")]
+pub fn set_enabled(on: bool) {
+    ZeroOnFree::set_zeroing(on);
+    stack::SCRUBBING.store(on, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// The allocator of every program that links this crate.
 #[global_allocator]

@@ -147,6 +147,53 @@ impl fmt::Debug for LockedBytes {
     }
 }
 
+/// The text of a secret (a passcode as typed) on [`LockedBytes`]: for the programs that
+/// must hold one for a moment as `&str` (to send it over D-Bus).
+#[derive(Clone)]
+pub struct LockedString(LockedBytes);
+
+impl LockedString {
+    /// A locked copy of `text`.
+    pub fn copy_of(text: &str) -> LockedString {
+        LockedString(LockedBytes::from_slice(text.as_bytes()))
+    }
+
+    /// Moves `text` onto locked pages: copied, then its own buffer cleared.
+    pub fn take(text: String) -> LockedString {
+        let locked = LockedString::copy_of(&text);
+        let mut bytes = text.into_bytes();
+        // SAFETY: the vector's first `len` bytes are initialised memory it owns.
+        unsafe { clear(bytes.as_mut_ptr(), bytes.len()) };
+        drop(bytes);
+        locked
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Always UTF-8: built only from `&str`.
+        std::str::from_utf8(self.0.as_slice()).unwrap_or_default()
+    }
+
+    /// Whether the pages are locked (see [`LockedBytes::is_locked`]).
+    pub fn is_locked(&self) -> bool {
+        self.0.is_locked()
+    }
+}
+
+impl std::ops::Deref for LockedString {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for LockedString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockedString(<redacted>)")
+    }
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -203,6 +250,15 @@ mod tests {
         assert!(buffer.extend_from_slice(&vec![1u8; page]).is_ok());
         assert_eq!(buffer.extend_from_slice(b"x"), Err(TooLong));
         assert_eq!(buffer.len(), page);
+    }
+
+    #[test]
+    fn a_taken_string_is_kept_as_text_on_protected_pages() {
+        let text = LockedString::take(String::from("Ss7t2w"));
+        assert_eq!(text.as_str(), "Ss7t2w");
+        let flags = vm_flags(text.as_str().as_ptr() as usize);
+        assert!(flags.contains(" dd") && flags.contains(" lo"), "{flags}");
+        assert_eq!(format!("{text:?}"), "LockedString(<redacted>)");
     }
 
     #[test]

@@ -16,6 +16,16 @@ pub fn forbid_core_dumps() -> Result<(), SecmemError> {
             source: std::io::Error::last_os_error(),
         });
     }
+    let mut current = libc::rlimit {
+        rlim_cur: 1,
+        rlim_max: 1,
+    };
+    // SAFETY: `current` is a valid out-pointer for the duration of the call.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut current) } == 0;
+    if read && current.rlim_cur == 0 && current.rlim_max == 0 {
+        // Already so (the unit's LimitCORE=0).
+        return Ok(());
+    }
     let none = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

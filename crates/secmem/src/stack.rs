@@ -8,6 +8,10 @@
 
 use crate::alloc::clear;
 
+#[cfg(feature = "measure")]
+pub(crate) static SCRUBBING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
 /// How much stack below the caller is cleared: deeper than the card layer's deepest call
 /// chain (a PIV exchange through pcsc-lite, ring's hashing and signing) and the D-Bus
 /// method handlers, and small enough to clear in a few microseconds.
@@ -18,6 +22,10 @@ pub const SCRUBBED_STACK: usize = 64 * 1024;
 /// far larger than this).
 #[inline(never)]
 pub fn scrub_stack() {
+    #[cfg(feature = "measure")]
+    if !SCRUBBING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let mut area = std::mem::MaybeUninit::<[u8; SCRUBBED_STACK]>::uninit();
     // SAFETY: `area` is this frame's own writable stack memory of that size.
     unsafe { clear(area.as_mut_ptr().cast(), SCRUBBED_STACK) };
