@@ -181,32 +181,13 @@ impl PtyRun {
     /// Waits for the prompt and for echo to go off, types `passcode` and Enter, and returns
     /// the exit code and the whole screen.
     fn answer_prompt(mut self, passcode: &str) -> Result<(i32, String), Failed> {
-        self.wait("the passcode prompt", |r| {
-            Ok(r.screen().contains("Passcode (not shown): "))
-        })?;
-        self.wait("the CLI to switch terminal echo off", |r| Ok(!r.echo_on()?))?;
-        self.keyboard
-            .write_all(format!("{passcode}\n").as_bytes())
-            .map_err(|e| fail("typing", e))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| fail("wait", e))? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return Err(Failed::from(format!(
-                    "the CLI did not finish; screen:\n{}",
-                    self.screen()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        self.type_at("Passcode (not shown): ", passcode)?;
+        let code = self.exit_code()?;
         // Let the reader drain what the CLI wrote last.
         drop(self.slave);
         std::thread::sleep(Duration::from_millis(200));
         let screen = self.screen.lock().unwrap().clone();
-        Ok((status.code().unwrap_or(-1), screen))
+        Ok((code, screen))
     }
 }
 

@@ -224,18 +224,15 @@ pub fn assert_no_secret(
     moment: &str,
     secrets: &[Secret],
 ) -> Result<(), String> {
-    let mut found = scan_live(pid, secrets)?;
-    let image = gcore(pid, dir)?;
-    found.extend(scan_image(&image, secrets)?);
-    if found.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<String> = found.iter().take(40).map(ToString::to_string).collect();
-    Err(format!(
-        "{moment}: {} secret value(s) found in process {pid}'s memory:\n  {}",
-        found.len(),
-        list.join("\n  ")
-    ))
+    scan_both(pid, dir, secrets, false).map_err(|found| {
+        report(
+            &found,
+            &format!(
+                "{moment}: {} secret value(s) found in process {pid}'s memory",
+                found.len()
+            ),
+        )
+    })
 }
 
 /// While a secret is in use (a dialog open, a value typed and not yet sent): the process may
@@ -246,21 +243,47 @@ pub fn assert_only_protected(
     moment: &str,
     secrets: &[Secret],
 ) -> Result<(), String> {
-    let mut found: Vec<Finding> = scan_live(pid, secrets)?
+    scan_both(pid, dir, secrets, true).map_err(|found| {
+        report(
+            &found,
+            &format!(
+                "{moment}: {} secret value(s) outside locked, undumpable pages in process {pid}",
+                found.len()
+            ),
+        )
+    })
+}
+
+/// The live scan (protected pages left out when `allow_protected`) and the image scan: `Err`
+/// with what was found (a failed scan is one finding saying why).
+fn scan_both(
+    pid: u32,
+    dir: &Path,
+    secrets: &[Secret],
+    allow_protected: bool,
+) -> Result<(), Vec<Finding>> {
+    let failed = |why: String| {
+        vec![Finding {
+            what: "the scan itself".into(),
+            place: why,
+            context: String::new(),
+            protected: false,
+        }]
+    };
+    let mut found: Vec<Finding> = scan_live(pid, secrets)
+        .map_err(failed)?
         .into_iter()
-        .filter(|f| !f.protected)
+        .filter(|f| !(allow_protected && f.protected))
         .collect();
-    let image = gcore(pid, dir)?;
-    found.extend(scan_image(&image, secrets)?);
-    if found.is_empty() {
-        return Ok(());
-    }
+    let image = gcore(pid, dir).map_err(failed)?;
+    found.extend(scan_image(&image, secrets).map_err(failed)?);
+    if found.is_empty() { Ok(()) } else { Err(found) }
+}
+
+/// `heading`, then the first 40 findings, one a line.
+fn report(found: &[Finding], heading: &str) -> String {
     let list: Vec<String> = found.iter().take(40).map(ToString::to_string).collect();
-    Err(format!(
-        "{moment}: {} secret value(s) outside locked, undumpable pages in process {pid}:\n  {}",
-        found.len(),
-        list.join("\n  ")
-    ))
+    format!("{heading}:\n  {}", list.join("\n  "))
 }
 
 /// How many live copies of `secret` `pid` holds on locked, undumpable pages (to show a
