@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::daemon_harness::{
+    RunningDaemon, connect_once_readers_seen, fail, insert_and_read, wait_for,
+};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
 use cardgate_ipc::Action;
@@ -487,21 +489,7 @@ fn no_passcode_in_the_daemon_log(lab: &mut Lab) -> Result<(), Failed> {
         let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
         let daemon = DaemonProcess::spawn(&world, &address, Some("trace"))
             .map_err(|e| fail("daemon process", e))?;
-        let connection = zbus::connection::Builder::address(address.as_str())
-            .map_err(|e| fail("address", e))?
-            .build()
-            .await
-            .map_err(|e| fail("connecting", e))?;
-        let agent = cardgate_ipc::AgentProxy::builder(&connection)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await
-            .map_err(|e| fail("proxy", e))?;
-        wait_for("the daemon process to read readers", || {
-            let agent = agent.clone();
-            async move { agent.readers().await.is_ok_and(|r| !r.is_empty()) }
-        })
-        .await?;
+        let (connection, agent) = connect_once_readers_seen(&address).await?;
         let _inserted = insert_and_read(lab, ReaderSlot::First, card, &agent, PHARMACIST.1).await?;
         let wrong = error_name(agent.login(WRONG, false).await);
         check(wrong.ends_with("Error.WrongPasscode"), || wrong.clone())?;

@@ -39,6 +39,30 @@ where
     Err(Failed::from(format!("timed out waiting for {what}")))
 }
 
+/// Connects to the bus at `address` with an uncached client of the daemon, and waits until
+/// the daemon (a process of its own, [`crate::daemon_process::DaemonProcess`]) has found its
+/// readers: by then it owns its name and has read pcscd.
+pub async fn connect_once_readers_seen(
+    address: &str,
+) -> Result<(zbus::Connection, AgentProxy<'static>), Failed> {
+    let connection = zbus::connection::Builder::address(address)
+        .map_err(|e| fail("address", e))?
+        .build()
+        .await
+        .map_err(|e| fail("connecting", e))?;
+    let agent = AgentProxy::builder(&connection)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| fail("proxy", e))?;
+    wait_for("the daemon process to read readers", || {
+        let agent = agent.clone();
+        async move { agent.readers().await.is_ok_and(|r| !r.is_empty()) }
+    })
+    .await?;
+    Ok((connection, agent))
+}
+
 /// Puts `card` in the lab's reader `slot` and waits until the daemon behind `agent` has read
 /// it (its `HolderUuid` is `holder_uuid`); the card stays in while the returned handle lives.
 pub async fn insert_and_read(

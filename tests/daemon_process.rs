@@ -153,9 +153,7 @@ impl DaemonProcess {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut command = Command::new(exe);
         command
-            .env(CHILD_VAR, &config)
             .env_remove(LOG_VAR)
-            .env_remove(AS_CARDGATED_VAR)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log_file);
@@ -164,8 +162,11 @@ impl DaemonProcess {
                 .env(AS_CARDGATED_VAR, &config)
                 .env_remove(CHILD_VAR)
                 .env("RUST_LOG", log_filter.unwrap_or("info"));
-        } else if let Some(filter) = log_filter {
-            command.env(LOG_VAR, filter);
+        } else {
+            command.env(CHILD_VAR, &config).env_remove(AS_CARDGATED_VAR);
+            if let Some(filter) = log_filter {
+                command.env(LOG_VAR, filter);
+            }
         }
         match virtual_readers {
             Some(n) => command.env(VIRTUAL_READERS_VAR, n.to_string()),

@@ -17,12 +17,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use cardgate_demo::DemoWorld;
-use cardgate_e2e::daemon_harness::{fail, wait_for};
+use cardgate_e2e::daemon_harness::{connect_once_readers_seen, fail, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::login_requests::error_name;
 use cardgate_e2e::memory_image::{Secret, assert_no_secret, fresh};
 use cardgate_e2e::{check, lab_trial};
-use cardgate_ipc::{AgentProxy, AgentStaffProxy};
+use cardgate_ipc::AgentStaffProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::Card;
 use cardgate_vcard::applet::PivApplet;
@@ -185,26 +185,12 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
 
     let daemon = DaemonProcess::spawn_cardgated(&world, &address, "debug")
         .map_err(|e| fail("daemon process", e))?;
-    let connection = zbus::connection::Builder::address(address.as_str())
-        .map_err(|e| fail("address", e))?
-        .build()
-        .await
-        .map_err(|e| fail("connecting", e))?;
-    let agent = AgentProxy::builder(&connection)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail("proxy", e))?;
+    let (connection, agent) = connect_once_readers_seen(&address).await?;
     let staff = AgentStaffProxy::builder(&connection)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
         .map_err(|e| fail("staff proxy", e))?;
-    wait_for("the daemon to read readers", || {
-        let agent = agent.clone();
-        async move { agent.readers().await.is_ok_and(|r| !r.is_empty()) }
-    })
-    .await?;
     let inserted = lab
         .insert(
             ReaderSlot::First,

@@ -185,7 +185,7 @@ impl Secrets {
     fn new_passcode(&self) -> Result<LockedString, CliError> {
         let first = self.read("New passcode (not shown): ")?;
         let second = self.read("New passcode again: ")?;
-        if first.as_str() != second.as_str() {
+        if *first != *second {
             return Err(CliError::Usage(
                 "the two new passcodes differ; nothing was sent to the card".into(),
             ));
