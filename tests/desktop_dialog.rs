@@ -162,6 +162,9 @@ struct Node {
     sensitive: bool,
 }
 
+/// The AT-SPI role of GTK's password fields (a `GtkText` that hides its characters).
+const PASSWORD_ROLE: &str = "password text";
+
 /// `tests/desktop/atspi_driver.py`, one JSON request and answer per line.
 struct ScreenReader {
     child: Child,
@@ -225,6 +228,47 @@ impl ScreenReader {
                 sensitive: n["sensitive"] == json!(true),
             })
             .collect())
+    }
+
+    /// Every AT-SPI `object:text-changed` event sent since the previous call, as any listener
+    /// on the accessibility bus receives it: (kind, role of the field, text carried).
+    fn text_changes(&mut self) -> Result<Vec<(String, String, String)>, Failed> {
+        let answer = self.ask(json!({"op": "text_changes"}))?;
+        let changes = answer["changes"].as_array().cloned().unwrap_or_default();
+        Ok(changes
+            .iter()
+            .map(|c| {
+                let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                (field("kind"), field("role"), field("text"))
+            })
+            .collect())
+    }
+
+    /// The secret fields' text changes since the last look carried at most one character
+    /// each (what typing one announces): no whole passcode or code went to the listeners on
+    /// the accessibility bus, nor into the unwiped memory GTK builds those events in. At least
+    /// one insertion into a password field was seen, so the listener is known to hear them.
+    fn secret_fields_announced_one_character_at_a_time(
+        &mut self,
+        when: &str,
+    ) -> Result<(), Failed> {
+        let changes = self.text_changes()?;
+        let secret: Vec<_> = changes
+            .iter()
+            .filter(|(_, role, _)| role == PASSWORD_ROLE)
+            .collect();
+        check(
+            secret.iter().any(|(kind, _, _)| kind.ends_with(":insert")),
+            || format!("{when}: no typing into a password field heard over AT-SPI: {changes:?}"),
+        )?;
+        let whole: Vec<_> = secret
+            .iter()
+            .filter(|(_, _, text)| text.chars().count() > 1)
+            .map(|(kind, _, text)| format!("{kind} of {} characters", text.chars().count()))
+            .collect();
+        check(whole.is_empty(), || {
+            format!("{when}: a password field announced several characters at once: {whole:?}")
+        })
     }
 
     /// Presses the visible control named `name` in `window` (its first action).
@@ -792,6 +836,7 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
         .await
         .map_err(|e| fail("scan", e))?
         .map_err(Failed::from)?;
+        reader.secret_fields_announced_one_character_at_a_time("the passcode sent")?;
         drop(nodes);
         reader.press(picker, own)?;
         reader.until_closed(picker).await?;
@@ -1092,6 +1137,9 @@ async fn at_the_counter(lab: &mut Lab) -> Result<(), Failed> {
             .await?;
         reader.press(picker, &remembered)?;
         reader.until_closed(picker).await?;
+        reader.secret_fields_announced_one_character_at_a_time(
+            "the passcode changed, the card unlocked and the new passcode sent",
+        )?;
 
         // The card pulled during the session: the session-ended notification says why.
         inserted.remove().map_err(|e| fail("pulling the card", e))?;

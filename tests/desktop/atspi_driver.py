@@ -10,16 +10,50 @@ Requests:
   {"op": "press", "window": W, "name": N}  -> the first visible node named N does its
                                                first action (a button's "click")
   {"op": "focus", "window": W, "name": N}  -> keyboard focus to the node named N
+  {"op": "text_changes"}                   -> {"ok": true, "changes": [{kind, role, text}]}:
+                                               every object:text-changed event any program
+                                               sent since the previous such request, as a
+                                               listener on the accessibility bus receives it
 Errors: {"ok": false, "error": "..."} naming what was not found.
+
+An object that went away between finding it and using it (GTK replaces accessibles as it
+likes; libatspi then answers "The application no longer exists") is looked up again, as a
+screen reader does, up to three times.
 """
 
 import json
 import sys
+import time
 
 import gi
 
 gi.require_version("Atspi", "2.0")
-from gi.repository import Atspi  # noqa: E402
+from gi.repository import Atspi, GLib  # noqa: E402
+
+TEXT_CHANGES = []
+
+
+def on_text_changed(event):
+    try:
+        role = event.source.get_role_name() if event.source is not None else ""
+    except Exception:  # the source went away before we asked
+        role = ""
+    text = event.any_data if isinstance(event.any_data, str) else ""
+    TEXT_CHANGES.append({"kind": event.type, "role": role, "text": text})
+
+
+LISTENER = Atspi.EventListener.new(on_text_changed)
+LISTENER.register("object:text-changed")
+
+
+def dispatch_events(seconds):
+    """Lets libatspi deliver the events that arrived (it does so from the GLib main loop)."""
+    context = GLib.MainContext.default()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        while context.iteration(False):
+            pass
+        time.sleep(0.02)
 
 
 def windows():
@@ -108,6 +142,11 @@ def answer(request):
             raise LookupError(f"{request['name']!r} has no action")
         node.do_action(0)
         return {}
+    if op == "text_changes":
+        dispatch_events(0.5)
+        changes = list(TEXT_CHANGES)
+        TEXT_CHANGES.clear()
+        return {"changes": changes}
     if op == "focus":
         node = named(request["window"], request["name"])
         if "Component" not in node.get_interfaces() or not Atspi.Component.grab_focus(node):
@@ -116,13 +155,26 @@ def answer(request):
     raise ValueError(f"unknown op {op!r}")
 
 
+def gone(error):
+    return isinstance(error, GLib.Error) and "no longer exists" in str(error)
+
+
 def main():
     for line in sys.stdin:
-        try:
-            reply = answer(json.loads(line))
-            reply["ok"] = True
-        except Exception as e:  # every failure goes back to the test, named
-            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        request = json.loads(line)
+        for attempt in range(4):
+            dispatch_events(0)
+            try:
+                reply = answer(request)
+                reply["ok"] = True
+                break
+            except Exception as e:  # every failure goes back to the test, named
+                reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                if not gone(e) or attempt == 3:
+                    break
+                print(f"atspi_driver: {e}; looking again", file=sys.stderr)
+                Atspi.get_desktop(0).clear_cache()
+                time.sleep(0.2)
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 

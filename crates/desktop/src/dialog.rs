@@ -178,7 +178,7 @@ impl UnlockForm {
             &self.new_passcode,
             &self.repeated,
         ] {
-            entry.set_text("");
+            empty_secret_field(entry);
         }
         self.button.set_sensitive(false);
         match self.mode.borrow().clone() {
@@ -208,6 +208,27 @@ pub struct Dialogs {
     picker: RefCell<Option<RolePicker>>,
     renewal: RefCell<Option<RenewalWindow>>,
     status: RefCell<Option<Rc<StatusWindow>>>,
+}
+
+/// Empties a passcode or code field, one character at a time from the end.
+///
+/// GTK 4's accessibility layer announces every deletion from a text field in an AT-SPI
+/// `TextChanged` event that carries the deleted text (for password fields too), built in ordinary
+/// heap memory that nothing wipes and sent to every listener on the accessibility bus.
+/// `set_text("")` would put the whole secret in one such event; deleting from the end puts one
+/// character in each, no more than typing it already announced.
+pub fn empty_secret_field(field: &gtk::PasswordEntry) {
+    let Some(text) = field
+        .delegate()
+        .and_then(|inner| inner.downcast::<gtk::Text>().ok())
+    else {
+        // Not GTK's layout of a password field: nothing better than emptying it at once.
+        field.set_text("");
+        return;
+    };
+    for end in (1..=i32::from(text.text_length())).rev() {
+        field.delete_text(end - 1, end);
+    }
 }
 
 /// Fetches the object `id` of `builder`, or names the one missing from the layout.
@@ -470,7 +491,7 @@ impl Dialogs {
                 }
                 let passcode = Zeroizing::new(entry.text().to_string());
                 // The field's own buffer is GTK's secure (non-swappable, wiped) memory.
-                entry.set_text("");
+                empty_secret_field(&entry);
                 log_in.set_sensitive(false);
                 let _ = this.to_agent.try_send(ToAgent::Answer {
                     cookie: cookie.clone(),

@@ -12,7 +12,7 @@ use gtk::glib;
 use zeroize::Zeroizing;
 
 use crate::bridge::{StatusView, ToAgent};
-use crate::dialog::{object, tries_text};
+use crate::dialog::{empty_secret_field, object, tries_text};
 use crate::error::DesktopError;
 use crate::picker::close_on_escape;
 use crate::shape::change_problem;
@@ -128,7 +128,7 @@ impl StatusWindow {
                 let current = Zeroizing::new(this.current.text().to_string());
                 let new = Zeroizing::new(this.new.text().to_string());
                 for field in [&this.current, &this.new, &this.repeat] {
-                    field.set_text("");
+                    empty_secret_field(field);
                 }
                 change.set_sensitive(false);
                 this.message.set_text("Changing the passcode on your card…");
