@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use cardgate_apdu::Transmit;
 
-use crate::{EventSink, MonitorHealth, PinVerifyRequest, ReaderError, ReaderFeatures, ReaderName};
+use crate::{
+    EventSink, MonitorHealth, PinModifyRequest, PinVerifyRequest, ReaderError, ReaderFeatures,
+    ReaderName,
+};
 
 /// A source of readers and cards: pcscd ([`crate::PcscBackend`]) or in-process virtual readers
 /// (`VirtualBackend`, with the `virtual` feature).
@@ -42,6 +45,12 @@ pub trait CardConnection: Send + std::fmt::Debug {
     /// APDUs to the card, so a multi-APDU operation (SELECT + VERIFY + GENERAL AUTHENTICATE)
     /// cannot be interleaved. The borrow makes a second one at a time impossible.
     fn transaction(&mut self) -> Result<Box<dyn CardTransaction + '_>, ReaderError>;
+
+    /// Disconnects and resets the card (`SCARD_RESET_CARD`): its security state (a verified
+    /// passcode) is gone for every program sharing it, which each learns at its next call
+    /// (`SCARD_W_RESET_CARD`). For a card that refuses to forget a verified passcode when
+    /// asked (PIV VERIFY with P1 = FF); every other disconnect leaves the card as it is.
+    fn disconnect_resetting(self: Box<Self>) -> Result<(), ReaderError>;
 }
 
 /// An open transaction: raw APDU exchange ([`Transmit`]) and PIN-pad entry.
@@ -53,6 +62,16 @@ pub trait CardTransaction: Transmit<Error = ReaderError> {
     ///
     /// Fails with [`ReaderError::NoPinPad`] when the reader has no usable PIN pad.
     fn verify_pin_on_pad(&mut self, request: &PinVerifyRequest) -> Result<Vec<u8>, ReaderError>;
+
+    /// Has the reader collect the current value (passcode or unlock code) and the new
+    /// passcode on its PIN pad and send the CHANGE REFERENCE DATA or RESET RETRY COUNTER
+    /// described by `request`; neither passes through this host. Returns the card's raw
+    /// response; besides `64 00` and `64 01`, a reader answers `64 02` when the new passcode
+    /// and its confirmation differ and `64 03` for a value of the wrong length.
+    ///
+    /// Fails with [`ReaderError::NoPinPad`] when the reader has no usable PIN pad offering
+    /// `FEATURE_MODIFY_PIN_DIRECT`.
+    fn modify_pin_on_pad(&mut self, request: &PinModifyRequest) -> Result<Vec<u8>, ReaderError>;
 }
 
 impl std::fmt::Debug for dyn CardTransaction + '_ {

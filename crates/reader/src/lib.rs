@@ -15,8 +15,11 @@
 //!   implementing [`cardgate_apdu::Transmit`]; no other program can interleave APDUs while
 //!   it lives.
 //! - **PIN pads**: [`ReaderFeatures`] from PC/SC part 10, models recognised by USB ids with a
-//!   quirk table, and [`CardTransaction::verify_pin_on_pad`] so the passcode is keyed on the
-//!   reader and never passes through the host.
+//!   quirk table, and [`CardTransaction::verify_pin_on_pad`] and
+//!   [`CardTransaction::modify_pin_on_pad`] so the passcode (and the new one, or the unlock
+//!   code) is keyed on the reader and never passes through the host.
+//! - **Ending a card's security state**: [`CardConnection::disconnect_resetting`]
+//!   (`SCARD_RESET_CARD`) for a card that refuses to forget a verified passcode.
 
 #![forbid(unsafe_code)]
 
@@ -35,7 +38,8 @@ pub use cardgate_icc::Card;
 pub use error::ReaderError;
 pub use event::{EventSink, MonitorHealth, ReaderEvent, ReaderEventKind, ReaderName};
 pub use part10::{
-    Part10Error, PinPad, PinVerifyRequest, ReaderFeatures, ReaderModel, TlvProperties,
+    PadPrompts, Part10Error, PinModifyRequest, PinPad, PinVerifyRequest, PivModify, ReaderFeatures,
+    ReaderModel, TlvProperties,
 };
 pub use pcsc_backend::{PcscBackend, PcscConnection};
 #[cfg(feature = "virtual")]

@@ -16,8 +16,8 @@ use cardgate_apdu::Transmit;
 use crate::backend::{MonitorShared, StopSignal};
 use crate::event::{Observation, Tracker, service_event};
 use crate::part10::{
-    FEATURE_GET_TLV_PROPERTIES, PinPad, PinVerifyRequest, ReaderFeatures, TlvProperties,
-    get_feature_request_code,
+    FEATURE_GET_TLV_PROPERTIES, PinModifyRequest, PinPad, PinVerifyRequest, ReaderFeatures,
+    TlvProperties, get_feature_request_code,
 };
 use crate::{
     CardConnection, CardTransaction, EventSink, MonitorHandle, MonitorHealth, ReaderBackend,
@@ -551,6 +551,15 @@ impl CardConnection for PcscConnection {
             removal: &mut self.removal,
         }))
     }
+
+    /// Wraps `SCardDisconnect(SCARD_RESET_CARD)`.
+    fn disconnect_resetting(mut self: Box<Self>) -> Result<(), ReaderError> {
+        let card = self.card.take().ok_or_else(|| ReaderError::NoCard {
+            reader: self.reader.clone(),
+        })?;
+        card.disconnect(pcsc::Disposition::ResetCard)
+            .map_err(|(_card, e)| ReaderError::from_pcsc("SCardDisconnect", Some(&self.reader), e))
+    }
 }
 
 /// An open PC/SC transaction (`pcsc::Transaction`).
@@ -615,6 +624,33 @@ impl CardTransaction for PcscTransaction<'_> {
         let response = self
             .transaction
             .control(verify.into(), &bytes, &mut buffer)
+            .map_err(|e| ReaderError::from_pcsc("SCardControl", Some(self.reader), e))?;
+        Ok(response.to_vec())
+    }
+
+    /// Wraps `SCardControl(FEATURE_MODIFY_PIN_DIRECT)`.
+    fn modify_pin_on_pad(&mut self, request: &PinModifyRequest) -> Result<Vec<u8>, ReaderError> {
+        if self.features.is_none() {
+            *self.features = Some(read_features(&self.transaction, self.reader)?);
+        }
+        let features = self.features.clone().unwrap_or_default();
+        let PinPad::Usable {
+            modify: Some(modify),
+            ..
+        } = features.pin_pad()
+        else {
+            return Err(ReaderError::NoPinPad {
+                reader: self.reader.clone(),
+            });
+        };
+        let bytes = request.to_bytes();
+        // Refuse what a reader would have to guess at (or, short APDUs only, would refuse
+        // itself) before the holder types anything.
+        PinModifyRequest::parse(&bytes).map_err(ReaderError::InvalidPinPadRequest)?;
+        let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE];
+        let response = self
+            .transaction
+            .control(modify.into(), &bytes, &mut buffer)
             .map_err(|e| ReaderError::from_pcsc("SCardControl", Some(self.reader), e))?;
         Ok(response.to_vec())
     }

@@ -1,8 +1,10 @@
 //! The in-process virtual backend: readers holding [`cardgate_icc::Card`]s (the `virtual` feature), for the demo
 //! and for unit tests of everything above the reader layer. It behaves as pcscd does where it
 //! matters: shared connections that fail once their card is gone, transactions that exclude
-//! other connections, an event counter per reader, a service that can go away, and readers
-//! with an emulated PIN pad whose keypad entry a test scripts.
+//! other connections, an event counter per reader, a service that can go away, a reset on
+//! disconnect (`SCARD_RESET_CARD`) that clears the card's security state and fails every other
+//! connection to it with [`ReaderError::CardReset`], and readers with an emulated PIN pad
+//! (verify and modify) whose keypad entry a test scripts, one [`PadEntry`] per value keyed.
 //!
 //! Its monitor feeds the same tracker as the PC/SC monitor from snapshots of the readers, so
 //! brief removals ([`VirtualBackend::bounce`]) are found through the event counter exactly as
@@ -19,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::backend::MonitorShared;
 use crate::event::{Observation, Tracker, service_event};
-use crate::part10::{PinPad, PinVerifyRequest, ReaderFeatures, TlvProperties};
+use crate::part10::{PinModifyRequest, PinVerifyRequest, ReaderFeatures, TlvProperties};
 use crate::{
     CardConnection, CardTransaction, EventSink, MonitorHandle, MonitorHealth, ReaderBackend,
     ReaderError, ReaderEventKind, ReaderName,
@@ -28,7 +30,9 @@ use crate::{
 /// How long the emulated pad waits when the request names no timeout (`bTimerOut` 0).
 const DEFAULT_PAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the holder does at an emulated PIN pad, scripted by a test.
+/// What the holder does at an emulated PIN pad, scripted by a test: one entry per prompt. A
+/// change takes two or three in order (the current passcode or the unlock code, the new
+/// passcode, and its confirmation when the reader asks for one).
 pub enum PadEntry {
     /// Keys these characters and presses OK.
     Pin(Zeroizing<Vec<u8>>),
@@ -129,6 +133,9 @@ struct VirtualReader {
     pad_entries: VecDeque<PadEntry>,
     /// APDUs the card answered (for tests: a pad verification must reach the card).
     apdus: u64,
+    /// Resets by a disconnect with `SCARD_RESET_CARD`: a connection made before the last one
+    /// fails with [`ReaderError::CardReset`].
+    resets: u64,
 }
 
 struct State {
@@ -239,6 +246,7 @@ impl VirtualBackend {
             transaction_owner: None,
             pad_entries: VecDeque::new(),
             apdus: 0,
+            resets: 0,
         };
         self.update(|s| s.readers.push(reader));
         name
@@ -340,6 +348,13 @@ impl VirtualBackend {
         state.reader_mut(reader).map(|r| r.apdus).unwrap_or(0)
     }
 
+    /// How often the card in `reader` was reset by a disconnect with `SCARD_RESET_CARD`,
+    /// since the reader was attached.
+    pub fn reset_count(&self, reader: &ReaderName) -> u64 {
+        let mut state = self.shared.lock();
+        state.reader_mut(reader).map(|r| r.resets).unwrap_or(0)
+    }
+
     fn service_check(state: &State) -> Result<(), ReaderError> {
         if state.service_up {
             Ok(())
@@ -374,6 +389,7 @@ impl ReaderBackend for VirtualBackend {
             reader: reader.clone(),
             id: self.shared.next_connection.fetch_add(1, Ordering::Relaxed),
             insertion: slot.insertion,
+            resets: slot.resets,
             epoch,
             features: None,
         }))
@@ -505,6 +521,8 @@ struct VirtualConnection {
     id: u64,
     /// The insertion this connection was made to; a later card is another card.
     insertion: u64,
+    /// The reader's reset count when this connection was made.
+    resets: u64,
     epoch: u64,
     features: Option<ReaderFeatures>,
 }
@@ -531,6 +549,11 @@ impl VirtualConnection {
         let slot = state.reader_mut(&self.reader)?;
         if slot.card.is_none() || slot.insertion != self.insertion {
             return Err(ReaderError::CardRemoved {
+                reader: self.reader.clone(),
+            });
+        }
+        if slot.resets != self.resets {
+            return Err(ReaderError::CardReset {
                 reader: self.reader.clone(),
             });
         }
@@ -593,6 +616,21 @@ impl CardConnection for VirtualConnection {
         drop(state);
         Ok(Box::new(VirtualTransaction { connection: self }))
     }
+
+    fn disconnect_resetting(self: Box<Self>) -> Result<(), ReaderError> {
+        let mut state = self.shared.lock();
+        let slot = self.live(&mut state)?;
+        if let Some(card) = slot.card.as_mut() {
+            card.reset();
+        }
+        slot.resets += 1;
+        if slot.transaction_owner == Some(self.id) {
+            slot.transaction_owner = None;
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
 }
 
 /// A transaction on a virtual card: other connections wait until it is dropped.
@@ -630,32 +668,37 @@ impl Transmit for VirtualTransaction<'_> {
     }
 }
 
-impl CardTransaction for VirtualTransaction<'_> {
-    fn verify_pin_on_pad(&mut self, request: &PinVerifyRequest) -> Result<Vec<u8>, ReaderError> {
-        let features = self.connection.read_features()?;
-        if !matches!(features.pin_pad(), PinPad::Usable { .. }) {
-            return Err(ReaderError::NoPinPad {
-                reader: self.connection.reader.clone(),
-            });
-        }
-        // From here on this is the reader's firmware: it gets only the structure's bytes.
-        let request = PinVerifyRequest::parse(&request.to_bytes())
-            .map_err(ReaderError::InvalidPinPadRequest)?;
-        let timeout = match request.timeout_secs {
-            0 => DEFAULT_PAD_TIMEOUT,
-            secs => Duration::from_secs(u64::from(secs)),
+impl VirtualTransaction<'_> {
+    /// Fails unless the reader's pad is usable (and, for a change, offers MODIFY).
+    fn require_pad(&mut self, modify: bool) -> Result<(), ReaderError> {
+        let pad = self.connection.read_features()?.pin_pad();
+        let ok = if modify {
+            pad.can_modify()
+        } else {
+            pad.is_usable()
         };
+        if ok {
+            Ok(())
+        } else {
+            Err(ReaderError::NoPinPad {
+                reader: self.connection.reader.clone(),
+            })
+        }
+    }
+
+    /// What the holder keys at the next prompt, waiting for a test to script it until
+    /// `deadline` (then the holder walked away).
+    fn next_entry(&self, deadline: Instant) -> Result<PadEntry, ReaderError> {
         let c = &self.connection;
-        let deadline = Instant::now() + timeout;
         let mut state = c.shared.lock();
-        let entry = loop {
+        loop {
             let slot = c.live(&mut state)?;
             if let Some(entry) = slot.pad_entries.pop_front() {
-                break entry;
+                return Ok(entry);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break PadEntry::Timeout;
+                return Ok(PadEntry::Timeout);
             }
             state = c
                 .shared
@@ -663,22 +706,90 @@ impl CardTransaction for VirtualTransaction<'_> {
                 .wait_timeout(state, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        };
-        let pin = match entry {
-            PadEntry::Timeout => return Ok(vec![0x64, 0x00]),
-            PadEntry::Cancel => return Ok(vec![0x64, 0x01]),
-            PadEntry::Pin(pin) => pin,
+        }
+    }
+
+    /// One keyed value, or the reader's own answer when entry ended without one.
+    fn keyed(&self, deadline: Instant) -> Result<Result<Zeroizing<Vec<u8>>, Vec<u8>>, ReaderError> {
+        Ok(match self.next_entry(deadline)? {
+            PadEntry::Timeout => Err(vec![0x64, 0x00]),
+            PadEntry::Cancel => Err(vec![0x64, 0x01]),
+            PadEntry::Pin(pin) => Ok(pin),
+        })
+    }
+
+    /// Sends the APDU the pad built to the card.
+    fn send_built(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
+        let c = &self.connection;
+        let mut state = c.shared.lock();
+        let slot = c.live(&mut state)?;
+        let card = slot.card.as_mut().ok_or_else(|| ReaderError::CardRemoved {
+            reader: c.reader.clone(),
+        })?;
+        let response = card.transmit(apdu);
+        slot.apdus += 1;
+        Ok(response)
+    }
+}
+
+fn pad_deadline(timeout_secs: u8) -> Instant {
+    let timeout = match timeout_secs {
+        0 => DEFAULT_PAD_TIMEOUT,
+        secs => Duration::from_secs(u64::from(secs)),
+    };
+    Instant::now() + timeout
+}
+
+impl CardTransaction for VirtualTransaction<'_> {
+    fn verify_pin_on_pad(&mut self, request: &PinVerifyRequest) -> Result<Vec<u8>, ReaderError> {
+        self.require_pad(false)?;
+        // From here on this is the reader's firmware: it gets only the structure's bytes.
+        let request = PinVerifyRequest::parse(&request.to_bytes())
+            .map_err(ReaderError::InvalidPinPadRequest)?;
+        let deadline = pad_deadline(request.timeout_secs);
+        let pin = match self.keyed(deadline)? {
+            Ok(pin) => pin,
+            Err(reader_answer) => return Ok(reader_answer),
         };
         let Ok(apdu) = request.apdu_with_pin(&pin).map(Zeroizing::new) else {
             // What pcsc-lite's CCID driver reports for a PIN of the wrong length.
             return Ok(vec![0x64, 0x03]);
         };
-        let slot = c.live(&mut state)?;
-        let card = slot.card.as_mut().ok_or_else(|| ReaderError::CardRemoved {
-            reader: c.reader.clone(),
-        })?;
-        let response = card.transmit(&apdu);
-        slot.apdus += 1;
-        Ok(response)
+        self.send_built(&apdu)
+    }
+
+    fn modify_pin_on_pad(&mut self, request: &PinModifyRequest) -> Result<Vec<u8>, ReaderError> {
+        self.require_pad(true)?;
+        // The reader's firmware again: only the structure's bytes.
+        let request = PinModifyRequest::parse(&request.to_bytes())
+            .map_err(ReaderError::InvalidPinPadRequest)?;
+        let deadline = pad_deadline(request.timeout_secs);
+        let current = if request.enters_current() {
+            match self.keyed(deadline)? {
+                Ok(pin) => Some(pin),
+                Err(reader_answer) => return Ok(reader_answer),
+            }
+        } else {
+            None
+        };
+        let new = match self.keyed(deadline)? {
+            Ok(pin) => pin,
+            Err(reader_answer) => return Ok(reader_answer),
+        };
+        if request.confirms_new() {
+            match self.keyed(deadline)? {
+                // The reader compares the two itself; nothing reaches the card.
+                Ok(again) if *again != *new => return Ok(vec![0x64, 0x02]),
+                Ok(_) => {}
+                Err(reader_answer) => return Ok(reader_answer),
+            }
+        }
+        let Ok(apdu) = request
+            .apdu_with_pins(current.as_ref().map(|c| c.as_slice()), &new)
+            .map(Zeroizing::new)
+        else {
+            return Ok(vec![0x64, 0x03]);
+        };
+        self.send_built(&apdu)
     }
 }

@@ -1,6 +1,7 @@
 //! The in-process virtual backend: events from its monitor (the same tracker as PC/SC's),
 //! brief removals found through the event counter, service loss and restoration, transaction
-//! exclusion, and PIN-pad verification against the real PIV applet.
+//! exclusion, PIN-pad verification and change against the real PIV applet, and a reset on
+//! disconnect clearing the card's verified passcode.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::OnceLock;
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use cardgate_lab::ProbeCard;
 use cardgate_reader::{
-    MonitorHandle, MonitorHealth, PadEntry, PinPad, PinVerifyRequest, ReaderBackend, ReaderError,
-    ReaderEvent, ReaderEventKind, ReaderName, VirtualBackend, VirtualReaderModel,
+    MonitorHandle, MonitorHealth, PadEntry, PadPrompts, PinModifyRequest, PinPad, PinVerifyRequest,
+    PivModify, ReaderBackend, ReaderError, ReaderEvent, ReaderEventKind, ReaderName,
+    VirtualBackend, VirtualReaderModel,
 };
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
@@ -387,4 +389,116 @@ fn the_monitor_stops_when_its_consumer_goes_away() {
     assert_eq!(monitor.health(), MonitorHealth::Stopped);
     // The thread ended on its own; shutdown then only joins.
     monitor.shutdown();
+}
+
+const OMNIKEY_PROMPTS: PadPrompts = PadPrompts {
+    display: true,
+    confirm_new: true,
+};
+
+#[test]
+fn pin_pad_change_and_unlock_reach_the_card_with_values_keyed_on_the_pad() {
+    let backend = VirtualBackend::new();
+    let r = pin_pad_reader(&backend);
+    let mut connection = backend.connect(&r).unwrap();
+    let prompts = connection.features().unwrap().pad_prompts();
+    assert_eq!(prompts, OMNIKEY_PROMPTS);
+    let mut tx = connection.transaction().unwrap();
+    tx.transmit(&SELECT_PIV).unwrap();
+    let change = PinModifyRequest::piv(PivModify::ChangePasscode, prompts);
+
+    // The confirmation differs: the reader says so itself and nothing reaches the card.
+    let sent = backend.apdu_count(&r);
+    for value in ["123456", "24680", "24681"] {
+        backend.enter_on_pad(&r, PadEntry::pin(value)).unwrap();
+    }
+    assert_eq!(tx.modify_pin_on_pad(&change).unwrap(), [0x64, 0x02]);
+    // Cancel at the second prompt: nothing reaches the card either.
+    backend.enter_on_pad(&r, PadEntry::pin("123456")).unwrap();
+    backend.enter_on_pad(&r, PadEntry::Cancel).unwrap();
+    assert_eq!(tx.modify_pin_on_pad(&change).unwrap(), [0x64, 0x01]);
+    assert_eq!(backend.apdu_count(&r), sent);
+
+    // A wrong current passcode costs a try on the card.
+    for value in ["999999", "24680", "24680"] {
+        backend.enter_on_pad(&r, PadEntry::pin(value)).unwrap();
+    }
+    assert_eq!(tx.modify_pin_on_pad(&change).unwrap(), [0x63, 0xC2]);
+    // The right one changes it: the new passcode verifies.
+    for value in ["123456", "24680", "24680"] {
+        backend.enter_on_pad(&r, PadEntry::pin(value)).unwrap();
+    }
+    assert_eq!(tx.modify_pin_on_pad(&change).unwrap(), [0x90, 0x00]);
+    let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
+    verify.extend_from_slice(b"24680\xFF\xFF\xFF");
+    assert_eq!(tx.transmit(&verify).unwrap(), [0x90, 0x00]);
+
+    // The unlock code and a new passcode keyed on the pad: RESET RETRY COUNTER.
+    let reset = PinModifyRequest::piv(PivModify::ResetRetryCounter, prompts);
+    for value in ["12345678", "13579", "13579"] {
+        backend.enter_on_pad(&r, PadEntry::pin(value)).unwrap();
+    }
+    assert_eq!(tx.modify_pin_on_pad(&reset).unwrap(), [0x90, 0x00]);
+    let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
+    verify.extend_from_slice(b"13579\xFF\xFF\xFF");
+    assert_eq!(tx.transmit(&verify).unwrap(), [0x90, 0x00]);
+}
+
+#[test]
+fn a_pad_without_modify_and_a_plain_reader_refuse_a_change_on_the_pad() {
+    let backend = VirtualBackend::new();
+    let mut verify_only = VirtualReaderModel::omnikey_3821();
+    // Only FEATURE_VERIFY_PIN_DIRECT (the first TLV) and the TLV properties.
+    verify_only.feature_answer = [
+        &verify_only.feature_answer[..6],
+        &verify_only.feature_answer[12..],
+    ]
+    .concat();
+    let pad = backend.attach_reader_model("Verify-only pad 00 00", verify_only);
+    let plain = backend.attach_reader("Plain 00 00");
+    for r in [&pad, &plain] {
+        backend
+            .insert(r, piv_card())
+            .map_err(|_| "occupied")
+            .unwrap();
+        let mut connection = backend.connect(r).unwrap();
+        assert!(!connection.features().unwrap().pin_pad().can_modify());
+        let mut tx = connection.transaction().unwrap();
+        let request = PinModifyRequest::piv(PivModify::ChangePasscode, OMNIKEY_PROMPTS);
+        assert!(matches!(
+            tx.modify_pin_on_pad(&request),
+            Err(ReaderError::NoPinPad { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_reset_on_disconnect_clears_the_verified_passcode_and_fails_other_connections() {
+    let backend = VirtualBackend::new();
+    let r = backend.attach_reader("Plain 00 00");
+    backend
+        .insert(&r, piv_card())
+        .map_err(|_| "occupied")
+        .unwrap();
+    let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
+    verify.extend_from_slice(b"123456\xFF\xFF");
+    let mut other = backend.connect(&r).unwrap();
+    {
+        let mut tx = other.transaction().unwrap();
+        tx.transmit(&SELECT_PIV).unwrap();
+        assert_eq!(tx.transmit(&verify).unwrap(), [0x90, 0x00]);
+    }
+    let resetting = backend.connect(&r).unwrap();
+    resetting.disconnect_resetting().unwrap();
+    assert_eq!(backend.reset_count(&r), 1);
+    // The connection from before the reset is told, as pcscd tells it (SCARD_W_RESET_CARD).
+    assert!(matches!(
+        other.transaction().map(|_| ()),
+        Err(ReaderError::CardReset { .. })
+    ));
+    // A fresh one finds the passcode no longer verified.
+    let mut fresh = backend.connect(&r).unwrap();
+    let mut tx = fresh.transaction().unwrap();
+    tx.transmit(&SELECT_PIV).unwrap();
+    assert_eq!(tx.transmit(&PIN_STATUS).unwrap(), [0x63, 0xC3]);
 }
