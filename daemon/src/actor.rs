@@ -15,16 +15,22 @@
 //! connected (after a grace period of well under a second), and a power cycle resets the
 //! card's security status: without the hold, a renewal or any other use of the verified
 //! passcode a moment after the log-in would find it no longer verified.
+//!
+//! When the session ends with the card in, [`CardActor::end_verification`] asks the card to
+//! forget the verified passcode (PIV VERIFY with P1 = FF) and lets go of the hold; a card that
+//! refuses (some answer 6A86, 6D00 or 6B00) is reset instead (`SCARD_RESET_CARD`), so no other
+//! program sharing the reader can use its keys without the passcode either.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use cardgate_apdu::StatusWord;
 use cardgate_card::{
     CardError, CardInspector, CardReport, Insertion, PasscodeSource, TransactionChannel,
 };
 use cardgate_piv::{FinalTry, KeyAlgorithm, Passcode, PasscodeGuard, PivClient, SignInput, Slot};
-use cardgate_reader::{CardConnection, ReaderBackend, ReaderName};
+use cardgate_reader::{CardConnection, PivModify, ReaderBackend, ReaderName};
 use cardgate_spine::{CardSigner, SpineError};
 use tokio::sync::oneshot;
 
@@ -52,6 +58,17 @@ enum Job {
         final_try: FinalTry,
         reply: oneshot::Sender<Result<(), CardError>>,
     },
+    /// CHANGE REFERENCE DATA with both passcodes keyed on the reader's PIN pad.
+    ChangePasscodeOnPad {
+        insertion: Insertion,
+        final_try: FinalTry,
+        reply: oneshot::Sender<Result<(), CardError>>,
+    },
+    /// The session is over with the card in: VERIFY P1 = FF (or a reset), then let go.
+    EndVerification {
+        insertion: Insertion,
+        reply: oneshot::Sender<Result<VerificationEnded, CardError>>,
+    },
     /// A staff operation (unlock, renewal; `staff_jobs.rs`) that replies itself; dropped
     /// unrun when its insertion is over, so its caller sees the card gone.
     Staff {
@@ -60,6 +77,19 @@ enum Job {
     },
     /// The session is over: stop holding the card's connection open.
     Release { insertion: Insertion },
+}
+
+/// How the card's verified passcode ended at the end of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VerificationEnded {
+    /// The card forgot it (VERIFY with P1 = FF answered 90 00).
+    Forgotten,
+    /// The card refused to forget it (the status word it answered) and was reset
+    /// (`SCardDisconnect` with `SCARD_RESET_CARD`).
+    CardReset {
+        /// What the card answered VERIFY P1 = FF with.
+        refused_with: StatusWord,
+    },
 }
 
 /// The handle to one reader's card actor; dropping every handle ends the thread.
@@ -76,6 +106,8 @@ impl std::fmt::Debug for Job {
             Job::Verify { .. } => "Verify(<redacted>)",
             Job::Sign { .. } => "Sign",
             Job::ChangePasscode { .. } => "ChangePasscode(<redacted>)",
+            Job::ChangePasscodeOnPad { .. } => "ChangePasscodeOnPad",
+            Job::EndVerification { .. } => "EndVerification",
             Job::Staff { .. } => "Staff(<redacted>)",
             Job::Release { .. } => "Release",
         })
@@ -153,6 +185,38 @@ impl CardActor {
                 final_try,
                 reply,
             })
+            .map_err(|_| actor_gone(&self.reader))?;
+        answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// Changes the passcode on the card of `insertion` with the current and the new one keyed
+    /// on the reader's PIN pad, under the same policy as [`CardActor::change_passcode`].
+    /// Refused without sending anything on a reader whose pad cannot change passcodes.
+    pub(crate) async fn change_passcode_on_pad(
+        &self,
+        insertion: Insertion,
+        final_try: FinalTry,
+    ) -> Result<(), CardError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::ChangePasscodeOnPad {
+                insertion,
+                final_try,
+                reply,
+            })
+            .map_err(|_| actor_gone(&self.reader))?;
+        answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// Ends the verified passcode on the card of `insertion` (module docs), after anything
+    /// queued, and lets go of the connection held for the session.
+    pub(crate) async fn end_verification(
+        &self,
+        insertion: Insertion,
+    ) -> Result<VerificationEnded, CardError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::EndVerification { insertion, reply })
             .map_err(|_| actor_gone(&self.reader))?;
         answer.await.map_err(|_| actor_gone(&self.reader))?
     }
@@ -314,6 +378,30 @@ fn serve(
                 };
                 let _ = reply.send(result);
             }
+            Job::ChangePasscodeOnPad {
+                insertion,
+                final_try,
+                reply,
+            } => {
+                let result = if inspector.is_current(&insertion) {
+                    change_passcode_on_pad(reader, backend, guard, final_try)
+                } else {
+                    Err(actor_gone(reader))
+                };
+                let _ = reply.send(result);
+            }
+            Job::EndVerification { insertion, reply } => {
+                let result = if inspector.is_current(&insertion) {
+                    end_verification(reader, backend, guard)
+                } else {
+                    Err(actor_gone(reader))
+                };
+                // Verified no longer (or the card is gone): it may power down when idle.
+                if held.as_ref().is_some_and(|(h, _)| *h == insertion) {
+                    held = None;
+                }
+                let _ = reply.send(result);
+            }
             Job::Staff { insertion, work } => {
                 if inspector.is_current(&insertion) {
                     work(reader, backend, guard);
@@ -343,8 +431,79 @@ pub(crate) fn reader_failure(reader: &ReaderName, e: cardgate_reader::ReaderErro
     }
 }
 
+/// VERIFY with P1 = FF in one shared-mode transaction; a card that answers with a refusal
+/// (any status word but 90 00) is reset as the connection is closed.
+fn end_verification(
+    reader: &ReaderName,
+    backend: &dyn ReaderBackend,
+    guard: &Arc<PasscodeGuard>,
+) -> Result<VerificationEnded, CardError> {
+    let mut connection = backend
+        .connect(reader)
+        .map_err(|e| reader_failure(reader, e))?;
+    let forgot = {
+        let transaction = connection
+            .transaction()
+            .map_err(|e| reader_failure(reader, e))?;
+        let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
+        client.forget_verification()
+    };
+    match forgot {
+        Ok(()) => Ok(VerificationEnded::Forgotten),
+        Err(e) => match e.status() {
+            // The card answered and said no: only a reset ends its security state now.
+            Some(refused_with) => {
+                connection
+                    .disconnect_resetting()
+                    .map_err(|e| reader_failure(reader, e))?;
+                Ok(VerificationEnded::CardReset { refused_with })
+            }
+            None => Err(CardError::Card {
+                reader: reader.clone(),
+                source: e,
+            }),
+        },
+    }
+}
+
+/// CHANGE REFERENCE DATA keyed on the reader's PIN pad, in one shared-mode transaction, the
+/// PIV client's passcode policy applied before the pad is asked.
+fn change_passcode_on_pad(
+    reader: &ReaderName,
+    backend: &dyn ReaderBackend,
+    guard: &Arc<PasscodeGuard>,
+    final_try: FinalTry,
+) -> Result<(), CardError> {
+    let mut connection = backend
+        .connect(reader)
+        .map_err(|e| reader_failure(reader, e))?;
+    let features = connection
+        .features()
+        .map_err(|e| reader_failure(reader, e))?;
+    if !features.pin_pad().can_modify() {
+        return Err(CardError::NoPinPad {
+            reader: reader.clone(),
+        });
+    }
+    let prompts = features.pad_prompts();
+    let transaction = connection
+        .transaction()
+        .map_err(|e| reader_failure(reader, e))?;
+    let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
+    client
+        .change_passcode_on_reader(final_try, |channel| {
+            channel.modify_on_pin_pad(PivModify::ChangePasscode, prompts)
+        })
+        .map_err(|source| CardError::Card {
+            reader: reader.clone(),
+            source,
+        })
+}
+
 /// CHANGE REFERENCE DATA in one shared-mode transaction, the PIV client's passcode policy
-/// applied before anything is sent.
+/// applied before anything is sent. On a reader whose PIN pad can change passcodes it is
+/// refused before anything is sent (they are keyed there); a pad that only verifies cannot
+/// take a new passcode, so there the host is the only way, as on a reader without a pad.
 fn change_passcode(
     reader: &ReaderName,
     backend: &dyn ReaderBackend,
@@ -360,7 +519,7 @@ fn change_passcode(
         .features()
         .map_err(|e| reader_failure(reader, e))?
         .pin_pad()
-        .is_usable()
+        .can_modify()
     {
         return Err(CardError::UsePinPad {
             reader: reader.clone(),

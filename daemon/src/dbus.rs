@@ -287,6 +287,25 @@ impl AgentInterface {
         result.map_err(AgentError::from)
     }
 
+    /// Changes the passcode, both keyed on the reader's PIN pad. Restricted.
+    async fn change_passcode_with_pin_pad(
+        &self,
+        confirm_final_try: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), AgentError> {
+        let who = self
+            .restricted(connection, &header, "ChangePasscodeWithPinPad")
+            .await?;
+        let result = self
+            .agent
+            .change_passcode_with_pin_pad(&who, confirm_final_try)
+            .await;
+        self.announce(&emitter).await;
+        result.map_err(AgentError::from)
+    }
+
     /// The gate.
     #[zbus(out_args("allowed", "reason", "message", "generation"))]
     async fn authorise(
@@ -365,6 +384,26 @@ impl AgentInterface {
         let result = self
             .agent
             .unlock_with_code(&who, &code, &new, confirm_final_try)
+            .await;
+        self.announce(&emitter).await;
+        result.map_err(AgentError::from)
+    }
+
+    /// Unlock with the RA's unlock code and a new passcode keyed on the reader's PIN pad.
+    /// Restricted.
+    async fn unlock_with_code_on_pin_pad(
+        &self,
+        confirm_final_try: bool,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), AgentError> {
+        let who = self
+            .restricted(connection, &header, "UnlockWithCodeOnPinPad")
+            .await?;
+        let result = self
+            .agent
+            .unlock_with_code_on_pin_pad(&who, confirm_final_try)
             .await;
         self.announce(&emitter).await;
         result.map_err(AgentError::from)

@@ -73,6 +73,16 @@ pub enum CoreError {
     /// removed, a reader fault, a card refusal with its status word).
     #[error(transparent)]
     Card(CardError),
+    /// The values came the wrong way for this reader (typed on the host where the reader's
+    /// PIN pad takes them, or the pad asked of a reader without a usable one): nothing was
+    /// sent; `instead` is the D-Bus method that takes them the right way.
+    #[error("{error}; call {instead}")]
+    WrongEntryPath {
+        /// What the card layer said (`UsePinPad` or `NoPinPad`).
+        error: CardError,
+        /// The method to call instead.
+        instead: &'static str,
+    },
     /// An unlock's card step failed: a wrong or blocked unlock code is named as a passcode
     /// would be; anything else as for [`CoreError::Card`].
     #[error(transparent)]
@@ -119,7 +129,7 @@ impl CoreError {
         match self {
             CoreError::Card(e) | CoreError::Locked { error: e, .. } => card_error(e).short_name(),
             CoreError::Unlock(e) => unlock_error(e).short_name(),
-            CoreError::InvalidArgument(_) => "InvalidArgument",
+            CoreError::InvalidArgument(_) | CoreError::WrongEntryPath { .. } => "InvalidArgument",
             CoreError::NoCard(_) => "NoCard",
             CoreError::CardFault(_) => "Card",
             CoreError::NotLoggedIn(_) => "NotLoggedIn",
@@ -144,6 +154,7 @@ impl From<CoreError> for AgentError {
     fn from(error: CoreError) -> AgentError {
         match error {
             CoreError::InvalidArgument(m) => AgentError::InvalidArgument(m),
+            e @ CoreError::WrongEntryPath { .. } => AgentError::InvalidArgument(e.to_string()),
             CoreError::NoCard(m) => AgentError::NoCard(m),
             CoreError::Card(e) => card_error(&e),
             CoreError::Unlock(e) => unlock_error(&e),

@@ -1,14 +1,15 @@
 //! Card work for the staff tasks (unlock with an unlock code, key generation with a
 //! certificate request, certificate writing), run on the reader's card actor like every
 //! other card operation, so it can never interleave with a passcode attempt or a login
-//! signature. Each job is one shared-mode transaction on a fresh connection; a job queued for
-//! an insertion that has ended is dropped unrun, and its caller sees the card gone.
+//! signature; the RA unlock keyed on the reader's PIN pad ([`run_on_pad`]) too. Each job is
+//! one shared-mode transaction on a fresh connection; a job queued for an insertion that has
+//! ended is dropped unrun, and its caller sees the card gone.
 
 use std::sync::Arc;
 
 use cardgate_card::{CardError, Insertion, TransactionChannel};
 use cardgate_piv::{PasscodeGuard, PivClient};
-use cardgate_reader::{ReaderBackend, ReaderName};
+use cardgate_reader::{PadPrompts, ReaderBackend, ReaderName};
 use tokio::sync::oneshot;
 
 use crate::actor::{CardActor, reader_failure};
@@ -18,8 +19,8 @@ use crate::actor::{CardActor, reader_failure};
 pub(crate) type StaffWork =
     Box<dyn FnOnce(&ReaderName, &dyn ReaderBackend, &Arc<PasscodeGuard>) + Send>;
 
-/// Whether a job sends a passcode typed on this computer (then a reader with a usable PIN
-/// pad refuses it before anything is sent, as `ChangePasscode` does).
+/// Whether a job sends a passcode typed on this computer (then a reader whose PIN pad can
+/// take it refuses it before anything is sent, as `ChangePasscode` does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HostTyped {
     /// The job carries a host-typed passcode.
@@ -68,7 +69,7 @@ fn with_client<T>(
             .features()
             .map_err(|e| reader_failure(reader, e))?
             .pin_pad()
-            .is_usable()
+            .can_modify()
     {
         return Err(CardError::UsePinPad {
             reader: reader.clone(),
@@ -79,4 +80,51 @@ fn with_client<T>(
         .map_err(|e| reader_failure(reader, e))?;
     let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
     Ok(work(&mut client))
+}
+
+/// As [`run`], for work whose secrets are keyed on the reader's PIN pad: refused with
+/// [`CardError::NoPinPad`] before anything is sent unless the pad can take a change
+/// (`FEATURE_MODIFY_PIN_DIRECT`); `work` gets the pad's prompts for the reader's model.
+pub(crate) async fn run_on_pad<T, F>(
+    actor: &CardActor,
+    insertion: Insertion,
+    work: F,
+) -> Result<T, CardError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut PivClient<TransactionChannel<'_>>, PadPrompts) -> T + Send + 'static,
+{
+    let reader = insertion.reader().clone();
+    let (reply, answer) = oneshot::channel::<Result<T, CardError>>();
+    let job: StaffWork = Box::new(move |reader, backend, guard| {
+        let _ = reply.send(with_pad_client(reader, backend, guard, work));
+    });
+    actor.submit_staff(insertion, job)?;
+    answer
+        .await
+        .map_err(|_| CardError::StaleInsertion { reader })?
+}
+
+fn with_pad_client<T>(
+    reader: &ReaderName,
+    backend: &dyn ReaderBackend,
+    guard: &Arc<PasscodeGuard>,
+    work: impl FnOnce(&mut PivClient<TransactionChannel<'_>>, PadPrompts) -> T,
+) -> Result<T, CardError> {
+    let mut connection = backend
+        .connect(reader)
+        .map_err(|e| reader_failure(reader, e))?;
+    let features = connection
+        .features()
+        .map_err(|e| reader_failure(reader, e))?;
+    if !features.pin_pad().can_modify() {
+        return Err(CardError::NoPinPad {
+            reader: reader.clone(),
+        });
+    }
+    let transaction = connection
+        .transaction()
+        .map_err(|e| reader_failure(reader, e))?;
+    let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
+    Ok(work(&mut client, features.pad_prompts()))
 }

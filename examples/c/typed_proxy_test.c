@@ -604,6 +604,23 @@ main (void)
         cardgate_agent1_call_login_with_pin_pad_sync (agent, FALSE, &profiles, NULL, &error));
   g_variant_unref (profiles);
   CALL (AGENT1, "Logout", cardgate_agent1_call_logout_sync (agent, NULL, &error));
+  /* On the pad too: the passcode changed (current, new, confirmation) and back, and the RA's
+   * unlock code with a new passcode (unlock code, new, confirmation). */
+  const gchar *change_there[] = { passcode, NEW_PASSCODE, NEW_PASSCODE };
+  const gchar *change_back[] = { NEW_PASSCODE, passcode, passcode };
+  const gchar *unlock[] = { card_field ("pharmacist", 4), passcode, passcode };
+  for (guint i = 0; i < 3; i++)
+    g_variant_unref (demo ("EnterOnPinPad", g_variant_new ("(s)", change_there[i]), "()"));
+  CALL (AGENT1, "ChangePasscodeWithPinPad",
+        cardgate_agent1_call_change_passcode_with_pin_pad_sync (agent, FALSE, NULL, &error));
+  for (guint i = 0; i < 3; i++)
+    g_variant_unref (demo ("EnterOnPinPad", g_variant_new ("(s)", change_back[i]), "()"));
+  CALL (AGENT1, "ChangePasscodeWithPinPad",
+        cardgate_agent1_call_change_passcode_with_pin_pad_sync (agent, FALSE, NULL, &error));
+  for (guint i = 0; i < 3; i++)
+    g_variant_unref (demo ("EnterOnPinPad", g_variant_new ("(s)", unlock[i]), "()"));
+  CALL (AGENT1, "UnlockWithCodeOnPinPad",
+        cardgate_agent1_call_unlock_with_code_on_pin_pad_sync (agent, FALSE, NULL, &error));
   remove_card (PIN_PAD);
 
   /* Unlock path 1, self-service: a one-time code sent to the holder's contact. */

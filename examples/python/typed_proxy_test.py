@@ -241,6 +241,17 @@ class TypedProxyTest:
         await self.insert("pharmacist", PIN_PAD)
         await self.call(self.agent, "LoginWithPinPad", False)
         await self.call(self.agent, "Logout")
+        # On the pad too: the passcode changed (current, new, confirmation) and back, and the
+        # RA's unlock code with a new passcode (unlock code, new, confirmation).
+        for value in (self.passcode, "t1357v", "t1357v"):
+            await self.call(self.demo, "EnterOnPinPad", value)
+        await self.call(self.agent, "ChangePasscodeWithPinPad", False)
+        for value in ("t1357v", self.passcode, self.passcode):
+            await self.call(self.demo, "EnterOnPinPad", value)
+        await self.call(self.agent, "ChangePasscodeWithPinPad", False)
+        for value in (pharmacist[4], self.passcode, self.passcode):
+            await self.call(self.demo, "EnterOnPinPad", value)
+        await self.call(self.agent, "UnlockWithCodeOnPinPad", False)
         await self.remove(PIN_PAD)
 
         # Unlock path 1, self-service: a one-time code sent to the holder's contact.

@@ -4,7 +4,9 @@
 //! the original [`ReaderError`] kept for the caller.
 
 use cardgate_piv::{CardChannel, ChannelError, PinPadEnd, ReaderEntry};
-use cardgate_reader::{CardTransaction, PinVerifyRequest, ReaderError};
+use cardgate_reader::{
+    CardTransaction, PadPrompts, PinModifyRequest, PinVerifyRequest, PivModify, ReaderError,
+};
 
 /// PIV key reference of the card application passcode (SP 800-73-4 part 2 §3.2.1).
 const KEY_REF_PIN: u8 = 0x80;
@@ -57,15 +59,41 @@ impl<'t> TransactionChannel<'t> {
             .transaction
             .verify_pin_on_pad(&request)
             .map_err(|e| self.fail(e))?;
-        Ok(match answer.as_slice() {
+        Ok(self.entry(answer))
+    }
+
+    /// Has the reader collect the current value (the passcode, or the unlock code for
+    /// [`PivModify::ResetRetryCounter`]) and the new passcode on its PIN pad and send the
+    /// command to the card, prompting as `prompts` says (the reader's model): what
+    /// [`cardgate_piv::PivClient::change_passcode_on_reader`] and
+    /// [`cardgate_piv::PivClient::reset_retry_counter_on_reader`] call. Besides the answers of
+    /// [`TransactionChannel::verify_on_pin_pad`], `64 02` (the confirmation differs) becomes
+    /// [`ReaderEntry::EndedAtReader`].
+    pub fn modify_on_pin_pad(
+        &mut self,
+        command: PivModify,
+        prompts: PadPrompts,
+    ) -> Result<ReaderEntry, ChannelError> {
+        let request = PinModifyRequest::piv(command, prompts);
+        let answer = self
+            .transaction
+            .modify_pin_on_pad(&request)
+            .map_err(|e| self.fail(e))?;
+        Ok(self.entry(answer))
+    }
+
+    /// The reader's answer to a PIN-pad request as the PIV client sees it.
+    fn entry(&mut self, answer: Vec<u8>) -> ReaderEntry {
+        match answer.as_slice() {
             [0x64, 0x00] => ReaderEntry::EndedAtReader(PinPadEnd::TimedOut),
             [0x64, 0x01] => ReaderEntry::EndedAtReader(PinPadEnd::Cancelled),
+            [0x64, 0x02] => ReaderEntry::EndedAtReader(PinPadEnd::ConfirmationMismatch),
             [0x64, 0x03] => ReaderEntry::EndedAtReader(PinPadEnd::InvalidLength),
             _ => {
                 self.apdus += 1;
                 ReaderEntry::CardAnswered(answer)
             }
-        })
+        }
     }
 
     fn fail(&mut self, error: ReaderError) -> ChannelError {

@@ -39,11 +39,13 @@ pub enum DemoCommand {
         /// The card to put in.
         card: String,
     },
-    /// What the holder keys on the demo PIN pad at its next prompt (then `login --pin-pad`
-    /// with a card in "Demo PIN Pad 00 02").
+    /// What the holder keys on the demo PIN pad at its next prompts, one value per prompt
+    /// (then `login --pin-pad` with a card in "Demo PIN Pad 00 02"; a passcode change takes
+    /// three: current, new, new again; an unlock the RA's unlock code, new, new again).
     PinPad {
-        /// The passcode the holder types on the pad.
-        passcode: String,
+        /// The values the holder types on the pad, in order.
+        #[arg(required = true, value_name = "VALUE")]
+        values: Vec<String>,
     },
     /// Sessions idle out, and a card left in an idle workstation is reported, after SECONDS.
     IdleSoon {
@@ -135,10 +137,17 @@ pub(crate) async fn run(bus: &str, json: bool, command: DemoCommand) -> Outcome 
             demo.swap_card(&card).await.map_err(call)?;
             done(format!("the {card} card is in the first reader"))
         }
-        DemoCommand::PinPad { passcode } => {
-            let passcode = Zeroizing::new(passcode);
-            demo.enter_on_pin_pad(&passcode).await.map_err(call)?;
-            done("the PIN pad will key that passcode at its next prompt".to_owned())
+        DemoCommand::PinPad { values } => {
+            let count = values.len();
+            for value in values {
+                let value = Zeroizing::new(value);
+                demo.enter_on_pin_pad(&value).await.map_err(call)?;
+            }
+            done(if count == 1 {
+                "the PIN pad will key that value at its next prompt".to_owned()
+            } else {
+                format!("the PIN pad will key those {count} values at its next {count} prompts")
+            })
         }
         DemoCommand::IdleSoon { seconds } => {
             demo.shorten_idle(seconds).await.map_err(call)?;

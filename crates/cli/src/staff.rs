@@ -234,11 +234,6 @@ async fn passcode_change(bus: &str, json: bool, secrets_stdin: bool, confirm: bo
             );
         }
     }
-    if view.readers.iter().any(|r| r.card_present && r.pin_pad) {
-        return Err(fail(CliError::Usage(
-            "this reader has its own keypad, and passcodes must be typed there, never on the computer; changing the passcode on the keypad is not supported by this version of the agent: change it at a workstation with a plain reader, or ask IT support".into(),
-        )));
-    }
     let mut confirm = confirm;
     if view.passcode_tries_left == 1 && !confirm {
         if !final_try_ok(false, "passcode").map_err(fail)? {
@@ -246,6 +241,19 @@ async fn passcode_change(bus: &str, json: bool, secrets_stdin: bool, confirm: bo
             return Ok(1);
         }
         confirm = true;
+    }
+    // A reader with its own keypad takes both passcodes there: never on this computer.
+    if view.readers.iter().any(|r| r.card_present && r.pin_pad) {
+        if !json {
+            eprintln!(
+                "Type on the reader: your current passcode, then the new one, then the new one again, each followed by OK."
+            );
+        }
+        agent
+            .change_passcode_with_pin_pad(confirm)
+            .await
+            .map_err(call_error(bus))?;
+        return done_change(json);
     }
     let secrets = Secrets {
         from_stdin: secrets_stdin,
@@ -258,6 +266,10 @@ async fn passcode_change(bus: &str, json: bool, secrets_stdin: bool, confirm: bo
         .change_passcode(&current, &new, confirm)
         .await
         .map_err(call_error(bus))?;
+    done_change(json)
+}
+
+fn done_change(json: bool) -> Outcome {
     if json {
         print_json(&json!({"ok": true}));
     } else {
@@ -274,7 +286,7 @@ const UNLOCK_PATHS: &str = "A locked card can be unlocked, in this order:\n  \
     Cards whose number begins 01, 02 or 03 cannot be unlocked: ask the RA for a new card.";
 
 async fn unlock(bus: &str, json: bool, args: UnlockArgs) -> Outcome {
-    let (connection, _agent) = connect(bus).await.map_err(fail)?;
+    let (connection, agent) = connect(bus).await.map_err(fail)?;
     let staff = staff_proxy(&connection).await.map_err(fail)?;
     let secrets = Secrets {
         from_stdin: args.secrets_stdin,
@@ -293,6 +305,33 @@ async fn unlock(bus: &str, json: bool, args: UnlockArgs) -> Outcome {
             .await
             .map_err(call_error(bus))?;
         return done_unlock(json, "sponsor");
+    }
+    if args.code {
+        let view = read_status(bus, &agent).await.map_err(fail)?;
+        if view.readers.iter().any(|r| r.card_present && r.pin_pad) {
+            if !json {
+                eprintln!(
+                    "Type on the reader: the Registration Authority's unlock code (8 characters), then your new passcode, then the new passcode again, each followed by OK. {PASSCODE_POLICY}"
+                );
+            }
+            let result = staff
+                .unlock_with_code_on_pin_pad(args.confirm_final_try)
+                .await;
+            if let Err(zbus::Error::MethodError(name, _, _)) = &result
+                && name.as_str().ends_with("Error.FinalTryNotConfirmed")
+                && !args.confirm_final_try
+                && final_try_ok(false, "unlock code").map_err(fail)?
+            {
+                eprintln!("Type the unlock code and the new passcode on the reader again.");
+                staff
+                    .unlock_with_code_on_pin_pad(true)
+                    .await
+                    .map_err(call_error(bus))?;
+                return done_unlock(json, "registration-authority");
+            }
+            result.map_err(call_error(bus))?;
+            return done_unlock(json, "registration-authority");
+        }
     }
     if args.code {
         if !json {

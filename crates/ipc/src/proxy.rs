@@ -42,6 +42,10 @@ pub trait Agent {
         confirm_final_try: bool,
     ) -> zbus::Result<()>;
 
+    /// As [`AgentProxy::change_passcode`], the holder keying the current and the new passcode
+    /// on the reader's PIN pad. Restricted.
+    fn change_passcode_with_pin_pad(&self, confirm_final_try: bool) -> zbus::Result<()>;
+
     /// May this workstation do `action` for the pharmacy `ods_code`, right now?
     fn authorise(&self, action: &str, ods_code: &str) -> zbus::Result<AuthoriseAnswer>;
 

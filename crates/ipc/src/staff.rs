@@ -136,6 +136,10 @@ pub trait AgentStaff {
         confirm_final_try: bool,
     ) -> zbus::Result<()>;
 
+    /// As [`AgentStaffProxy::unlock_with_code`], the holder keying the unlock code and the new
+    /// passcode on the reader's PIN pad.
+    fn unlock_with_code_on_pin_pad(&self, confirm_final_try: bool) -> zbus::Result<()>;
+
     /// A Sponsor/LSA, logged in with their own card and a role with `admin.unlock`, unlocks
     /// another holder's card that is in a reader here, the holder there to choose
     /// `new_passcode`. The unlock code the endpoint releases goes straight to the card and is

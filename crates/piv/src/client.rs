@@ -243,7 +243,72 @@ impl<C: CardChannel> PivClient<C> {
         final_try: FinalTry,
         send: impl FnOnce(&mut C) -> Result<ReaderEntry, ChannelError>,
     ) -> Result<(), PivError> {
-        let operation = Operation::VerifyPasscode;
+        self.passcode_on_reader(Operation::VerifyPasscode, final_try, send)
+    }
+
+    /// Changes the passcode with a reader that takes the current and the new one on its own
+    /// PIN pad and builds CHANGE REFERENCE DATA itself, so neither passes through this host.
+    ///
+    /// The policy of [`PivClient::verify_passcode_on_reader`] runs before `send` is called
+    /// (the current passcode counts like a VERIFY: ledger, the card's counter read first, the
+    /// last try only with [`FinalTry::Confirmed`]); a wrong current passcode goes to the
+    /// ledger; entry that ended at the reader (cancelled, timed out, the new passcode and its
+    /// confirmation different) costs nothing ([`PivError::PinPadEntryEnded`]).
+    pub fn change_passcode_on_reader(
+        &mut self,
+        final_try: FinalTry,
+        send: impl FnOnce(&mut C) -> Result<ReaderEntry, ChannelError>,
+    ) -> Result<(), PivError> {
+        self.passcode_on_reader(Operation::ChangePasscode, final_try, send)
+    }
+
+    /// Resets the passcode counter with a reader that takes the unlock code and the new
+    /// passcode on its own PIN pad and builds RESET RETRY COUNTER itself.
+    ///
+    /// The policy of [`PivClient::reset_retry_counter`] runs before `send` is called (the
+    /// unlock code's tries read first when the card can tell, the last try only when
+    /// confirmed); the no-re-send rule cannot apply, the value never reaches the host. A
+    /// wrong unlock code is [`PivError::WrongUnlockCode`] with the tries left; success clears
+    /// the agent's failure count for the card.
+    pub fn reset_retry_counter_on_reader(
+        &mut self,
+        final_try: FinalTry,
+        send: impl FnOnce(&mut C) -> Result<ReaderEntry, ChannelError>,
+    ) -> Result<(), PivError> {
+        let operation = Operation::ResetRetryCounter;
+        let serial = self.card_serial()?;
+        self.unlock_code_preflight(final_try)?;
+        self.ensure_selected()?;
+        let raw = match send(&mut self.channel) {
+            Ok(ReaderEntry::CardAnswered(raw)) => raw,
+            Ok(ReaderEntry::EndedAtReader(how)) => return Err(PivError::PinPadEntryEnded { how }),
+            Err(e) => return Err(e.into()),
+        };
+        let response = ResponseApdu::parse(&raw).map_err(|e| PivError::MalformedResponse {
+            operation,
+            reason: e.to_string(),
+        })?;
+        match response.status {
+            StatusWord::Success => self.guard.record_unlock(&serial),
+            StatusWord::VerificationFailed { tries_left } => {
+                self.guard.set_unlock_tries(&serial, tries_left);
+                Err(PivError::WrongUnlockCode {
+                    tries_left: PasscodeTriesLeft::new(tries_left),
+                    status: response.status,
+                })
+            }
+            other => Err(status_error(operation, other)),
+        }
+    }
+
+    /// A passcode-bearing command built by the reader from what the holder keyed on its pad,
+    /// under the passcode policy (see [`PivClient::verify_passcode_on_reader`]).
+    fn passcode_on_reader(
+        &mut self,
+        operation: Operation,
+        final_try: FinalTry,
+        send: impl FnOnce(&mut C) -> Result<ReaderEntry, ChannelError>,
+    ) -> Result<(), PivError> {
         let checked = self.passcode_preflight(None, final_try)?;
         let serial = &checked.serial;
         self.ensure_selected()?;
@@ -342,16 +407,7 @@ impl<C: CardChannel> PivClient<C> {
                 what: Reference::UnlockCode.name(),
             });
         }
-        if let Some(left) = self.unlock_code_tries_left()? {
-            if left.is_exhausted() {
-                return Err(PivError::UnlockCodeBlocked { status: None });
-            }
-            if left.is_final() && final_try != FinalTry::Confirmed {
-                return Err(PivError::FinalTryNotConfirmed {
-                    what: Reference::UnlockCode.name(),
-                });
-            }
-        }
+        self.unlock_code_preflight(final_try)?;
         let mut apdu = Zeroizing::new(vec![
             0x00,
             INS_RESET_RETRY_COUNTER,
@@ -540,6 +596,22 @@ impl<C: CardChannel> PivClient<C> {
     }
 
     // ----- internals -----
+
+    /// The unlock code's tries, read first when the card can tell: a blocked one is refused,
+    /// the last one only spent when confirmed.
+    fn unlock_code_preflight(&mut self, final_try: FinalTry) -> Result<(), PivError> {
+        if let Some(left) = self.unlock_code_tries_left()? {
+            if left.is_exhausted() {
+                return Err(PivError::UnlockCodeBlocked { status: None });
+            }
+            if left.is_final() && final_try != FinalTry::Confirmed {
+                return Err(PivError::FinalTryNotConfirmed {
+                    what: Reference::UnlockCode.name(),
+                });
+            }
+        }
+        Ok(())
+    }
 
     /// The checks before a passcode is sent; returns the card serial they were made for.
     /// `passcode` is `None` when a PIN pad takes it (no repeat check is possible then).

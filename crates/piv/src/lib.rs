@@ -17,9 +17,11 @@
 //!   ([`JsonFileLedger`]).
 //! - After each failure the caller learns the exact tries left
 //!   ([`PivError::WrongPasscode`]).
-//! - On a PIN-pad reader ([`PivClient::verify_passcode_on_reader`]) the same checks run
-//!   before the reader takes the passcode, and the outcome goes to the same ledger; only the
-//!   no-re-send rule cannot apply, since the value never reaches the host.
+//! - On a PIN-pad reader ([`PivClient::verify_passcode_on_reader`]; for a change or an
+//!   unlock [`PivClient::change_passcode_on_reader`] and
+//!   [`PivClient::reset_retry_counter_on_reader`]) the same checks run before the reader
+//!   takes the values, and the outcome goes to the same ledger; only the no-re-send rule
+//!   cannot apply, since the values never reach the host.
 //!
 //! The `ledger` module ([`JsonFileLedger`]) is the one place this crate touches the
 //! filesystem; nothing here opens a reader.

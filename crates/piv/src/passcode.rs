@@ -181,7 +181,7 @@ pub enum ReaderEntry {
 }
 
 /// How passcode entry on a PIN pad ended without reaching the card (PC/SC part 10 reader
-/// answers `64 00`, `64 01`, `64 03`).
+/// answers `64 00`, `64 01`, `64 02`, `64 03`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PinPadEnd {
@@ -191,6 +191,8 @@ pub enum PinPadEnd {
     TimedOut,
     /// The keyed passcode had a length the reader was told not to accept (4 to 8).
     InvalidLength,
+    /// In a change, the new passcode and its confirmation keyed on the pad differ.
+    ConfirmationMismatch,
 }
 
 impl fmt::Display for PinPadEnd {
@@ -200,6 +202,9 @@ impl fmt::Display for PinPadEnd {
             PinPadEnd::TimedOut => "no passcode was entered on the reader's keypad in time",
             PinPadEnd::InvalidLength => {
                 "the passcode keyed on the reader must be 4 to 8 characters"
+            }
+            PinPadEnd::ConfirmationMismatch => {
+                "the new passcode and its confirmation keyed on the reader differ"
             }
         })
     }

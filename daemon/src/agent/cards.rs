@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::state::{CardSlot, Detached, Session, State};
 use super::{Agent, AgentEvent, audit_end_reason, lock};
-use crate::actor::CardActor;
+use crate::actor::{CardActor, VerificationEnded};
 use crate::config::RemovalMode;
 use crate::workstation::{CardStanding, RemovedCard};
 
@@ -266,18 +266,29 @@ impl Agent {
     /// Drops the passcode's verified state on the card of `insertion` if it is still in
     /// `reader` (PIV VERIFY with P1 = FF), on the reader's actor after anything queued: once
     /// no session uses it, no other program sharing the reader can use the card's keys
-    /// without the passcode. A card that refuses is logged; the session is over either way.
-    /// Then the actor lets go of the connection it held open for the session.
+    /// without the passcode. A card that refuses P1 = FF is reset instead
+    /// (`SCARD_RESET_CARD`), which is logged and noted on the audit trail with the status word
+    /// it refused with; the session is over either way. Then the actor lets go of the
+    /// connection it held open for the session.
     pub(super) fn forget_verification(
         &self,
         reader: &ReaderName,
         insertion: &Insertion,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let still_in = lock(&self.shared.state)
-            .readers
-            .get(reader)
-            .and_then(|slot| slot.card.as_ref())
-            .is_some_and(|card| &card.insertion == insertion);
+        let (still_in, holder, serial) = {
+            let state = lock(&self.shared.state);
+            let card = state
+                .readers
+                .get(reader)
+                .and_then(|slot| slot.card.as_ref())
+                .filter(|card| &card.insertion == insertion);
+            let identity = card.and_then(|c| c.report.as_ref()).map(|r| &r.identity);
+            (
+                card.is_some(),
+                identity.map(|i| i.holder_uuid.clone()),
+                identity.map(|i| i.card_serial.as_str().to_owned()),
+            )
+        };
         let actor = self.actor(reader).ok()?;
         if !still_in {
             actor.release(insertion.clone());
@@ -285,20 +296,40 @@ impl Agent {
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let insertion = insertion.clone();
+        let agent = self.clone();
+        let reader = reader.clone();
         Some(runtime.spawn(async move {
-            let done = crate::staff_jobs::run(
-                &actor,
-                insertion.clone(),
-                crate::staff_jobs::HostTyped::No,
-                |c| c.forget_verification(),
-            )
-            .await;
-            // Verified no longer: the card may power down when idle again.
-            actor.release(insertion);
-            match done {
-                Ok(Ok(())) => tracing::debug!("the card's passcode is no longer verified"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "the card kept its verified passcode"),
-                Err(e) => tracing::debug!(error = %e, "the card left before its passcode state was dropped"),
+            match actor.end_verification(insertion).await {
+                Ok(VerificationEnded::Forgotten) => {
+                    tracing::debug!("the card's passcode is no longer verified")
+                }
+                Ok(VerificationEnded::CardReset { refused_with }) => {
+                    let serial = serial.unwrap_or_else(|| "unknown".into());
+                    tracing::warn!(
+                        %reader,
+                        card_serial = %serial,
+                        status = %refused_with,
+                        "the card refused to forget its verified passcode (VERIFY P1 = FF); it was reset"
+                    );
+                    let text = format!(
+                        "card {serial} in {reader} reset (SCARD_RESET_CARD) at the end of the \
+                         session: it refused to forget the verified passcode (VERIFY P1 = FF \
+                         answered {:04X})",
+                        refused_with.to_u16()
+                    );
+                    // The reset has happened; a failed note is logged by the audit helper.
+                    let _ = agent
+                        .audit_async(AuditEvent::Note {
+                            holder,
+                            author: Some("cardgated".into()),
+                            text,
+                        })
+                        .await;
+                }
+                Err(e) if e.is_card_gone() => {
+                    tracing::debug!(error = %e, "the card left before its passcode state was dropped")
+                }
+                Err(e) => tracing::warn!(error = %e, "the card kept its verified passcode"),
             }
         }))
     }

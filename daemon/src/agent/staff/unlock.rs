@@ -1,12 +1,15 @@
 //! The three unlock paths, in the guidance's order: self-service with a one-time code sent
 //! to the holder, an unlock code from the RA, and a Sponsor/LSA unlocking someone else's card
 //! under their own session. The code is used on the card at once and never leaves the agent.
+//! On a reader whose PIN pad takes changes, the RA's unlock code and the new passcode are
+//! keyed on the pad instead (`UnlockWithCodeOnPinPad`) and never reach this computer.
 
 use cardgate_audit::{AuditEvent, CallerIdentity, UnlockPath};
 use cardgate_card::CardError;
 use cardgate_ipc::SelfServiceStarted;
 use cardgate_piv::{CardSerial, FinalTry, HolderUuid, Passcode, UnlockCode};
 use cardgate_policy::Activity;
+use cardgate_reader::PivModify;
 use cardgate_spine::wire::Secret;
 
 use crate::Agent;
@@ -63,6 +66,37 @@ impl Agent {
                 reader: target.reader.clone(),
                 source: piv,
             })),
+            Err(card) => Err(CoreError::Unlock(card)),
+        };
+        self.reinspect_now(&actor, target.insertion.clone()).await;
+        result
+    }
+
+    /// RESET RETRY COUNTER on `target` with the unlock code and the new passcode keyed on the
+    /// reader's PIN pad, through its actor; then the card is read again.
+    async fn reset_on_pad(
+        &self,
+        target: &TargetCard,
+        final_try: FinalTry,
+    ) -> Result<(), CoreError> {
+        let actor = self.actor(&target.reader)?;
+        let result =
+            staff_jobs::run_on_pad(&actor, target.insertion.clone(), move |client, prompts| {
+                client.reset_retry_counter_on_reader(final_try, |channel| {
+                    channel.modify_on_pin_pad(PivModify::ResetRetryCounter, prompts)
+                })
+            })
+            .await;
+        let result = match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(piv)) => Err(CoreError::Unlock(CardError::Card {
+                reader: target.reader.clone(),
+                source: piv,
+            })),
+            Err(card @ CardError::NoPinPad { .. }) => Err(CoreError::WrongEntryPath {
+                error: card,
+                instead: "UnlockWithCode",
+            }),
             Err(card) => Err(CoreError::Unlock(card)),
         };
         self.reinspect_now(&actor, target.insertion.clone()).await;
@@ -191,9 +225,36 @@ impl Agent {
         let code =
             UnlockCode::new(unlock_code.to_owned()).map_err(|e| invalid("unlock_code", e))?;
         let new_passcode = new_passcode_argument(new_passcode)?;
+        self.unlock_with_ra_code(caller, Some((code, new_passcode)), confirm_final_try)
+            .await
+    }
+
+    /// `UnlockWithCodeOnPinPad`: the RA's unlock code and the new passcode keyed by the holder
+    /// on the reader's PIN pad, under the same policy and audit as [`Agent::unlock_with_code`].
+    pub async fn unlock_with_code_on_pin_pad(
+        &self,
+        caller: &CallerIdentity,
+        confirm_final_try: bool,
+    ) -> Result<(), CoreError> {
+        self.unlock_with_ra_code(caller, None, confirm_final_try)
+            .await
+    }
+
+    /// Path 3 with the values typed on the host (`Some`) or keyed on the pad (`None`).
+    async fn unlock_with_ra_code(
+        &self,
+        caller: &CallerIdentity,
+        typed: Option<(UnlockCode, Passcode)>,
+        confirm_final_try: bool,
+    ) -> Result<(), CoreError> {
         let target = self.unlock_target()?;
         let identity = target.report.identity.clone();
-        tracing::info!(uid = caller.uid, pid = caller.pid, "unlock with an RA code");
+        tracing::info!(
+            uid = caller.uid,
+            pid = caller.pid,
+            on_pin_pad = typed.is_none(),
+            "unlock with an RA code"
+        );
         self.audit_async(AuditEvent::UnlockRequested {
             caller: Some(caller.clone()),
             card_serial: Some(identity.card_serial.clone()),
@@ -211,8 +272,21 @@ impl Agent {
             } else {
                 FinalTry::NotConfirmed
             };
-            self.reset_with(&target, code, new_passcode, final_try)
-                .await
+            match typed {
+                Some((code, new_passcode)) => self
+                    .reset_with(&target, code, new_passcode, final_try)
+                    .await
+                    .map_err(|e| match e {
+                        CoreError::Unlock(card @ CardError::UsePinPad { .. }) => {
+                            CoreError::WrongEntryPath {
+                                error: card,
+                                instead: "UnlockWithCodeOnPinPad",
+                            }
+                        }
+                        other => other,
+                    }),
+                None => self.reset_on_pad(&target, final_try).await,
+            }
         };
         self.audit_unlock(
             caller,
