@@ -33,6 +33,16 @@ fn main() -> ExitCode {
             pharmacy_day,
         ),
         lab_trial(
+            "a_card_that_refuses_to_forget_its_passcode_is_reset_at_logout",
+            |lab| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| fail("runtime", e))?
+                    .block_on(refusing_card_reset(lab))
+            },
+        ),
+        lab_trial(
             "the_daemons_own_log_at_trace_level_holds_no_passcode",
             no_passcode_in_the_daemon_log,
         ),
@@ -893,4 +903,56 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Issue 15 item 4: a card that answers VERIFY P1 = FF with 6A86 is reset when the session
+/// ends, so another program's fresh connection finds the passcode unverified (and cannot sign
+/// without it); the audit trail says why. Without the fallback the card stays verified.
+async fn refusing_card_reset(lab: &mut Lab) -> Result<(), Failed> {
+    let running = RunningDaemon::start(|_| {}).await?;
+    let mut card = running
+        .world
+        .card(PHARMACIST)
+        .map_err(|e| fail("card", e))?;
+    card.quirks.refuses_pin_logout = true;
+    let _inserted =
+        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    running
+        .agent
+        .login(DEMO_PASSCODE, false)
+        .await
+        .map_err(|e| fail("Login", e))?;
+    running
+        .agent
+        .logout()
+        .await
+        .map_err(|e| fail("Logout", e))?;
+    // Another program, connecting afresh after the log-out.
+    let other_program = PcscClient::new()?;
+    let card = other_program.connect(ReaderSlot::First)?;
+    transmit(&card, &SELECT_PIV)?;
+    let status = transmit(&card, &VERIFY_STATUS)?;
+    check(status == [0x63, 0xC3], || {
+        format!(
+            "after Logout the refusing card answered {status:02X?} to a status VERIFY (want 63 C3)"
+        )
+    })?;
+    // Its key needs the passcode: GENERAL AUTHENTICATE with 9A does not sign.
+    let mut sign = vec![
+        0x00, 0x87, 0x11, 0x9A, 0x26, 0x7C, 0x24, 0x82, 0x00, 0x81, 0x20,
+    ];
+    sign.extend_from_slice(&[0x11; 32]);
+    sign.push(0x00);
+    let signed = transmit(&card, &sign)?;
+    check(!signed.ends_with(&[0x90, 0x00]), || {
+        format!("the reset card signed without the passcode: {signed:02X?}")
+    })?;
+    card.disconnect(pcsc::Disposition::LeaveCard)
+        .map_err(|(_, e)| fail("SCardDisconnect", e))?;
+    let audit = running.stop().await?;
+    check(
+        audit.contains("refused to forget the verified passcode") && audit.contains("6A86"),
+        || format!("no audit note of the reset:\n{audit}"),
+    )?;
+    Ok(())
 }

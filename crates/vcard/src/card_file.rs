@@ -72,6 +72,27 @@ pub struct CardFile {
     pub slots: BTreeMap<Slot, SlotKey>,
     /// Data objects by tag (the content of the `53` template, without the `53` header).
     pub objects: BTreeMap<ObjectTag, HexBytes>,
+    /// How this card departs from SP 800-73-4, to imitate cards seen in the field (absent in
+    /// a file: none).
+    #[serde(default, skip_serializing_if = "CardQuirks::is_none")]
+    pub quirks: CardQuirks,
+}
+
+/// Departures from SP 800-73-4 a virtual card can imitate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CardQuirks {
+    /// VERIFY with P1 = FF (end the verified state) is refused with 6A86 (incorrect P1/P2),
+    /// as some cards do: only a reset makes such a card forget a verified passcode.
+    #[serde(default)]
+    pub refuses_pin_logout: bool,
+}
+
+impl CardQuirks {
+    /// Whether the card has no quirk (what a file without the field means).
+    pub fn is_none(&self) -> bool {
+        self == &CardQuirks::default()
+    }
 }
 
 impl CardFile {
@@ -450,6 +471,7 @@ mod tests {
             },
             slots: BTreeMap::new(),
             objects: BTreeMap::from([(ObjectTag::CHUID, HexBytes(vec![0x30, 0x01]))]),
+            quirks: Default::default(),
         }
     }
 

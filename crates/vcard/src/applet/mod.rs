@@ -280,6 +280,7 @@ impl PivApplet {
 
     fn verify(&mut self, verify: Verify) -> Outcome {
         match verify {
+            Verify::Logout if self.card.quirks.refuses_pin_logout => Err(StatusWord::IncorrectP1P2),
             Verify::Logout => {
                 self.session.pin_verified = false;
                 self.session.pin_fresh = false;

@@ -489,6 +489,7 @@ pub fn provision(ca: &TestCa, spec: &CardSpec) -> Result<ProvisionedCard, Provis
         },
         slots,
         objects,
+        quirks: Default::default(),
     };
     Ok(ProvisionedCard { card, certificates })
 }

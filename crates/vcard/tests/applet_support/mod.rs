@@ -125,6 +125,7 @@ pub fn test_card() -> (CardFile, TestKeys) {
                 HexBytes(hex("0105 4153484120")),
             ),
         ]),
+        quirks: Default::default(),
     };
     (
         card,
