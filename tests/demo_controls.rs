@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DemoWorld, PrivateBus};
+use cardgate_demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DEMO_READERS, DemoWorld, PrivateBus};
 use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::{fail, wait_for};
 use cardgate_ipc::{AgentProxy, BUS_NAME, DEMO_OBJECT_PATH, DemoProxy};
@@ -39,6 +39,10 @@ fn main() -> ExitCode {
         Trial::test(
             "demo_controls_pull_reinsert_swap_and_show_every_signal",
             || runtime()?.block_on(every_signal()),
+        ),
+        Trial::test(
+            "the_holder_changes_and_unlocks_the_passcode_on_the_pin_pad",
+            || runtime()?.block_on(on_the_pin_pad()),
         ),
         Trial::test("the_production_run_serves_no_demo_controls", || {
             runtime()?.block_on(production_has_none())
@@ -182,34 +186,78 @@ async fn wait_state(agent: &AgentProxy<'_>, want: &str) -> Result<(), Failed> {
     .await
 }
 
+/// The demo in its own process on a private bus, and a connection to it.
+struct RunningDemo {
+    runtime_dir: tempfile::TempDir,
+    exe: std::path::PathBuf,
+    connection: zbus::Connection,
+    agent: AgentProxy<'static>,
+    demo: DemoProxy<'static>,
+    process: DemoProcess,
+    _bus: PrivateBus,
+}
+
+impl RunningDemo {
+    /// Starts the demo and waits for its first card to be read.
+    async fn start() -> Result<RunningDemo, Failed> {
+        let runtime_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
+        let exe = std::env::current_exe().map_err(|e| fail("current exe", e))?;
+        let process = DemoProcess {
+            child: Command::new(&exe)
+                .env(AS_DEMO, bus.address())
+                .env("XDG_RUNTIME_DIR", runtime_dir.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| fail("starting the demo", e))?,
+        };
+        let connection = zbus::connection::Builder::address(bus.address())
+            .map_err(|e| fail("address", e))?
+            .build()
+            .await
+            .map_err(|e| fail("connecting", e))?;
+        let agent = AgentProxy::builder(&connection)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| fail("agent proxy", e))?;
+        wait_state(&agent, "card-present").await?;
+        let demo = DemoProxy::new(&connection)
+            .await
+            .map_err(|e| fail("demo proxy", e))?;
+        Ok(RunningDemo {
+            runtime_dir,
+            exe,
+            connection,
+            agent,
+            demo,
+            process,
+            _bus: bus,
+        })
+    }
+
+    /// The demo's audit trail (`cardgate_demo::run` writes it under the temporary directory
+    /// named after its process).
+    fn audit(&self) -> Result<String, Failed> {
+        let path = std::env::temp_dir()
+            .join(format!("cardgated-demo-{}", self.process.child.id()))
+            .join("audit.jsonl");
+        std::fs::read_to_string(&path).map_err(|e| fail(&format!("{}", path.display()), e))
+    }
+}
+
 async fn every_signal() -> Result<(), Failed> {
-    let runtime_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
-    let exe = std::env::current_exe().map_err(|e| fail("current exe", e))?;
-    let _demo = DemoProcess {
-        child: Command::new(&exe)
-            .env(AS_DEMO, bus.address())
-            .env("XDG_RUNTIME_DIR", runtime_dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| fail("starting the demo", e))?,
-    };
-    let connection = zbus::connection::Builder::address(bus.address())
-        .map_err(|e| fail("address", e))?
-        .build()
-        .await
-        .map_err(|e| fail("connecting", e))?;
-    let signals = listen(&connection).await?;
-    let agent = AgentProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail("agent proxy", e))?;
-    wait_state(&agent, "card-present").await?;
-    let demo = DemoProxy::new(&connection)
-        .await
-        .map_err(|e| fail("demo proxy", e))?;
+    let running = RunningDemo::start().await?;
+    let signals = listen(&running.connection).await?;
+    let RunningDemo {
+        runtime_dir,
+        exe,
+        connection,
+        agent,
+        demo,
+        ..
+    } = &running;
     let cards: HashMap<String, String> = demo
         .cards()
         .await
@@ -245,7 +293,7 @@ async fn every_signal() -> Result<(), Failed> {
         .map_err(|e| fail("RemoveCard", e))?;
     signals.wait("CardRemoved", "Demo Reader 00 00", 0).await?;
     signals.wait("SessionEnded", "card-removed", 0).await?;
-    wait_state(&agent, "no-card").await?;
+    wait_state(agent, "no-card").await?;
     let refused = agent
         .authorise("download", DEMO_ODS)
         .await
@@ -261,7 +309,7 @@ async fn every_signal() -> Result<(), Failed> {
     signals
         .wait("CardInserted", &cards["pharmacist"], 0)
         .await?;
-    wait_state(&agent, "card-present").await?;
+    wait_state(agent, "card-present").await?;
     demo.swap_card("dispenser")
         .await
         .map_err(|e| fail("SwapCard", e))?;
@@ -295,7 +343,7 @@ async fn every_signal() -> Result<(), Failed> {
         .login(DEMO_PASSCODE, false)
         .await
         .map_err(|e| fail("the expiring card's Login", e))?;
-    let staff = cardgate_ipc::AgentStaffProxy::new(&connection)
+    let staff = cardgate_ipc::AgentStaffProxy::new(connection)
         .await
         .map_err(|e| fail("staff proxy", e))?;
     let renewed = staff
@@ -335,13 +383,13 @@ async fn every_signal() -> Result<(), Failed> {
         name == "org.cardgate.Agent1.Error.InvalidArgument" && text.contains("Demo Reader 00 01"),
         || format!("an unknown reader answered {name}: {text}"),
     )?;
-    check(state(&agent).await == "card-present", || {
+    check(state(agent).await == "card-present", || {
         "bad demo calls changed the state".into()
     })?;
 
     // The command a person types, finding the demo by its address file.
     let removals = signals.count("CardRemoved", "");
-    let output = Command::new(&exe)
+    let output = Command::new(exe)
         .env(AS_CLI, "1")
         .env("XDG_RUNTIME_DIR", runtime_dir.path())
         .args(["demo", "remove"])
@@ -355,8 +403,8 @@ async fn every_signal() -> Result<(), Failed> {
         )
     })?;
     signals.wait("CardRemoved", "", removals).await?;
-    wait_state(&agent, "no-card").await?;
-    let output = Command::new(&exe)
+    wait_state(agent, "no-card").await?;
+    let output = Command::new(exe)
         .env(AS_CLI, "1")
         .env("XDG_RUNTIME_DIR", runtime_dir.path())
         .args(["demo", "remove"])
@@ -367,6 +415,135 @@ async fn every_signal() -> Result<(), Failed> {
         !output.status.success() && said.contains("No demo card"),
         || format!("a second `cardgate demo remove` said: {said}"),
     )?;
+    Ok(())
+}
+
+/// Keys `values` on the demo's PIN pad, one entry each, for the reader's next prompts.
+async fn key_on_pad(demo: &DemoProxy<'_>, values: &[&str]) -> Result<(), Failed> {
+    for value in values {
+        demo.enter_on_pin_pad(value)
+            .await
+            .map_err(|e| fail("EnterOnPinPad", e))?;
+    }
+    Ok(())
+}
+
+async fn tries_left(agent: &AgentProxy<'_>) -> i32 {
+    agent.passcode_tries_left().await.unwrap_or(-1)
+}
+
+/// Issue 15 item 3, driven as the holder at a PIN-pad reader (the demo's Omnikey 3821 model):
+/// typed values are refused there, naming the pad method; the passcode changes and the RA's
+/// unlock code unlocks with every value keyed on the pad; a confirmation keyed differently
+/// never reaches the card; the audit trail records the pad entries and none of the values.
+async fn on_the_pin_pad() -> Result<(), Failed> {
+    let running = RunningDemo::start().await?;
+    let RunningDemo { agent, demo, .. } = &running;
+    let pharmacist = &DEMO_CARDS[0];
+    let pad = DEMO_READERS[2];
+    demo.remove_card("")
+        .await
+        .map_err(|e| fail("RemoveCard", e))?;
+    wait_state(agent, "no-card").await?;
+    demo.insert_card(pharmacist.name, pad)
+        .await
+        .map_err(|e| fail("InsertCard on the pad reader", e))?;
+    wait_state(agent, "card-present").await?;
+    let staff = cardgate_ipc::AgentStaffProxy::new(&running.connection)
+        .await
+        .map_err(|e| fail("staff proxy", e))?;
+
+    // Typed on the keyboard at a pad reader: refused before anything reaches the card.
+    let (name, text) = agent_error(
+        agent
+            .change_passcode(DEMO_PASSCODE, "n3wpad77", false)
+            .await,
+    );
+    check(
+        name == "org.cardgate.Agent1.Error.InvalidArgument"
+            && text.contains("ChangePasscodeWithPinPad"),
+        || format!("ChangePasscode at a pad reader answered {name}: {text}"),
+    )?;
+    let (name, text) = agent_error(
+        staff
+            .unlock_with_code(pharmacist.unlock_code, "n3wpad77", false)
+            .await,
+    );
+    check(
+        name == "org.cardgate.Agent1.Error.InvalidArgument"
+            && text.contains("UnlockWithCodeOnPinPad"),
+        || format!("UnlockWithCode at a pad reader answered {name}: {text}"),
+    )?;
+    check(tries_left(agent).await == 3, || {
+        "a typed value spent a try".into()
+    })?;
+
+    // The change, every value keyed on the pad; the new passcode logs in, the old does not.
+    let new = "n3wpad77";
+    key_on_pad(demo, &[DEMO_PASSCODE, new, new]).await?;
+    agent
+        .change_passcode_with_pin_pad(false)
+        .await
+        .map_err(|e| fail("ChangePasscodeWithPinPad", e))?;
+    key_on_pad(demo, &[new]).await?;
+    agent
+        .login_with_pin_pad(false)
+        .await
+        .map_err(|e| fail("LoginWithPinPad with the new passcode", e))?;
+    agent.logout().await.map_err(|e| fail("Logout", e))?;
+    key_on_pad(demo, &[DEMO_PASSCODE]).await?;
+    let (name, _) = agent_error(agent.login_with_pin_pad(false).await);
+    check(
+        name.ends_with(".WrongPasscode") && tries_left(agent).await == 2,
+        || format!("the old passcode after the change answered {name}"),
+    )?;
+
+    // The new passcode keyed twice differently: the reader itself refuses, the card is not
+    // asked, no try is spent.
+    key_on_pad(demo, &[new, "a1b2c3", "a1b2c4"]).await?;
+    let (name, text) = agent_error(agent.change_passcode_with_pin_pad(false).await);
+    check(
+        text.contains("confirmation") && text.contains("differ") && tries_left(agent).await == 2,
+        || format!("a mismatched confirmation answered {name}: {text}"),
+    )?;
+
+    // Locked by wrong passcodes on the pad (the last one confirmed), then the RA's unlock
+    // code and a new passcode keyed there; the new one logs in.
+    key_on_pad(demo, &["wr0ng11"]).await?;
+    let _ = agent.login_with_pin_pad(false).await;
+    key_on_pad(demo, &["wr0ng22"]).await?;
+    let (name, _) = agent_error(agent.login_with_pin_pad(true).await);
+    check(
+        name.ends_with(".WrongPasscode") && tries_left(agent).await == 0,
+        || format!("the confirmed final wrong try answered {name}"),
+    )?;
+    let unlocked = "unl0ck88";
+    key_on_pad(demo, &[pharmacist.unlock_code, unlocked, unlocked]).await?;
+    staff
+        .unlock_with_code_on_pin_pad(false)
+        .await
+        .map_err(|e| fail("UnlockWithCodeOnPinPad", e))?;
+    check(tries_left(agent).await == 3, || {
+        "the tries left did not come back to 3 after the unlock".into()
+    })?;
+    key_on_pad(demo, &[unlocked]).await?;
+    agent
+        .login_with_pin_pad(false)
+        .await
+        .map_err(|e| fail("LoginWithPinPad after the unlock", e))?;
+
+    // On the audit trail: the pad entries and the change, none of the values keyed.
+    let audit = running.audit()?;
+    check(
+        audit.contains("reader_keypad")
+            && audit.contains("passcode changed by the holder (ChangePasscodeWithPinPad)"),
+        || format!("the pad change is not on the audit trail:\n{audit}"),
+    )?;
+    for value in [DEMO_PASSCODE, new, unlocked, pharmacist.unlock_code] {
+        check(!audit.contains(value), || {
+            "a keyed value is on the audit trail".into()
+        })?;
+    }
     Ok(())
 }
 

@@ -57,6 +57,25 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// `value` only in the form a D-Bus message carries it (a string argument: its length as a
+    /// little-endian `u32`, the bytes, a NUL): for a process where the value as typed is
+    /// somebody else's to clear (the login program hosting the PAM module keeps what it read
+    /// from its terminal), this form is the module's own.
+    pub fn on_the_bus(label: impl Into<String>, value: &str) -> Secret {
+        let mut framed = u32::try_from(value.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes()
+            .to_vec();
+        framed.extend_from_slice(value.as_bytes());
+        framed.push(0);
+        Secret {
+            label: label.into(),
+            forms: vec![("as a D-Bus string", framed)],
+        }
+    }
+}
+
 /// Where a secret was found.
 #[derive(Debug, Clone)]
 pub struct Finding {
@@ -309,6 +328,14 @@ mod tests {
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found.iter().any(|f| f.what.contains("padded")));
         assert!(search(b"k2468 m k2468", 0, "heap", &secrets).is_empty());
+    }
+
+    #[test]
+    fn on_the_bus_a_secret_is_found_framed_as_a_dbus_string_only() {
+        let secrets = [Secret::on_the_bus("the passcode", "k2468m")];
+        let found = search(b"..\x06\x00\x00\x00k2468m\x00..", 0, "heap", &secrets);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(search(b"k2468m\n k2468m\x00", 0, "heap", &secrets).is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! is refused without spending a try; another card cannot open the registered session, the
 //! same card put back can; `close_session` forgets it; three wrong passcodes (the last one explicitly chosen) block
 //! the card, and a blocked card is refused, saying how to get it unlocked, without asking for
-//! a passcode.
+//! a passcode. And (issue 15) pamtester stopped under gdb at `pam_end` after a log-in, its
+//! core image holding no D-Bus message of the module's with the passcode in it.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use cardgate_demo::{DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::memory_image::{Secret, scan_image};
 use cardgate_e2e::{check, lab_trial};
 use cardgate_ipc::WorkstationProxy;
 use cardgate_lab::{Lab, ReaderSlot};
@@ -136,6 +138,68 @@ async fn pamtester(
     .map_err(|e| fail("pamtester task", e))?
 }
 
+/// `pamtester SERVICE USER authenticate` with `passcode` typed, under gdb, stopped when it
+/// calls `pam_end` (the module has answered and is still loaded) for a core image at `core`,
+/// then killed. `ok` when the authentication succeeded and the image was written.
+async fn pamtester_stopped_at_pam_end(
+    service: &str,
+    user: &str,
+    passcode: &str,
+    core: &Path,
+) -> Result<Outcome, Failed> {
+    let (service, user) = (service.to_owned(), user.to_owned());
+    let input = format!("{passcode}\n");
+    let core = core.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("gdb")
+            .args(["-q", "-batch", "-nx"])
+            .args([
+                "-ex",
+                "set breakpoint pending on",
+                "-ex",
+                "break pam_end",
+                "-ex",
+                "run",
+            ])
+            .arg("-ex")
+            .arg(format!("gcore {}", core.display()))
+            .args([
+                "-ex",
+                "kill",
+                "--args",
+                "pamtester",
+                "-v",
+                &service,
+                &user,
+                "authenticate",
+            ])
+            .env_remove("XDG_SESSION_ID")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail("gdb (scripts/setup installs it)", e))?;
+        child
+            .stdin
+            .take()
+            .ok_or("no stdin")?
+            .write_all(input.as_bytes())
+            .map_err(|e| fail("pamtester stdin", e))?;
+        let out = child.wait_with_output().map_err(|e| fail("gdb", e))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Outcome {
+            ok: text.contains("Breakpoint 1, ") && core.exists(),
+            text,
+        })
+    })
+    .await
+    .map_err(|e| fail("gdb task", e))?
+}
+
 fn pam_login(lab: &mut Lab) -> Result<(), Failed> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,6 +286,25 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
             && sessions[0].2 == PHARMACIST.1,
         || format!("registered sessions: {sessions:?}"),
     )?;
+    agent.logout().await.map_err(|e| fail("Logout", e))?;
+
+    // Issue 15: the login program holds none of the module's copies once the module is done.
+    // pamtester stopped at pam_end (the module still loaded) and its core image taken.
+    let image_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let core = image_dir.path().join("pamtester.core");
+    let stopped = pamtester_stopped_at_pam_end(svc, "cgpharm", DEMO_PASSCODE, &core).await?;
+    check(stopped.ok, || {
+        format!("pamtester under gdb: {}", stopped.text)
+    })?;
+    let found = scan_image(&core, &[Secret::on_the_bus("the passcode", DEMO_PASSCODE)])
+        .map_err(Failed::from)?;
+    check(found.is_empty(), || {
+        let places: Vec<String> = found.iter().map(ToString::to_string).collect();
+        format!(
+            "the login program still holds the module's D-Bus message with the passcode:\n  {}",
+            places.join("\n  ")
+        )
+    })?;
     agent.logout().await.map_err(|e| fail("Logout", e))?;
 
     // A holder not mapped to the account: refused, no try spent, no passcode asked.
