@@ -39,7 +39,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardgate_audit::{AuditEvent, AuditLog};
+use cardgate_audit::{AuditEvent, AuditLog, SegmentPolicy};
 use cardgate_card::{CardInspector, TrustConfig};
 use cardgate_certs::{CheckPolicy, Crl, TrustAnchors};
 use cardgate_piv::{JsonFileLedger, PasscodeGuard};
@@ -75,7 +75,13 @@ const STARTUP_CRL_WAIT: Duration = Duration::from_secs(5);
 
 /// Opens the audit trail, recording a repaired torn tail and the start.
 fn open_audit(config: &Config) -> Result<AuditLog, DaemonError> {
-    let mut log = AuditLog::open(&config.paths.audit)?;
+    let trail = &config.audit;
+    let policy = SegmentPolicy {
+        max_bytes: Some(trail.segment_max_bytes).filter(|b| *b > 0),
+        daily: trail.segment_daily,
+        keep_days: Some(trail.keep_days).filter(|d| *d > 0),
+    };
+    let mut log = AuditLog::open_with(&config.paths.audit, policy)?;
     let now = time::OffsetDateTime::now_utc();
     if let Some(torn) = log.recovered_torn_tail() {
         let event = torn.to_event();

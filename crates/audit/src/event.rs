@@ -293,6 +293,21 @@ pub enum AuditEvent {
         sha256: String,
     },
 
+    /// Retention is about to remove the oldest sealed segments: every entry up to and
+    /// including `through_seq`. Written (and synced) before the files go, so a trail that
+    /// starts after seq 1 is explained on the chain itself; the verifier accepts a late start
+    /// only with such an entry.
+    SegmentsRemoved {
+        /// The last sequence number removed.
+        through_seq: u64,
+        /// That entry's hash, hex: where the kept trail's first `prev` points.
+        through_hash: String,
+        /// How many segment files are removed.
+        segments: u64,
+        /// The retention rule: segments whose last entry is older than this many days.
+        keep_days: u32,
+    },
+
     /// A fault, with what the service desk asks for: who, which reader, and the error message.
     Fault {
         /// The holder, when known.
@@ -347,7 +362,8 @@ impl AuditEvent {
             | AuditEvent::TacUsed { holder, .. } => Some(holder),
             AuditEvent::DaemonStarted { .. }
             | AuditEvent::DaemonStopped { .. }
-            | AuditEvent::TornTailDiscarded { .. } => None,
+            | AuditEvent::TornTailDiscarded { .. }
+            | AuditEvent::SegmentsRemoved { .. } => None,
         }
     }
 
@@ -371,6 +387,7 @@ impl AuditEvent {
             AuditEvent::DaemonStarted { .. } => "daemon_started",
             AuditEvent::DaemonStopped { .. } => "daemon_stopped",
             AuditEvent::TornTailDiscarded { .. } => "torn_tail_discarded",
+            AuditEvent::SegmentsRemoved { .. } => "segments_removed",
             AuditEvent::Fault { .. } => "fault",
             AuditEvent::Note { .. } => "note",
         }
@@ -729,6 +746,12 @@ pub(crate) mod tests {
                 length: 5,
                 sha256: "00".repeat(32),
             },
+            AuditEvent::SegmentsRemoved {
+                through_seq: 9,
+                through_hash: "00".repeat(32),
+                segments: 1,
+                keep_days: 400,
+            },
             AuditEvent::Fault {
                 holder: h(),
                 card_serial: s(),
@@ -768,9 +791,10 @@ pub(crate) mod tests {
             AuditEvent::TornTailDiscarded { .. } => 16,
             AuditEvent::Fault { .. } => 17,
             AuditEvent::Note { .. } => 18,
+            AuditEvent::SegmentsRemoved { .. } => 19,
         }
     }
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 20;
 
     /// Keys that look like they could carry a secret typed by the holder.
     fn secret_looking(key: &str) -> bool {
@@ -884,6 +908,7 @@ pub(crate) mod tests {
                 AuditEvent::DaemonStarted { .. }
                     | AuditEvent::DaemonStopped { .. }
                     | AuditEvent::TornTailDiscarded { .. }
+                    | AuditEvent::SegmentsRemoved { .. }
             );
             assert_eq!(event.holder().is_some(), expect_holder, "{}", event.kind());
         }

@@ -84,6 +84,7 @@ mod error;
 mod event;
 mod log;
 mod read;
+mod segments;
 mod tail;
 mod verify;
 
@@ -94,5 +95,6 @@ pub use event::{
     RenewalSubject, RoleProfile, SessionEndReason, UnlockPath,
 };
 pub use log::{AuditLog, MAX_LINE, TornTail};
+pub use segments::{SegmentPolicy, sealed_segments, trail_files};
 pub use tail::{TailItem, tail};
 pub use verify::{BreakKind, ChainBreak, VerifyReport, verify, verify_with_anchors};

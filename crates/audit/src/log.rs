@@ -15,6 +15,7 @@ use crate::chain::{self, AuditReceipt, EntryHash};
 use crate::error::AuditError;
 use crate::event::AuditEvent;
 use crate::read;
+use crate::segments::{self, SegmentPolicy};
 use crate::verify::{self, BreakKind, ChainBreak};
 
 /// The longest line (entry) the log writes or will discard as torn, in bytes. Real entries are
@@ -69,6 +70,10 @@ pub struct AuditLog {
     head: Option<AuditReceipt>,
     recovered: Option<TornTail>,
     poisoned: bool,
+    policy: SegmentPolicy,
+    /// The active file's first entry (seq, UTC day), `None` while it is empty: the name it is
+    /// sealed under and the day it belongs to.
+    active_first: Option<(u64, String)>,
 }
 
 impl AuditLog {
@@ -86,8 +91,19 @@ impl AuditLog {
     ///   start of an entry is not discarded: [`AuditError::Corrupt`].
     ///
     /// Only the end is checked here, so start-up stays fast on a large log; the full walk is
-    /// [`crate::verify`].
+    /// [`crate::verify`]. No segments are sealed ([`AuditLog::open_with`] for that).
     pub fn open(path: impl AsRef<Path>) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(path, SegmentPolicy::default())
+    }
+
+    /// As [`AuditLog::open`], sealing segments and removing old ones under `policy`. The
+    /// head is recovered from the active file or, when it holds fewer than two entries, with
+    /// the newest sealed segment's last entry, so start-up reads a few kilobytes whatever the
+    /// trail's length.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        policy: SegmentPolicy,
+    ) -> Result<AuditLog, AuditError> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new()
             .read(true)
@@ -114,6 +130,8 @@ impl AuditLog {
             head: None,
             recovered: None,
             poisoned: false,
+            policy,
+            active_first: None,
         };
         if !tail.remainder.is_empty() {
             log.discard_torn(tail.remainder_offset, &tail.remainder)?;
@@ -126,20 +144,50 @@ impl AuditLog {
                 Err(_) => return Err(log.corrupt()),
             }
         }
+        // Where the active file's first entry must link: the newest sealed segment's last
+        // entry, or the genesis of the chain. Only read when the active file starts within
+        // the two lines in hand.
+        let sealed_head = if tail.from_start && lines.len() < 2 {
+            log.newest_sealed_head()?
+        } else {
+            None
+        };
+        let starts_right = |first: &chain::Line| match sealed_head {
+            Some(head) => first.seq == head.seq.wrapping_add(1) && first.prev == head.hash,
+            None => first.seq == 1 && first.prev == EntryHash::GENESIS,
+        };
         let link_ok = match lines.as_slice() {
             [] => true,
-            [only] => !tail.from_start || (only.seq == 1 && only.prev == EntryHash::GENESIS),
+            [only] => !tail.from_start || starts_right(only),
             [before, last, ..] => {
                 last.seq == before.seq.wrapping_add(1)
                     && last.prev == before.hash
-                    && (!tail.from_start || (before.seq == 1 && before.prev == EntryHash::GENESIS))
+                    && (!tail.from_start || starts_right(before))
             }
         };
         if !link_ok {
             return Err(log.corrupt());
         }
-        log.head = lines.last().map(chain::Line::receipt);
+        log.head = lines.last().map(chain::Line::receipt).or(sealed_head);
+        if log.len > 0 {
+            log.active_first = segments::first_entry(&log.file)
+                .map_err(|e| AuditError::io(&log.path, "read", e))?
+                .map(|(seq, at)| (seq, segments::day_of(&at).to_owned()));
+        }
         Ok(log)
+    }
+
+    /// The last entry of the newest sealed segment, if there is one.
+    fn newest_sealed_head(&self) -> Result<Option<AuditReceipt>, AuditError> {
+        let sealed = segments::sealed_segments(&self.path)
+            .map_err(|e| AuditError::io(&self.path, "list", e))?;
+        let Some((_, newest)) = sealed.last() else {
+            return Ok(None);
+        };
+        match segments::last_entry(newest).map_err(|e| AuditError::io(newest, "read", e))? {
+            Some((receipt, _)) => Ok(Some(receipt)),
+            None => Err(self.corrupt()),
+        }
     }
 
     /// Appends one entry and returns its receipt once the line is on disk.
@@ -177,7 +225,21 @@ impl AuditLog {
     /// can leave some of the batch's lines complete on disk, unacknowledged, exactly as a
     /// single append's line can be complete but unsynced; the torn remainder is handled by
     /// [`AuditLog::open`].
+    ///
+    /// Under a [`SegmentPolicy`], a due active file is sealed first and expired segments are
+    /// removed (their removal appended as its own entry before the files go).
     pub fn append_batch(
+        &mut self,
+        entries: &[(OffsetDateTime, &AuditEvent)],
+    ) -> Result<Vec<AuditReceipt>, AuditError> {
+        if let Some((at, _)) = entries.first() {
+            self.seal_if_due(*at)?;
+        }
+        self.write_entries(entries)
+    }
+
+    /// Encodes `entries` after the head, writes them in one `write` and syncs.
+    fn write_entries(
         &mut self,
         entries: &[(OffsetDateTime, &AuditEvent)],
     ) -> Result<Vec<AuditReceipt>, AuditError> {
@@ -198,6 +260,7 @@ impl AuditLog {
                         return Err(AuditError::Corrupt {
                             path: self.path.clone(),
                             at: ChainBreak {
+                                file: Some(self.path.clone()),
                                 line: 0,
                                 seq: Some(head.seq),
                                 kind: BreakKind::Malformed,
@@ -237,9 +300,113 @@ impl AuditLog {
             self.roll_back();
             return Err(AuditError::io(&self.path, op, source));
         }
+        if self.active_first.is_none()
+            && let (Some(first), Some((at, _))) = (receipts.first(), entries.first())
+        {
+            let at = chain::format_at(*at)?;
+            self.active_first = Some((first.seq, segments::day_of(&at).to_owned()));
+        }
         self.len += bytes.len() as u64;
         self.head = head;
         Ok(receipts)
+    }
+
+    /// Seals the active file when the policy says it is due before an entry at `at`, then
+    /// applies retention.
+    fn seal_if_due(&mut self, at: OffsetDateTime) -> Result<(), AuditError> {
+        if self.poisoned {
+            return Ok(());
+        }
+        let Some((first_seq, day)) = self.active_first.clone() else {
+            return Ok(());
+        };
+        let by_size = self.policy.max_bytes.is_some_and(|max| self.len >= max);
+        let by_day = self.policy.daily && segments::day_of(&chain::format_at(at)?) != day;
+        if !(by_size || by_day) {
+            return Ok(());
+        }
+        self.seal(first_seq)?;
+        if let Some(keep_days) = self.policy.keep_days {
+            self.remove_expired(at, keep_days)?;
+        }
+        Ok(())
+    }
+
+    /// Renames the active file to its sealed name and starts an empty one. Each step is
+    /// durable before the next: after a crash between them, `open` finds either the old
+    /// active file or the sealed segment and no (or an empty) active file, and the chain
+    /// continues from the segment's last entry either way.
+    fn seal(&mut self, first_seq: u64) -> Result<(), AuditError> {
+        let sealed = segments::sealed_path(&self.path, first_seq);
+        if sealed.exists() {
+            // Never overwrite: a segment of that name is somebody's doing, not ours.
+            return Err(AuditError::io(
+                &sealed,
+                "seal",
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a sealed segment of this name exists already",
+                ),
+            ));
+        }
+        std::fs::rename(&self.path, &sealed).map_err(|e| AuditError::io(&self.path, "seal", e))?;
+        sync_parent(&self.path)?;
+        let fresh = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(LOG_MODE)
+            .open(&self.path);
+        match fresh {
+            Ok(file) => {
+                self.file = file;
+                self.len = 0;
+                self.active_first = None;
+                sync_parent(&self.path)
+            }
+            Err(e) => {
+                // The handle now names the sealed file: appending there would grow a sealed
+                // segment. Refuse until reopened (open then starts the active file afresh).
+                self.poisoned = true;
+                Err(AuditError::io(&self.path, "create", e))
+            }
+        }
+    }
+
+    /// Removes the oldest sealed segments whose last entry is older than `keep_days` before
+    /// `now`, recording the removal on the chain first (in the active file, so the head stays
+    /// on disk whichever segments go).
+    fn remove_expired(&mut self, now: OffsetDateTime, keep_days: u32) -> Result<(), AuditError> {
+        let limit = now - time::Duration::days(i64::from(keep_days));
+        let limit = chain::format_at(limit)?;
+        let sealed = segments::sealed_segments(&self.path)
+            .map_err(|e| AuditError::io(&self.path, "list", e))?;
+        let mut expired = Vec::new();
+        let mut through = None;
+        for (_, path) in &sealed {
+            match segments::last_entry(path).map_err(|e| AuditError::io(path, "read", e))? {
+                // Canonical RFC 3339 UTC timestamps compare as text.
+                Some((receipt, at)) if at < limit => {
+                    expired.push(path.clone());
+                    through = Some(receipt);
+                }
+                _ => break,
+            }
+        }
+        let Some(through) = through else {
+            return Ok(());
+        };
+        let event = AuditEvent::SegmentsRemoved {
+            through_seq: through.seq,
+            through_hash: through.hash.to_string(),
+            segments: expired.len() as u64,
+            keep_days,
+        };
+        self.write_entries(&[(now, &event)])?;
+        for path in &expired {
+            std::fs::remove_file(path).map_err(|e| AuditError::io(path, "remove", e))?;
+        }
+        sync_parent(&self.path)
     }
 
     /// The last acknowledged entry (`None` for an empty log): publish it to anchor the log.
@@ -274,6 +441,7 @@ impl AuditLog {
             return Err(AuditError::Corrupt {
                 path: self.path.clone(),
                 at: ChainBreak {
+                    file: Some(self.path.clone()),
                     line: 0,
                     seq: None,
                     kind: BreakKind::Torn,
@@ -321,7 +489,7 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The error for a damaged end: walk the whole file for the first broken place.
+    /// The error for a damaged end: walk the whole trail for the first broken place.
     fn corrupt(&self) -> AuditError {
         let at = match verify::verify(&self.path) {
             Ok(report) => report.first_break,
@@ -330,6 +498,7 @@ impl AuditLog {
         AuditError::Corrupt {
             path: self.path.clone(),
             at: at.unwrap_or_else(|| ChainBreak {
+                file: Some(self.path.clone()),
                 line: 0,
                 seq: None,
                 kind: BreakKind::Malformed,

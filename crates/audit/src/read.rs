@@ -76,6 +76,27 @@ pub(crate) fn read_tail(file: &File, len: u64, want: usize) -> io::Result<TailBy
     Ok(out)
 }
 
+/// The first complete line of a file (without its `\n`), read from the start in growing
+/// chunks up to [`crate::MAX_LINE`]; `None` when the file has no complete line.
+pub(crate) fn read_head_line(file: &File) -> io::Result<Option<Vec<u8>>> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = 4096usize;
+    loop {
+        let from = buf.len();
+        buf.resize(from + chunk, 0);
+        let n = file.read_at(&mut buf[from..], from as u64)?;
+        buf.truncate(from + n);
+        if let Some(end) = buf[from..].iter().position(|b| *b == b'\n') {
+            buf.truncate(from + end);
+            return Ok(Some(buf));
+        }
+        if n == 0 || buf.len() > crate::MAX_LINE {
+            return Ok(None);
+        }
+        chunk = chunk.saturating_mul(2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -127,6 +148,17 @@ mod tests {
         assert_eq!(t.lines[0].1, long);
         assert_eq!(t.lines[1].1, long);
         assert_eq!(t.remainder, b"torn");
+    }
+
+    #[test]
+    fn the_first_line_whatever_its_length() {
+        let long = vec![b'x'; 10_000];
+        let mut bytes = long.clone();
+        bytes.extend_from_slice(b"\nsecond\n");
+        let (f, _) = file_with(&bytes);
+        assert_eq!(read_head_line(f.as_file()).expect("head"), Some(long));
+        let (f, _) = file_with(b"no newline");
+        assert_eq!(read_head_line(f.as_file()).expect("head"), None);
     }
 
     #[test]

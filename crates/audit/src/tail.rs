@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::chain::{self, AuditEntry, LineProblem};
 use crate::error::AuditError;
 use crate::read;
+use crate::segments;
 
 /// One line of a tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +24,39 @@ pub enum TailItem {
     },
 }
 
-/// The last `n` lines of the log at `path`, oldest first, plus a torn final line if there is
-/// one (as [`TailItem::Unreadable`]). Reads only the end of the file.
+/// The last `n` lines of the trail at `path`, oldest first, plus a torn final line if there is
+/// one (as [`TailItem::Unreadable`]). Reads only the end of the active file and, when it holds
+/// fewer than `n` lines (just sealed), the end of the newest sealed segments.
 pub fn tail(path: impl AsRef<Path>, n: usize) -> Result<Vec<TailItem>, AuditError> {
     let path = path.as_ref();
+    let (mut out, remainder) = lines_of(path, n)?;
+    let sealed = segments::sealed_segments(path).map_err(|e| AuditError::io(path, "list", e))?;
+    for (_, segment) in sealed.iter().rev() {
+        if out.len() >= n {
+            break;
+        }
+        let (mut earlier, _) = lines_of(segment, n - out.len())?;
+        earlier.append(&mut out);
+        out = earlier;
+    }
+    if !remainder.is_empty() {
+        out.push(TailItem::Unreadable {
+            text: String::from_utf8_lossy(&remainder).into_owned(),
+            problem: "torn: a write cut short, never acknowledged".to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// The last `n` complete lines of one file as items, and its unterminated remainder.
+fn lines_of(path: &Path, n: usize) -> Result<(Vec<TailItem>, Vec<u8>), AuditError> {
     let file = File::open(path).map_err(|e| AuditError::io(path, "open", e))?;
     let len = file
         .metadata()
         .map_err(|e| AuditError::io(path, "stat", e))?
         .len();
     let bytes = read::read_tail(&file, len, n).map_err(|e| AuditError::io(path, "read", e))?;
-    let mut out: Vec<TailItem> = bytes
+    let items = bytes
         .lines
         .iter()
         .map(|(_, line)| {
@@ -56,11 +79,5 @@ pub fn tail(path: impl AsRef<Path>, n: usize) -> Result<Vec<TailItem>, AuditErro
             }
         })
         .collect();
-    if !bytes.remainder.is_empty() {
-        out.push(TailItem::Unreadable {
-            text: String::from_utf8_lossy(&bytes.remainder).into_owned(),
-            problem: "torn: a write cut short, never acknowledged".to_owned(),
-        });
-    }
-    Ok(out)
+    Ok((items, bytes.remainder))
 }

@@ -13,11 +13,24 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cardgate_audit::{AuditEvent, AuditLog, AuditReceipt, EntryHash, verify, verify_with_anchors};
+use cardgate_audit::{
+    AuditEvent, AuditLog, AuditReceipt, EntryHash, SegmentPolicy, sealed_segments, verify,
+    verify_with_anchors,
+};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
 const CHILD_LOG: &str = "CARDGATE_AUDIT_TEST_CHILD_LOG";
+/// Set for the child that seals segments (2 KiB, daily) and keeps one day of them.
+const CHILD_SEGMENTS: &str = "CARDGATE_AUDIT_TEST_CHILD_SEGMENTS";
+
+/// The child's segment policy: small segments, sealed daily, one day kept, so a kill lands
+/// in the middle of sealing and removing as often as in the middle of a write.
+const SMALL_SEGMENTS: SegmentPolicy = SegmentPolicy {
+    max_bytes: Some(2048),
+    daily: true,
+    keep_days: Some(1),
+};
 const TMPFS_CHILD: &str = "CARDGATE_AUDIT_TEST_TMPFS_CHILD";
 
 fn at(i: u64) -> OffsetDateTime {
@@ -42,14 +55,30 @@ fn this_test_binary() -> std::path::PathBuf {
 fn sigkill_child_appends_forever() {
     let path = std::env::var_os(CHILD_LOG)
         .expect("run by sigkill_while_appending_loses_no_acknowledged_entry, not directly");
-    let mut log = AuditLog::open(&path).expect("open");
+    let segmented = std::env::var_os(CHILD_SEGMENTS).is_some();
+    let policy = if segmented {
+        SMALL_SEGMENTS
+    } else {
+        SegmentPolicy::default()
+    };
+    let mut log = AuditLog::open_with(&path, policy).expect("open");
+    // Each run goes on from where the trail's clock stopped (a day every 72 entries when
+    // segmented), so days pass across the kills too.
+    let start = log.head().map_or(0, |h| h.seq);
+    let clock = |i: u64| {
+        if segmented {
+            datetime!(2026-03-01 00:00:00 UTC) + time::Duration::minutes(20 * i as i64)
+        } else {
+            at(i)
+        }
+    };
     if let Some(torn) = log.recovered_torn_tail() {
         let event = torn.to_event();
-        log.append(at(0), &event).expect("record repair");
+        log.append(clock(start), &event).expect("record repair");
     }
     let stdout = std::io::stdout();
-    for i in 0.. {
-        let r = log.append(at(i), &note(i)).expect("append");
+    for i in start.. {
+        let r = log.append(clock(i), &note(i)).expect("append");
         let mut out = stdout.lock();
         writeln!(out, "ACK {} {}", r.seq, r.hash).expect("stdout");
         out.flush().expect("flush");
@@ -60,22 +89,71 @@ fn sigkill_child_appends_forever() {
 fn sigkill_while_appending_loses_no_acknowledged_entry() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("audit.jsonl");
+    let (acknowledged, torn_repairs) = kill_and_restart(&path, false);
+
+    // Every acknowledged entry is on the chain, with the hash it was acknowledged with.
+    let report = verify_with_anchors(&path, &acknowledged).expect("verify");
+    assert!(report.is_intact(), "{:?}", report.first_break);
+    assert!(report.verified_entries >= acknowledged.len() as u64);
+    eprintln!(
+        "{} entries acknowledged over 6 kills, {torn_repairs} torn writes repaired",
+        acknowledged.len()
+    );
+}
+
+/// Issue 16: the same with the trail sealed into small segments and old ones removed, so the
+/// kills land while sealing and removing too. Every acknowledged entry that retention has not
+/// removed (by its recorded rule) is on the chain with its hash, and the trail verifies.
+#[test]
+fn sigkill_while_sealing_and_removing_segments_loses_no_acknowledged_entry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit.jsonl");
+    let (acknowledged, torn_repairs) = kill_and_restart(&path, true);
+    let sealed = sealed_segments(&path).expect("list");
+    let report = verify_with_anchors(&path, &acknowledged).expect("verify");
+    assert!(report.is_intact(), "{:?}", report.first_break);
+    let first_kept = sealed.first().map_or(1, |(seq, _)| *seq);
+    assert!(first_kept > 1, "retention removed nothing: {sealed:?}");
+    let kept = acknowledged.iter().filter(|a| a.seq >= first_kept).count() as u64;
+    assert!(report.verified_entries >= kept);
+    assert_eq!(
+        report.head.map(|h| h.seq),
+        AuditLog::open(&path).expect("open").head().map(|h| h.seq)
+    );
+    eprintln!(
+        "{} entries acknowledged over 6 kills, {torn_repairs} torn writes repaired, {} segments \
+         kept from seq {first_kept}",
+        acknowledged.len(),
+        sealed.len()
+    );
+}
+
+/// Runs the appending child six times, killing it after a varying number of
+/// acknowledgements; returns every acknowledgement and how many torn writes `open` repaired.
+fn kill_and_restart(path: &Path, segmented: bool) -> (Vec<AuditReceipt>, u32) {
     let mut acknowledged: Vec<AuditReceipt> = Vec::new();
     let mut torn_repairs = 0;
-
+    let policy = if segmented {
+        SMALL_SEGMENTS
+    } else {
+        SegmentPolicy::default()
+    };
     for round in 0..6u64 {
-        let mut child = Command::new(this_test_binary())
+        let mut command = Command::new(this_test_binary());
+        command
             .args([
                 "--exact",
                 "sigkill_child_appends_forever",
                 "--ignored",
                 "--nocapture",
             ])
-            .env(CHILD_LOG, &path)
+            .env(CHILD_LOG, path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn child");
+            .stderr(Stdio::piped());
+        if segmented {
+            command.env(CHILD_SEGMENTS, "1");
+        }
+        let mut child = command.spawn().expect("spawn child");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         // Kill after a varying number of acknowledgements, while it is mid-stream.
@@ -102,7 +180,7 @@ fn sigkill_while_appending_loses_no_acknowledged_entry() {
         assert!(seen == kill_after, "child stopped early: {status:?}");
 
         // Restart: open repairs a torn line if the kill landed mid-write.
-        let log = AuditLog::open(&path).expect("reopen after SIGKILL");
+        let log = AuditLog::open_with(path, policy).expect("reopen after SIGKILL");
         if log.recovered_torn_tail().is_some() {
             torn_repairs += 1;
         }
@@ -110,15 +188,7 @@ fn sigkill_while_appending_loses_no_acknowledged_entry() {
         let last_ack = acknowledged.last().expect("acks");
         assert!(head.seq >= last_ack.seq, "{head:?} < {last_ack:?}");
     }
-
-    // Every acknowledged entry is on the chain, with the hash it was acknowledged with.
-    let report = verify_with_anchors(&path, &acknowledged).expect("verify");
-    assert!(report.is_intact(), "{:?}", report.first_break);
-    assert!(report.verified_entries >= acknowledged.len() as u64);
-    eprintln!(
-        "{} entries acknowledged over 6 kills, {torn_repairs} torn writes repaired",
-        acknowledged.len()
-    );
+    (acknowledged, torn_repairs)
 }
 
 fn parse_ack(line: &str) -> Option<AuditReceipt> {

@@ -56,6 +56,9 @@ pub struct Config {
     pub session: SessionConfig,
     /// `[paths]`: the audit trail and the passcode ledger.
     pub paths: PathsConfig,
+    /// `[audit]`: how the trail is sealed into segments and how long they are kept.
+    #[serde(default)]
+    pub audit: AuditTrailConfig,
     /// `[ipc]`: which bus, who may call restricted methods.
     #[serde(default)]
     pub ipc: IpcConfig,
@@ -212,6 +215,47 @@ pub struct PathsConfig {
     pub ledger: PathBuf,
 }
 
+/// `[audit]`: the trail's segments (`cardgate_audit::SegmentPolicy`). A trail that lives for
+/// years is sealed into files of a bounded size and one UTC day each, and the oldest are
+/// removed (the removal recorded on the chain) once older than `keep_days`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditTrailConfig {
+    /// Seal the active file once it holds this many bytes (0: no size limit). Default 64 MiB.
+    pub segment_max_bytes: u64,
+    /// Seal the active file at the first entry of each UTC day. Default true.
+    pub segment_daily: bool,
+    /// Remove sealed segments whose last entry is older than this many days (0: keep every
+    /// segment, the default: retention is the estate's decision).
+    pub keep_days: u32,
+}
+
+impl Default for AuditTrailConfig {
+    fn default() -> Self {
+        AuditTrailConfig {
+            segment_max_bytes: 64 * 1024 * 1024,
+            segment_daily: true,
+            keep_days: 0,
+        }
+    }
+}
+
+/// The smallest size limit `[audit] segment_max_bytes` takes: one longest entry (64 KiB), so
+/// a segment always holds whole entries and sealing cannot run once per entry.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+
+impl AuditTrailConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.segment_max_bytes != 0 && self.segment_max_bytes < MIN_SEGMENT_BYTES {
+            return Err(ConfigError::value(
+                "audit.segment_max_bytes",
+                format!("0 (no limit) or at least {MIN_SEGMENT_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[ipc]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +308,7 @@ impl Config {
         self.endpoint.check()?;
         self.card.check()?;
         self.session.check()?;
+        self.audit.check()?;
         self.ipc.check()
     }
 
@@ -415,6 +460,30 @@ mod tests {
         assert!(refused(&url).contains("endpoint.url"), "{}", refused(&url));
         let bus = DOCUMENTED.replace("bus = \"system\"", "bus = \"sytem\"");
         assert!(refused(&bus).contains("ipc.bus"), "{}", refused(&bus));
+    }
+
+    #[test]
+    fn the_audit_segments_default_to_64_mib_daily_kept_for_ever_and_tiny_ones_are_refused() {
+        let c = Config::from_toml(DOCUMENTED).unwrap();
+        assert_eq!(c.audit.segment_max_bytes, 64 * 1024 * 1024);
+        assert!(c.audit.segment_daily);
+        assert_eq!(c.audit.keep_days, 0);
+        let without = DOCUMENTED.replace("[audit]", "[audit_unused]");
+        let without: String = without
+            .split("[audit_unused]")
+            .next()
+            .map(|head| head.to_owned() + &DOCUMENTED[DOCUMENTED.find("[ipc]").unwrap()..])
+            .unwrap();
+        let d = Config::from_toml(&without).unwrap();
+        assert_eq!(d.audit.segment_max_bytes, c.audit.segment_max_bytes);
+        let tiny = DOCUMENTED.replace("segment_max_bytes = 67108864", "segment_max_bytes = 100");
+        assert!(
+            refused(&tiny).contains("audit.segment_max_bytes"),
+            "{}",
+            refused(&tiny)
+        );
+        let off = DOCUMENTED.replace("segment_max_bytes = 67108864", "segment_max_bytes = 0");
+        assert_eq!(Config::from_toml(&off).unwrap().audit.segment_max_bytes, 0);
     }
 
     #[test]
