@@ -181,74 +181,64 @@ impl Walk {
         false
     }
 
-    /// Walks one file; `false` once a break is found.
+    /// Walks one file; `false` once a break is found. Lines are read in chunks, each chunk's
+    /// lines checked on their own in parallel ([`check`]), then linked in order; the last
+    /// line of a chunk waits for the next chunk, whose first line it may need to be judged.
     fn file_from(&mut self, path: &Path, named_seq: Option<u64>) -> Result<bool, AuditError> {
         let file = File::open(path).map_err(|e| AuditError::io(path, "open", e))?;
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(1 << 20, file);
         self.file = Some(path.to_path_buf());
         self.line_no = 0;
-        let mut current = read_line(&mut reader, path)?;
-        if let Some(named) = named_seq {
-            let first = current.as_ref().and_then(|(b, _)| chain::peek_seq(b));
-            if first != Some(named) {
-                self.line_no = 1;
-                return Ok(self.broke(
-                    BreakKind::Reordered,
-                    first,
-                    format!(
-                        "the segment is named for seq {named} but begins with {}: segments were \
-                         renamed or their contents swapped",
-                        first.map_or("no entry".to_owned(), |s| format!("seq {s}"))
-                    ),
-                ));
+        let mut pending: Vec<Verdict> = Vec::new();
+        let mut first = true;
+        loop {
+            let chunk = read_chunk(&mut reader, path)?;
+            let at_end = chunk.is_empty();
+            pending.extend(check_all(&chunk));
+            if first {
+                first = false;
+                if let Some(named) = named_seq {
+                    let begins = pending.first().and_then(Verdict::seq);
+                    if begins != Some(named) {
+                        self.line_no = 1;
+                        return Ok(self.broke(
+                            BreakKind::Reordered,
+                            begins,
+                            format!(
+                                "the segment is named for seq {named} but begins with {}: \
+                                 segments were renamed or their contents swapped",
+                                begins.map_or("no entry".to_owned(), |s| format!("seq {s}"))
+                            ),
+                        ));
+                    }
+                }
+            }
+            let judge = if at_end {
+                pending.len()
+            } else {
+                pending.len().saturating_sub(1)
+            };
+            for i in 0..judge {
+                self.line_no += 1;
+                if !self.line(&pending[i], pending.get(i + 1)) {
+                    return Ok(false);
+                }
+            }
+            pending.drain(..judge);
+            if at_end {
+                return Ok(true);
             }
         }
-        while let Some((bytes, terminated)) = current.take() {
-            self.line_no += 1;
-            let next = read_line(&mut reader, path)?;
-            if !self.line(&bytes, terminated, next.as_ref()) {
-                return Ok(false);
-            }
-            current = next;
-        }
-        Ok(true)
     }
 
-    /// Checks one line against the chain so far; `false` once a break is found.
-    fn line(&mut self, bytes: &[u8], terminated: bool, next: Option<&(Vec<u8>, bool)>) -> bool {
-        if !terminated {
-            return self.broke(
-                BreakKind::Torn,
-                chain::peek_seq(bytes),
-                format!(
-                    "the last line has no newline ({} bytes): a write cut short",
-                    bytes.len()
-                ),
-            );
-        }
-        let line = match chain::parse_line(bytes) {
-            Ok(line) => line,
-            Err(problem) => {
-                let seq = chain::peek_seq(bytes);
-                let (kind, detail) = match problem {
-                    LineProblem::Malformed(why) => (BreakKind::Malformed, why),
-                    LineProblem::HashMismatch => (
-                        BreakKind::Edited,
-                        "the entry's content does not match its hash".to_owned(),
-                    ),
-                    LineProblem::NotCanonical => (
-                        BreakKind::Edited,
-                        "the line's bytes are not as the log wrote them".to_owned(),
-                    ),
-                };
-                return self.broke(kind, seq, detail);
+    /// Links one checked line to the chain so far; `false` once a break is found.
+    fn line(&mut self, verdict: &Verdict, next: Option<&Verdict>) -> bool {
+        let line = match verdict {
+            Verdict::Sound(line) => line,
+            Verdict::Broken { kind, seq, detail } => {
+                return self.broke(*kind, *seq, detail.clone());
             }
         };
-        let entry = match line.decode() {
-            Ok(entry) => entry,
-            Err(why) => return self.broke(BreakKind::Malformed, Some(line.seq), why),
-        };
-
         let first_of_trail = self.report.verified_entries == 0 && self.expected_seq == 1;
         if first_of_trail && line.seq > 1 {
             // A late start: the removed segments' last hash is the one thing it can link to.
@@ -257,7 +247,7 @@ impl Walk {
             self.prev_hash = line.prev;
         }
         if line.seq != self.expected_seq {
-            let (kind, detail) = self.out_of_place(&line, next);
+            let (kind, detail) = self.out_of_place(line, next.and_then(Verdict::seq));
             return self.broke(kind, Some(line.seq), detail);
         }
         if line.prev != self.prev_hash {
@@ -279,8 +269,8 @@ impl Walk {
                 );
             }
         }
-        if let (Some((start, _)), AuditEvent::SegmentsRemoved { through_seq, .. }) =
-            (&self.unexplained_start, &entry.event)
+        if let (Some((start, _)), Some(through_seq)) =
+            (&self.unexplained_start, line.removed_through)
             && through_seq.saturating_add(1) >= *start
         {
             self.unexplained_start = None;
@@ -289,16 +279,15 @@ impl Walk {
         self.prev_hash = line.hash;
         self.expected_seq = line.seq.saturating_add(1);
         self.report.verified_entries += 1;
-        self.report.head = Some(line.receipt());
+        self.report.head = Some(AuditReceipt {
+            seq: line.seq,
+            hash: line.hash,
+        });
         true
     }
 
     /// What a line with an unexpected seq means.
-    fn out_of_place(
-        &self,
-        line: &chain::Line,
-        next: Option<&(Vec<u8>, bool)>,
-    ) -> (BreakKind, String) {
+    fn out_of_place(&self, line: &Checked, next_seq: Option<u64>) -> (BreakKind, String) {
         let expected_seq = self.expected_seq;
         let last_seq = expected_seq.checked_sub(1).filter(|s| *s > 0);
         if Some(line.seq) == last_seq {
@@ -318,7 +307,6 @@ impl Walk {
                 ),
             )
         } else {
-            let next_seq = next.and_then(|(b, _)| chain::peek_seq(b));
             match next_seq {
                 Some(n) if n < line.seq => (
                     BreakKind::Reordered,
@@ -372,21 +360,131 @@ impl Walk {
     }
 }
 
-/// One line with whether it ended in a newline; `None` at end of file.
-fn read_line(
+/// Lines per chunk: enough to keep both cores busy, few enough to keep memory flat.
+const CHUNK_LINES: usize = 16 * 1024;
+
+/// Up to [`CHUNK_LINES`] lines, each with whether it ended in a newline; empty at end of file.
+fn read_chunk(
     reader: &mut BufReader<File>,
     path: &Path,
-) -> Result<Option<(Vec<u8>, bool)>, AuditError> {
-    let mut buf = Vec::new();
-    let n = reader
-        .read_until(b'\n', &mut buf)
-        .map_err(|e| AuditError::io(path, "read", e))?;
-    if n == 0 {
-        return Ok(None);
+) -> Result<Vec<(Vec<u8>, bool)>, AuditError> {
+    let mut chunk = Vec::with_capacity(CHUNK_LINES);
+    while chunk.len() < CHUNK_LINES {
+        let mut buf = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| AuditError::io(path, "read", e))?;
+        if n == 0 {
+            break;
+        }
+        let terminated = buf.last() == Some(&b'\n');
+        if terminated {
+            buf.pop();
+        }
+        chunk.push((buf, terminated));
     }
-    let terminated = buf.last() == Some(&b'\n');
-    if terminated {
-        buf.pop();
+    Ok(chunk)
+}
+
+/// A line checked on its own: its hash, form, timestamp and event, not yet its place.
+struct Checked {
+    seq: u64,
+    prev: EntryHash,
+    hash: EntryHash,
+    /// `Some(through_seq)` for a `segments_removed` entry.
+    removed_through: Option<u64>,
+}
+
+/// What [`check`] found.
+enum Verdict {
+    Sound(Checked),
+    Broken {
+        kind: BreakKind,
+        seq: Option<u64>,
+        detail: String,
+    },
+}
+
+impl Verdict {
+    /// The line's seq, as far as it can be read.
+    fn seq(&self) -> Option<u64> {
+        match self {
+            Verdict::Sound(line) => Some(line.seq),
+            Verdict::Broken { seq, .. } => *seq,
+        }
     }
-    Ok(Some((buf, terminated)))
+}
+
+/// Checks every line of a chunk, on as many threads as there are cores.
+fn check_all(chunk: &[(Vec<u8>, bool)]) -> Vec<Verdict> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || chunk.len() < 256 {
+        return chunk.iter().map(|(b, t)| check(b, *t)).collect();
+    }
+    let per = chunk.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = chunk.chunks(per);
+        // The first part on this thread, the others on their own.
+        let here = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || part.iter().map(|(b, t)| check(b, *t)).collect()))
+            .collect();
+        let mut verdicts: Vec<Verdict> = here.iter().map(|(b, t)| check(b, *t)).collect();
+        for part in others {
+            verdicts.extend(part.join().unwrap_or_else(|_| {
+                vec![Verdict::Broken {
+                    kind: BreakKind::Malformed,
+                    seq: None,
+                    detail: "the verifier failed on this part of the file".to_owned(),
+                }]
+            }));
+        }
+        verdicts
+    })
+}
+
+/// One line on its own: complete, an entry, its own hash, the log's form, a known event.
+fn check(bytes: &[u8], terminated: bool) -> Verdict {
+    let broken = |kind, seq, detail| Verdict::Broken { kind, seq, detail };
+    if !terminated {
+        return broken(
+            BreakKind::Torn,
+            chain::peek_seq(bytes),
+            format!(
+                "the last line has no newline ({} bytes): a write cut short",
+                bytes.len()
+            ),
+        );
+    }
+    let line = match chain::parse_line(bytes) {
+        Ok(line) => line,
+        Err(problem) => {
+            let seq = chain::peek_seq(bytes);
+            return match problem {
+                LineProblem::Malformed(why) => broken(BreakKind::Malformed, seq, why),
+                LineProblem::HashMismatch => broken(
+                    BreakKind::Edited,
+                    seq,
+                    "the entry's content does not match its hash".to_owned(),
+                ),
+                LineProblem::NotCanonical => broken(
+                    BreakKind::Edited,
+                    seq,
+                    "the line's bytes are not as the log wrote them".to_owned(),
+                ),
+            };
+        }
+    };
+    match line.decode() {
+        Ok(entry) => Verdict::Sound(Checked {
+            seq: line.seq,
+            prev: line.prev,
+            hash: line.hash,
+            removed_through: match entry.event {
+                AuditEvent::SegmentsRemoved { through_seq, .. } => Some(through_seq),
+                _ => None,
+            },
+        }),
+        Err(why) => broken(BreakKind::Malformed, Some(line.seq), why),
+    }
 }
