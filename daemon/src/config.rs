@@ -5,9 +5,9 @@
 //! errors and the bus's restricted group.
 
 pub use cardgate_config::{
-    CardTrustConfig, Config, ConfigError, DEFAULT_RESTRICTED_GROUP, EndpointConfig, EndpointUrl,
-    IpcConfig, LoginMode, PathsConfig, RemovalAction, RemovalMode, RenewalConfig, SessionConfig,
-    WorkstationConfig,
+    AuditTrailConfig, CardTrustConfig, Config, ConfigError, DEFAULT_RESTRICTED_GROUP,
+    EndpointConfig, EndpointUrl, IpcConfig, LoginMode, MIN_SEGMENT_BYTES, PathsConfig,
+    RemovalAction, RemovalMode, RenewalConfig, SessionConfig, WorkstationConfig,
 };
 
 #[cfg(test)]
