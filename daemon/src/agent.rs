@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cardgate_audit::{AuditEvent, AuditLog};
+use cardgate_audit::{AuditEvent, AuditLog, AuditReceipt};
 use cardgate_card::CardInspector;
 use cardgate_ipc::SessionEndReason;
 use cardgate_piv::PasscodeGuard;
@@ -246,12 +246,17 @@ impl Agent {
     /// every async method uses [`Agent::audit_async`].
     fn audit(&self, event: &AuditEvent) -> Result<(), CoreError> {
         let outcome = self.shared.audit.append_blocking(now(), event);
-        audit_outcome(outcome, event.kind())
+        audit_outcome(outcome, event.kind()).map(|_| ())
     }
 
     /// As [`Agent::audit`], waiting without blocking a runtime worker, so that concurrent
     /// callers share one sync: every async method (the D-Bus methods) appends this way.
     async fn audit_async(&self, event: AuditEvent) -> Result<(), CoreError> {
+        self.audit_receipt_async(event).await.map(|_| ())
+    }
+
+    /// As [`Agent::audit_async`], returning the entry's receipt (its seq and hash).
+    async fn audit_receipt_async(&self, event: AuditEvent) -> Result<AuditReceipt, CoreError> {
         let kind = event.kind();
         let outcome = self.shared.audit.append(now(), event).await;
         audit_outcome(outcome, kind)
@@ -319,8 +324,11 @@ impl Agent {
 }
 
 /// An audit writer's outcome as the agent answers it: a failure refuses the action.
-fn audit_outcome(outcome: crate::audit_writer::AuditOutcome, kind: &str) -> Result<(), CoreError> {
-    outcome.map(|_| ()).map_err(|e| {
+fn audit_outcome(
+    outcome: crate::audit_writer::AuditOutcome,
+    kind: &str,
+) -> Result<AuditReceipt, CoreError> {
+    outcome.map_err(|e| {
         tracing::error!(error = %e, kind, "audit trail write failed");
         CoreError::AuditUnavailable(format!(
             "the audit trail cannot be written ({e}); nothing was done"

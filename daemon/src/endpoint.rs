@@ -1,12 +1,12 @@
-//! The agent's view of the Spine-like endpoint: the three calls a session needs (log in with
-//! the card signing, select a role profile, log out), behind a small object-safe trait so the
+//! The agent's view of the Spine-like endpoint: the calls a session needs (log in with the
+//! card signing, hand in the audit chain head, select a role profile, log out), behind a small object-safe trait so the
 //! core does not care whether mode A or mode B is configured.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cardgate_spine::wire::Session;
+use cardgate_spine::wire::{AuditAnchor, Session};
 use cardgate_spine::{CardSigner, SpineClient, SpineError};
 
 use crate::config::LoginMode;
@@ -28,6 +28,16 @@ pub trait Endpoint: Send + Sync + 'static {
 
     /// Ends the session at the endpoint.
     fn logout<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), SpineError>>;
+
+    /// Hands the endpoint the audit chain head at this log-in, to keep off the workstation
+    /// (test doubles keep nothing).
+    fn anchor_audit<'a>(
+        &'a self,
+        _session: &'a Session,
+        _anchor: &'a AuditAnchor,
+    ) -> BoxFuture<'a, Result<(), SpineError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// The full client, for the staff tasks (unlock, renewal, TACs); `None` for endpoints
     /// that only log in (test doubles), which then refuse those tasks.
@@ -75,6 +85,14 @@ impl Endpoint for SpineEndpoint {
 
     fn logout<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), SpineError>> {
         Box::pin(self.client.logout(session))
+    }
+
+    fn anchor_audit<'a>(
+        &'a self,
+        session: &'a Session,
+        anchor: &'a AuditAnchor,
+    ) -> BoxFuture<'a, Result<(), SpineError>> {
+        Box::pin(self.client.anchor_audit(session, anchor))
     }
 
     fn spine_client(&self) -> Option<&SpineClient> {

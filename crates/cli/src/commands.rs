@@ -183,6 +183,40 @@ async fn check(bus: &str, json: bool, action: &str, ods: Option<String>) -> Outc
     Ok(if answer.allowed { 0 } else { 1 })
 }
 
+/// The anchors in `file`: one JSON object per line with `seq` and `hash` (other fields, such
+/// as the endpoint's `uid` and `at`, ignored); a line that is not one is named.
+fn read_anchors(file: &std::path::Path) -> Result<Vec<cardgate_audit::AuditReceipt>, CliError> {
+    #[derive(serde::Deserialize)]
+    struct Anchor {
+        seq: u64,
+        hash: String,
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Usage(format!("reading the anchors {}: {e}", file.display())))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let bad = |why: String| {
+                CliError::Usage(format!(
+                    "{} line {}: not an anchor ({why}); each line is {{\"seq\": N, \"hash\": \"64 hex digits\"}}",
+                    file.display(),
+                    i + 1
+                ))
+            };
+            let anchor: Anchor = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+            let hash = anchor
+                .hash
+                .parse()
+                .map_err(|_| bad("the hash is not a SHA-256 in hex".into()))?;
+            Ok(cardgate_audit::AuditReceipt {
+                seq: anchor.seq,
+                hash,
+            })
+        })
+        .collect()
+}
+
 /// `[paths] audit` of the daemon's configuration if it is readable, else the documented default.
 fn default_audit_path() -> PathBuf {
     cardgate_config::Sections::from_file(std::path::Path::new(DEFAULT_CONFIG_PATH))
@@ -194,9 +228,14 @@ fn default_audit_path() -> PathBuf {
 
 fn audit(json: bool, command: AuditCommand) -> Outcome {
     match command {
-        AuditCommand::Verify { file } => {
+        AuditCommand::Verify { file, anchors } => {
             let path = file.unwrap_or_else(default_audit_path);
-            let report = cardgate_audit::verify(&path).map_err(|e| (2, CliError::from(e)))?;
+            let anchors = match anchors {
+                Some(file) => read_anchors(&file).map_err(|e| (2, e))?,
+                None => Vec::new(),
+            };
+            let report = cardgate_audit::verify_with_anchors(&path, &anchors)
+                .map_err(|e| (2, CliError::from(e)))?;
             if json {
                 let mut value = serde_json::to_value(&report).unwrap_or_default();
                 if let Some(map) = value.as_object_mut() {

@@ -146,6 +146,11 @@ pub enum AuditCommand {
         /// The audit trail (default: the daemon's configured one).
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// Anchors kept elsewhere (the endpoint's audit anchors file: one JSON object per
+        /// line with `seq` and `hash`): the trail must hold each, with that hash. Catches a
+        /// trail rewritten after the anchors were taken.
+        #[arg(long, value_name = "PATH")]
+        anchors: Option<PathBuf>,
     },
     /// Show the last entries.
     Tail {

@@ -25,6 +25,7 @@ listen_mtls = "127.0.0.1:0"
 service_dir = "{d}/service"
 card_ca_dir = "{d}/card-ca"
 outbox = "{d}/outbox.jsonl"
+anchors = "{d}/audit-anchors.jsonl"
 max_idle_time = 900
 
 [[users]]

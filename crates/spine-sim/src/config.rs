@@ -43,6 +43,11 @@ pub struct ServerConfig {
     pub card_ca_dir: PathBuf,
     /// Where one-time codes are "sent": one JSON line per message.
     pub outbox: PathBuf,
+    /// Where the workstations' audit chain heads handed in at log-in are kept: one JSON line
+    /// each (`uid`, `session_id`, `seq`, `hash`, `at`), the file `cardgate audit verify
+    /// --anchors` reads. Absent: they are accepted and only logged.
+    #[serde(default)]
+    pub anchors: Option<PathBuf>,
     /// Seconds of inactivity after which a session ends.
     #[serde(default = "default_max_idle_time")]
     pub max_idle_time: u64,
@@ -141,6 +146,9 @@ impl SimConfig {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
+            }
+            if let Some(p) = server.anchors.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
             }
         }
         Ok(config)

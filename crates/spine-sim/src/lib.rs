@@ -85,6 +85,7 @@ fn prepare(config: &SimConfig) -> Result<Prepared, SimError> {
         inner: Mutex::new(Inner::default()),
         max_idle: Duration::from_secs(config.server.max_idle_time),
         outbox: config.server.outbox.clone(),
+        anchors: config.server.anchors.clone(),
         rng: ring::rand::SystemRandom::new(),
     });
     Ok(Prepared {

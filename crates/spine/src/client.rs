@@ -18,10 +18,11 @@ use crate::http::{self, Call, Response};
 use crate::signer::CardSigner;
 use crate::tls::{CardClientAuth, client_config, service_roots};
 use crate::wire::{
-    ActivateResponse, Empty, ErrorBody, ErrorCode, IntrospectRequest, IntrospectResponse,
-    RenewRequest, RenewResponse, Secret, SelectRoleRequest, SelfServiceUnlockConfirm,
-    SelfServiceUnlockRequest, SelfServiceUnlockStarted, Session, SponsorUnlockRequest,
-    TacActivateRequest, TacRecord, TacUsageRequest, UnlockCodeResponse, ValidateRequest, paths,
+    ActivateResponse, AuditAnchor, Empty, ErrorBody, ErrorCode, IntrospectRequest,
+    IntrospectResponse, RenewRequest, RenewResponse, Secret, SelectRoleRequest,
+    SelfServiceUnlockConfirm, SelfServiceUnlockRequest, SelfServiceUnlockStarted, Session,
+    SponsorUnlockRequest, TacActivateRequest, TacRecord, TacUsageRequest, UnlockCodeResponse,
+    ValidateRequest, paths,
 };
 
 /// The client of the Spine-like endpoint. Cheap to share (`&self` everywhere); every request
@@ -157,6 +158,25 @@ impl SpineClient {
         };
         let path = paths::session_role_path(&session.session_id);
         self.call_as(session, Method::PUT, &path, Some(&body)).await
+    }
+
+    /// Hands the endpoint the workstation's audit chain head at this log-in, to keep.
+    pub async fn anchor_audit(
+        &self,
+        session: &Session,
+        anchor: &AuditAnchor,
+    ) -> Result<(), SpineError> {
+        let path = paths::session_audit_anchor_path(&session.session_id);
+        let response = self
+            .send(
+                Listener::Api,
+                Method::PUT,
+                &path,
+                Some(&session.token),
+                Some(anchor),
+            )
+            .await?;
+        expect_empty(response, StatusCode::NO_CONTENT)
     }
 
     /// Reads the session as the server has it now (roles, selection); counts as activity.

@@ -28,6 +28,8 @@ pub mod paths {
     pub const SESSION: &str = "/v1/sessions/{id}";
     /// Select the session's role profile (`PUT`). Template.
     pub const SESSION_ROLE: &str = "/v1/sessions/{id}/role";
+    /// The workstation's audit chain head at this log-in (`PUT`, `204`). Template.
+    pub const SESSION_AUDIT_ANCHOR: &str = "/v1/sessions/{id}/audit-anchor";
     /// "Is this token active?" for applications (`POST`, no bearer).
     pub const INTROSPECT: &str = "/v1/tokens/introspect";
     /// The card CA's current CRL (`GET`, DER).
@@ -56,6 +58,10 @@ pub mod paths {
     /// [`SESSION_ROLE`] for one session id.
     pub fn session_role_path(id: &str) -> String {
         format!("/v1/sessions/{id}/role")
+    }
+    /// [`SESSION_AUDIT_ANCHOR`] for one session id.
+    pub fn session_audit_anchor_path(id: &str) -> String {
+        format!("/v1/sessions/{id}/audit-anchor")
     }
     /// [`SELF_SERVICE_CONFIRM`] for one request id.
     pub fn self_service_confirm_path(request_id: &str) -> String {
@@ -168,6 +174,18 @@ pub struct ValidateRequest {
     /// DER of a CMS `ContentInfo` with attached `SignedData` (base64 on the wire).
     #[serde(with = "b64")]
     pub signed_data: Vec<u8>,
+}
+
+/// The head of the workstation's audit chain when the session started (the `session_started`
+/// entry's sequence number and hash). The endpoint keeps it, off the workstation, so a trail
+/// rewritten there afterwards no longer matches what the endpoint holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditAnchor {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The entry's hash, 64 lowercase hex digits.
+    pub hash: String,
 }
 
 /// One role profile of the holder: a job role at an organisation, with what it permits.

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardgate_audit::{AuditEvent, CallerIdentity, EntryMethod};
+use cardgate_audit::{AuditEvent, AuditReceipt, CallerIdentity, EntryMethod};
 use cardgate_card::{CardError, CardReport, Insertion, PasscodeSource};
 use cardgate_certs::Verdict;
 use cardgate_ipc::{RoleProfileInfo, SessionEndReason, Ticket};
 use cardgate_piv::{FinalTry, Passcode, PasscodeStatus, PivError};
 use cardgate_reader::ReaderName;
 use cardgate_spine::SpineError;
-use cardgate_spine::wire::RoleProfile;
+use cardgate_spine::wire::{AuditAnchor, RoleProfile, Session as SpineSession};
 use tokio::time::Instant;
 
 use super::passcode::passcode_outcome;
@@ -201,18 +201,22 @@ impl Agent {
             "session started"
         );
         let audited = self
-            .audit_async(AuditEvent::SessionStarted {
+            .audit_receipt_async(AuditEvent::SessionStarted {
                 caller: Some(caller.clone()),
                 card_serial: identity.card_serial.clone(),
                 holder: identity.holder_uuid.clone(),
                 session_generation,
             })
             .await;
-        if let Err(e) = audited {
-            // Fail closed: a session that is not on the audit trail must not exist.
-            self.end_session(SessionEndReason::LoggedOut, Some(caller));
-            return Err(e);
-        }
+        let started = match audited {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                // Fail closed: a session that is not on the audit trail must not exist.
+                self.end_session(SessionEndReason::LoggedOut, Some(caller));
+                return Err(e);
+            }
+        };
+        self.anchor_at_the_endpoint(&spine, started);
         self.emit(AgentEvent::SessionStarted {
             holder_uuid: identity.holder_uuid.as_str().to_owned(),
             generation: session_generation,
@@ -225,6 +229,31 @@ impl Agent {
         }
         self.emit(AgentEvent::PropertiesChanged);
         Ok(spine.role_profiles.iter().map(role_info).collect())
+    }
+
+    /// Hands the endpoint the chain head at this log-in (the `session_started` entry) in the
+    /// background: the log-in does not wait for it, and an endpoint that refuses it (an older
+    /// one) costs a warning in the log, not the session.
+    fn anchor_at_the_endpoint(&self, spine: &SpineSession, started: AuditReceipt) {
+        let endpoint = Arc::clone(&self.shared.endpoint);
+        let spine = spine.clone();
+        tokio::spawn(async move {
+            let anchor = AuditAnchor {
+                seq: started.seq,
+                hash: started.hash.to_string(),
+            };
+            match endpoint.anchor_audit(&spine, &anchor).await {
+                Ok(()) => tracing::info!(
+                    seq = anchor.seq,
+                    "audit chain head anchored at the endpoint"
+                ),
+                Err(e) => tracing::warn!(
+                    seq = anchor.seq,
+                    error = %e,
+                    "the endpoint did not keep the audit chain head"
+                ),
+            }
+        });
     }
 
     /// After the passcode was verified on the card of `insertion`: if a session is detached

@@ -26,6 +26,7 @@ pub(crate) struct AppState {
     pub inner: Mutex<Inner>,
     pub max_idle: Duration,
     pub outbox: PathBuf,
+    pub anchors: Option<PathBuf>,
     pub rng: SystemRandom,
 }
 

@@ -31,7 +31,8 @@ pub(crate) use extract::PeerCertificate;
 use extract::refuse_large_bodies;
 use renewal::{crl, renew};
 use session::{
-    auth_activate, auth_validate, introspect, logout, mtls_login, read_session, select_role,
+    audit_anchor, auth_activate, auth_validate, introspect, logout, mtls_login, read_session,
+    select_role,
 };
 use tac::{tac_activate, tac_read, tac_return, tac_usage};
 use unlock::{self_service_confirm, self_service_unlock, sponsor_unlock};
@@ -44,6 +45,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route(paths::SESSIONS, post(mtls_login))
         .route(paths::SESSION, get(read_session).delete(logout))
         .route(paths::SESSION_ROLE, put(select_role))
+        .route(paths::SESSION_AUDIT_ANCHOR, put(audit_anchor))
         .route(paths::INTROSPECT, post(introspect))
         .route(paths::CRL, get(crl))
         .route(paths::RENEW, post(renew))

@@ -5,8 +5,8 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use cardgate_spine::wire::{
-    ActivateResponse, Empty, ErrorCode, IntrospectRequest, IntrospectResponse, SelectRoleRequest,
-    Session, ValidateRequest,
+    ActivateResponse, AuditAnchor, Empty, ErrorCode, IntrospectRequest, IntrospectResponse,
+    SelectRoleRequest, Session, ValidateRequest,
 };
 
 use crate::cms_verify::verify_challenge_signature;
@@ -157,6 +157,54 @@ pub(super) async fn select_role(
     record.selected = Some(request.role_profile_id.clone());
     tracing::info!(uid = %record.uid, role_profile = %request.role_profile_id, "role selected");
     Ok(axum::Json(state.session_view(record)))
+}
+
+/// Keeps the workstation's audit chain head handed in at this log-in (one JSON line in the
+/// anchors file), so a trail rewritten on the workstation afterwards can be caught.
+pub(super) async fn audit_anchor(
+    State(state): Shared,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath,
+    ApiJson(anchor): ApiJson<AuditAnchor>,
+) -> AppResult<StatusCode> {
+    let session = own_session(&state, &headers, &id)?;
+    let well_formed = anchor.hash.len() == 64
+        && anchor
+            .hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed || anchor.seq == 0 {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            "An audit anchor is a sequence number from 1 and a SHA-256 in 64 lowercase hex digits.",
+        ));
+    }
+    let line = serde_json::json!({
+        "uid": session.uid,
+        "session_id": id,
+        "seq": anchor.seq,
+        "hash": anchor.hash,
+        "at": state.clock.wall().format(&time::format_description::well_known::Rfc3339).ok(),
+    });
+    if let Some(path) = &state.anchors {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .map_err(|e| {
+                tracing::error!(path = %path.display(), error = %e, "cannot keep the anchor");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "The audit anchor could not be kept; try again later.",
+                )
+            })?;
+    }
+    tracing::info!(uid = %session.uid, seq = anchor.seq, "audit anchor kept");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn introspect(
