@@ -146,8 +146,8 @@ impl AuditLog {
         }
         // Where the active file's first entry must link: the newest sealed segment's last
         // entry, or the genesis of the chain. Only read when the active file starts within
-        // the two lines in hand.
-        let sealed_head = if tail.from_start && lines.len() < 2 {
+        // the two lines in hand (a fresh active file: its first line is among them).
+        let sealed_head = if tail.from_start {
             log.newest_sealed_head()?
         } else {
             None

@@ -247,3 +247,26 @@ fn the_tail_reaches_into_the_sealed_segments() {
         .collect();
     assert_eq!(seqs, (201..=300).collect::<Vec<u64>>());
 }
+
+/// Reopening with one, two or three entries in a freshly sealed trail's active file: the first
+/// of them must link to the newest segment whichever of the two lines `open` reads it among.
+#[test]
+fn a_fresh_active_file_of_any_length_reopens() {
+    for extra in 1..=3u64 {
+        let policy = SegmentPolicy {
+            daily: true,
+            ..SegmentPolicy::default()
+        };
+        // 72 entries fill day one; `extra` more start day two in a fresh active file.
+        let (_dir, path, log) = trail(72 + extra, policy);
+        assert_eq!(segments(&path).len(), 1);
+        let head = log.head();
+        drop(log);
+        let reopened = AuditLog::open_with(&path, policy).expect("reopen");
+        assert_eq!(
+            reopened.head(),
+            head,
+            "with {extra} entries in the active file"
+        );
+    }
+}
