@@ -29,8 +29,7 @@ use libtest_mimic::Failed;
 
 /// pcscd polls vpcd about every 400 ms; an event must arrive well inside this.
 const EVENT_DEADLINE: Duration = Duration::from_secs(3);
-/// The passcode the test cards get (not the PIV default, so nothing passes by accident).
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 
 fn main() -> ExitCode {
     run_lab_suite(vec![
@@ -677,15 +676,7 @@ fn pcscd_restart(lab: &mut Lab) -> Result<(), Failed> {
     }
     let story = agent.story(&reader);
     check(
-        story
-            == [
-                "inserted",
-                "removed",
-                "service-lost",
-                "service-restored",
-                "inserted",
-                "removed",
-            ],
+        story == cardgate_e2e::reader_events::STORY_ACROSS_A_PCSCD_RESTART,
         || format!("events:\n{}", agent.log()),
     )?;
     agent.monitor.shutdown();

@@ -153,6 +153,14 @@ pub const SELECT_PIV: [u8; 15] = [
     0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x00,
 ];
 
+/// The passcode (PIV PIN) the suites give the test cards they provision themselves: not the
+/// PIV factory default, so that nothing passes by falling back to `123456`.
+pub const TEST_PASSCODE: &str = "739146";
+
+/// The reader every test card of the independent-tool suites (OpenSC, yubico-piv-tool) goes
+/// into.
+pub const TOOL_READER: ReaderSlot = ReaderSlot::First;
+
 /// The unlock code (PIV PUK) the suites give the cards they unlock, as the RA would hand it
 /// over.
 pub const TEST_UNLOCK_CODE: &str = "80264513";

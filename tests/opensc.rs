@@ -34,13 +34,10 @@ fn pkcs11_module() -> Result<&'static str, Failed> {
         )))
     }
 }
-/// The passcode the test cards get: not the PIV factory default, so a tool that silently
-/// falls back to `123456` is caught.
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 /// A wrong passcode of the same shape.
 const WRONG_PASSCODE: &str = "246810";
-/// The reader every test card goes into.
-const READER: ReaderSlot = ReaderSlot::First;
+const READER: ReaderSlot = cardgate_e2e::TOOL_READER;
 /// The card name OpenSC's PIV driver gives a PIV card (card-piv.c, `piv_match_card`).
 const OPENSC_PIV_NAME: &str = "Personal Identity Verification Card";
 

@@ -390,15 +390,7 @@ fn pcscd_restart_recovery(lab: &mut Lab) -> Result<(), Failed> {
     events.drain_for(Duration::from_millis(800));
     let story = events.card_story(&first);
     check(
-        story
-            == [
-                "inserted",
-                "removed",
-                "service-lost",
-                "service-restored",
-                "inserted",
-                "removed",
-            ],
+        story == cardgate_e2e::reader_events::STORY_ACROSS_A_PCSCD_RESTART,
         || format!("events:\n{}", events.log()),
     )?;
     eprintln!("events:\n{}", events.log());

@@ -34,3 +34,14 @@ pub fn card_story(seen: &[ReaderEvent], reader: &ReaderName) -> Vec<&'static str
         })
         .collect()
 }
+
+/// A card's story when it is inserted and removed, pcscd is killed and restarted, and it is
+/// inserted and removed again: what both suites expect of a pcscd restart.
+pub const STORY_ACROSS_A_PCSCD_RESTART: [&str; 6] = [
+    "inserted",
+    "removed",
+    "service-lost",
+    "service-restored",
+    "inserted",
+    "removed",
+];

@@ -38,8 +38,7 @@ use time::OffsetDateTime;
 const ASHA: &str = "555000111222";
 /// The sponsor (admin.unlock) of the sponsor-unlock test.
 const BEN: &str = "555000333444";
-/// The test cards' passcode (not a PIV default, so nothing passes by accident).
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 /// The test cards' unlock code, which spine-sim holds for each card.
 const UNLOCK_CODE: &str = cardgate_e2e::TEST_UNLOCK_CODE;
 /// The test cards' AES-128 management key.

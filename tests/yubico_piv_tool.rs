@@ -14,10 +14,8 @@ use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::card_file::{KeyAlgorithm, Slot};
 use libtest_mimic::Failed;
 
-/// The passcode the test cards get (not the PIV factory default).
-const PASSCODE: &str = "739146";
-/// The reader every test card goes into.
-const READER: ReaderSlot = ReaderSlot::First;
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
+const READER: ReaderSlot = cardgate_e2e::TOOL_READER;
 /// The tool under test.
 const YUBICO_PIV_TOOL: &str = "yubico-piv-tool";
 
