@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DemoWorld, PrivateBus};
 use cardgate_e2e::daemon_harness::{fail, wait_for};
-use cardgate_e2e::{async_trial, check, runtime};
+use cardgate_e2e::{async_trial, check};
 use cardgate_ipc::{AgentProxy, BUS_NAME, DEMO_OBJECT_PATH, DemoProxy};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed};
