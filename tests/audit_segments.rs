@@ -11,60 +11,40 @@
 //! (`CARDGATE_E2E_AS_CLI`, then its `main` is exactly `cardgate`'s).
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use cardgate_audit::{AuditLog, TailItem, sealed_segments, tail};
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
+use cardgate_e2e::cli_process::{run_cli, run_if_cli};
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
-const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
 /// Enough decisions (a few hundred bytes each) to fill several 64 KiB segments.
 const DECISIONS: usize = 800;
 
 fn main() -> ExitCode {
-    if std::env::var_os(AS_CLI).is_some() {
-        return cardgate_cli::main();
+    if let Some(code) = run_if_cli() {
+        return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| fail("runtime", e))
-    };
-    let trials = vec![
-        lab_trial(
+    run_lab_suite(vec![
+        async_lab_trial(
             "the_daemon_seals_its_trail_and_the_cli_verifies_it_across_segments",
-            move |lab| runtime()?.block_on(sealed_trail(lab)),
+            sealed_trail,
         ),
-        lab_trial(
+        async_lab_trial(
             "a_trail_rewritten_after_a_log_in_is_caught_by_the_endpoints_anchor",
-            move |lab| runtime()?.block_on(anchored_at_the_endpoint(lab)),
+            anchored_at_the_endpoint,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
-/// `cardgate ARGS`, its exit code and what it printed.
+/// `cardgate ARGS` as its own process: its exit code and all it printed.
 fn cardgate(args: &[&str]) -> Result<(i32, String), Failed> {
-    let exe = std::env::current_exe().map_err(|e| fail("current exe", e))?;
-    let out = Command::new(exe)
-        .env(AS_CLI, "1")
-        .args(args)
-        .output()
-        .map_err(|e| fail("cardgate", e))?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let run = run_cli(&args, None)?;
+    Ok((run.code, format!("{}{}", run.stdout, run.stderr)))
 }
 
 async fn sealed_trail(_lab: &mut Lab) -> Result<(), Failed> {

@@ -14,7 +14,7 @@ use cardgate_card::{
     CardError, CardInspector, Insertion, PasscodeSource, TrustConfig, WarningKind,
 };
 use cardgate_certs::{CheckPolicy, Crl, ExpiryWarning, FindingKind, Severity, TrustAnchors};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{check, lab_trial, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_piv::{FinalTry, Passcode, PasscodeGuard, PasscodeStatus, PivError};
 use cardgate_reader::{
@@ -25,17 +25,14 @@ use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::{CardFile, Slot};
 use cardgate_vcard::provision::{CardSpec, RevokedCard, TestCa, Validity, provision};
 use cardgate_vcard::vpcd::InsertedCard;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
 /// pcscd polls vpcd about every 400 ms; an event must arrive well inside this.
 const EVENT_DEADLINE: Duration = Duration::from_secs(3);
-/// The passcode the test cards get (not the PIV default, so nothing passes by accident).
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         lab_trial(
             "two_readers_each_with_its_own_card_are_followed_and_read_separately",
             two_readers,
@@ -69,8 +66,7 @@ fn main() -> ExitCode {
             "revoked_expired_expiring_and_old_generation_cards_are_reported_with_what_to_do",
             certificate_cases,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 // ----- equipment -----
@@ -217,32 +213,12 @@ impl Agent {
     }
 
     fn log(&self) -> String {
-        self.seen
-            .iter()
-            .map(|e| {
-                format!(
-                    "  +{:>5} ms {:<20} {:?}",
-                    e.at.duration_since(self.started).as_millis(),
-                    e.reader.as_str(),
-                    e.kind
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        cardgate_e2e::reader_events::event_log(&self.seen, self.started)
     }
 
     /// Card and service events for `reader`, in order.
     fn story(&self, reader: &ReaderName) -> Vec<&'static str> {
-        self.seen
-            .iter()
-            .filter_map(|e| match &e.kind {
-                ReaderEventKind::CardInserted { .. } if &e.reader == reader => Some("inserted"),
-                ReaderEventKind::CardRemoved { .. } if &e.reader == reader => Some("removed"),
-                ReaderEventKind::ServiceLost => Some("service-lost"),
-                ReaderEventKind::ServiceRestored => Some("service-restored"),
-                _ => None,
-            })
-            .collect()
+        cardgate_e2e::reader_events::card_story(&self.seen, reader)
     }
 
     fn verify(
@@ -700,15 +676,7 @@ fn pcscd_restart(lab: &mut Lab) -> Result<(), Failed> {
     }
     let story = agent.story(&reader);
     check(
-        story
-            == [
-                "inserted",
-                "removed",
-                "service-lost",
-                "service-restored",
-                "inserted",
-                "removed",
-            ],
+        story == cardgate_e2e::reader_events::STORY_ACROSS_A_PCSCD_RESTART,
         || format!("events:\n{}", agent.log()),
     )?;
     agent.monitor.shutdown();

@@ -17,98 +17,38 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
-use cardgate_e2e::{PcscClient, check, lab_trial};
+use cardgate_e2e::cli_process::{Run, run_cli_async, run_if_cli};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, wait_for};
+use cardgate_e2e::{PcscClient, async_lab_trial, check, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
 use cardgate_vcard::provision::{CardSpec, TestCa, Validity, provision};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use serde_json::Value;
 
-const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
-
 fn main() -> ExitCode {
-    if std::env::var_os(AS_CLI).is_some() {
-        return cardgate_cli::main();
+    if let Some(code) = run_if_cli() {
+        return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
-        lab_trial("doctor_healthy_workstation_every_line_ok", |lab| {
-            block_on(healthy(lab))
-        }),
-        lab_trial("doctor_no_pcscd_and_agent_not_running", |lab| {
-            block_on(no_pcscd(lab))
-        }),
-        lab_trial("doctor_no_reader", |lab| block_on(no_reader(lab))),
-        lab_trial("doctor_no_card", |lab| block_on(no_card(lab))),
-        lab_trial("doctor_blocked_card", |lab| block_on(blocked_card(lab))),
-        lab_trial("doctor_expired_certificate", |lab| {
-            block_on(expired_certificate(lab))
-        }),
-        lab_trial("doctor_endpoint_down", |lab| block_on(endpoint_down(lab))),
-        lab_trial("support_bundle_has_the_facts_and_no_secrets", |lab| {
-            block_on(support_bundle(lab))
-        }),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
-}
-
-fn block_on(f: impl std::future::Future<Output = Result<(), Failed>>) -> Result<(), Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?
-        .block_on(f)
-}
-
-/// One run of the CLI.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn cli_command() -> Command {
-    match std::env::var_os("CARDGATE_BIN") {
-        Some(bin) => Command::new(bin),
-        None => {
-            let mut c = Command::new(std::env::current_exe().unwrap());
-            c.env(AS_CLI, "1");
-            c
-        }
-    }
+    run_lab_suite(vec![
+        async_lab_trial("doctor_healthy_workstation_every_line_ok", healthy),
+        async_lab_trial("doctor_no_pcscd_and_agent_not_running", no_pcscd),
+        async_lab_trial("doctor_no_reader", no_reader),
+        async_lab_trial("doctor_no_card", no_card),
+        async_lab_trial("doctor_blocked_card", blocked_card),
+        async_lab_trial("doctor_expired_certificate", expired_certificate),
+        async_lab_trial("doctor_endpoint_down", endpoint_down),
+        async_lab_trial(
+            "support_bundle_has_the_facts_and_no_secrets",
+            support_bundle,
+        ),
+    ])
 }
 
 /// Runs the CLI on a blocking thread, so the daemon in this process keeps serving.
 async fn cardgate(args: Vec<String>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let output = cli_command()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
+    run_cli_async(args, None).await.unwrap()
 }
 
 /// Writes the agent's configuration for `world` (the demo's, as `cardgated` would read it)
@@ -127,9 +67,9 @@ fn write_config(world: &DemoWorld, bus: &str, endpoint: Option<&str>) -> Result<
         .replace("@ENDPOINT_URL@", &url)
         .replace("@ENDPOINT_MTLS_URL@", &mtls);
     // The file must be one the agent itself accepts.
-    cardgated::Config::from_toml(&text).map_err(|e| fail("the doctor's config", e))?;
+    cardgated::Config::from_toml(&text).or_fail("the doctor's config")?;
     let path = world.dir().join("doctor-cardgated.toml");
-    std::fs::write(&path, text).map_err(|e| fail("writing the config", e))?;
+    std::fs::write(&path, text).or_fail("writing the config")?;
     Ok(path)
 }
 
@@ -215,11 +155,9 @@ struct Offline {
 }
 
 async fn offline() -> Result<Offline, Failed> {
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(|e| fail("demo world", e))?;
-    let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
+    let world = DemoWorld::start(dir.path()).await.or_fail("demo world")?;
+    let bus = PrivateBus::start().or_fail("private bus")?;
     Ok(Offline {
         world,
         bus,
@@ -228,22 +166,19 @@ async fn offline() -> Result<Offline, Failed> {
 }
 
 fn card_of(world: &DemoWorld, spec: CardSpec) -> Result<CardFile, Failed> {
-    let ca = TestCa::load(&world.dir().join("card-ca")).map_err(|e| fail("card CA", e))?;
+    let ca = TestCa::load(&world.dir().join("card-ca")).or_fail("card CA")?;
     Ok(provision(&ca, &spec.pin(DEMO_PASSCODE))
-        .map_err(|e| fail("provisioning", e))?
+        .or_fail("provisioning")?
         .card)
 }
 
 async fn healthy(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let config = write_config(&running.world, &running.address, None)?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let agent = running.agent.clone();
     wait_for("the agent to read the card", || {
         let agent = agent.clone();
@@ -303,18 +238,18 @@ async fn healthy(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == 3, || format!("tries after doctor: {tries}"))?;
     running
         .agent
         .login(DEMO_PASSCODE, false)
         .await
-        .map_err(|e| fail("Login after doctor", e))?;
+        .or_fail("Login after doctor")?;
     let (run, report, _) = doctor(&config).await?;
     check(run.code == 0, || {
         format!("doctor with a session open: {run}")
     })?;
-    let state = running.agent.state().await.map_err(|e| fail("State", e))?;
+    let state = running.agent.state().await.or_fail("State")?;
     check(state == "logged-in", || {
         format!("the session survived doctor: {state}")
     })?;
@@ -328,7 +263,7 @@ async fn healthy(lab: &mut Lab) -> Result<(), Failed> {
 async fn no_pcscd(lab: &mut Lab) -> Result<(), Failed> {
     let world = offline().await?;
     let config = write_config(&world.world, world.bus.address(), None)?;
-    lab.kill_pcscd().map_err(|e| fail("stopping pcscd", e))?;
+    lab.kill_pcscd().or_fail("stopping pcscd")?;
     let (run, report, plain) = doctor(&config).await?;
     expect_fail(
         &run,
@@ -360,12 +295,11 @@ async fn no_reader(lab: &mut Lab) -> Result<(), Failed> {
     let world = offline().await?;
     let config = write_config(&world.world, world.bus.address(), None)?;
     // A pcscd with no reader configured, in the lab's namespace instead of its own.
-    lab.kill_pcscd()
-        .map_err(|e| fail("stopping the lab's pcscd", e))?;
+    lab.kill_pcscd().or_fail("stopping the lab's pcscd")?;
     for stale in ["pcscd.comm", "pcscd.pid"] {
         let _ = std::fs::remove_file(Path::new("/run/pcscd").join(stale));
     }
-    let empty = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let empty = tempfile::tempdir().or_fail("tempdir")?;
     let mut pcscd = Command::new("pcscd")
         .args(["--foreground", "--config"])
         .arg(empty.path())
@@ -373,7 +307,7 @@ async fn no_reader(lab: &mut Lab) -> Result<(), Failed> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| fail("starting pcscd", e))?;
+        .or_fail("starting pcscd")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let ready = loop {
         if let Ok(client) = PcscClient::new()
@@ -432,7 +366,7 @@ async fn blocked_card(lab: &mut Lab) -> Result<(), Failed> {
     card.pin.tries_left = 0;
     let _inserted = lab
         .insert(ReaderSlot::Second, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let (run, report, plain) = doctor(&config).await?;
     expect_verdict(&report, "piv", "ok")?;
     expect_fail(
@@ -461,7 +395,7 @@ async fn expired_certificate(lab: &mut Lab) -> Result<(), Failed> {
     )?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let (run, report, plain) = doctor(&config).await?;
     expect_verdict(&report, "passcode", "ok")?;
     expect_fail(
@@ -483,10 +417,10 @@ async fn endpoint_down(lab: &mut Lab) -> Result<(), Failed> {
         world.bus.address(),
         Some("https://127.0.0.1:9"),
     )?;
-    let card = world.world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+    let card = world.world.card(PHARMACIST).or_fail("card")?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let (run, report, plain) = doctor(&config).await?;
     expect_fail(
         &run,
@@ -513,13 +447,10 @@ async fn endpoint_down(lab: &mut Lab) -> Result<(), Failed> {
 async fn support_bundle(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let config = write_config(&running.world, &running.address, None)?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let agent = running.agent.clone();
     wait_for("the agent to read the card", || {
         let agent = agent.clone();
@@ -534,17 +465,13 @@ async fn support_bundle(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .login(DEMO_PASSCODE, false)
         .await
-        .map_err(|e| fail("Login", e))?;
+        .or_fail("Login")?;
     running
         .agent
         .select_role_profile("RP-PHARM-FA123")
         .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
-    let ticket = running
-        .agent
-        .get_ticket()
-        .await
-        .map_err(|e| fail("GetTicket", e))?;
+        .or_fail("SelectRoleProfile")?;
+    let ticket = running.agent.get_ticket().await.or_fail("GetTicket")?;
     check(ticket.token.len() >= 16, || "a ticket token".into())?;
 
     let out = running.world.dir().join("bundle.json");
@@ -564,14 +491,14 @@ async fn support_bundle(lab: &mut Lab) -> Result<(), Failed> {
             && run.stdout.contains(&format!("Card UUID: {}", PHARMACIST.1)),
         || format!("support-bundle: {run}"),
     )?;
-    let text = std::fs::read_to_string(&out).map_err(|e| fail("reading the bundle", e))?;
+    let text = std::fs::read_to_string(&out).or_fail("reading the bundle")?;
     // No passcode (right or wrong), no ticket, in any form.
     for secret in [DEMO_PASSCODE, WRONG, ticket.token.as_str()] {
         check(!text.contains(secret), || {
             format!("the bundle holds a secret ({} chars)", secret.len())
         })?;
     }
-    let bundle: Value = serde_json::from_str(&text).map_err(|e| fail("bundle is JSON", e))?;
+    let bundle: Value = serde_json::from_str(&text).or_fail("bundle is JSON")?;
     check(
         bundle["format"] == "cardgate-support-bundle/1"
             && bundle["card_uuid"] == PHARMACIST.1
@@ -618,7 +545,7 @@ async fn support_bundle(lab: &mut Lab) -> Result<(), Failed> {
     let mode = {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(&out)
-            .map_err(|e| fail("bundle metadata", e))?
+            .or_fail("bundle metadata")?
             .permissions()
             .mode()
             & 0o777
@@ -628,7 +555,7 @@ async fn support_bundle(lab: &mut Lab) -> Result<(), Failed> {
     // With the card gone and the endpoint down, the faults are in the error messages.
     drop(_inserted);
     lab.wait_until_empty(ReaderSlot::First, Duration::from_secs(10))
-        .map_err(|e| fail("the card to leave", e))?;
+        .or_fail("the card to leave")?;
     let down = write_config(
         &running.world,
         &running.address,
@@ -649,7 +576,7 @@ async fn support_bundle(lab: &mut Lab) -> Result<(), Failed> {
         answer["ok"] == true && answer["failures"].as_u64().is_some_and(|n| n >= 2),
         || format!("{answer}"),
     )?;
-    let text = std::fs::read_to_string(&out).map_err(|e| fail("reading the bundle", e))?;
+    let text = std::fs::read_to_string(&out).or_fail("reading the bundle")?;
     check(
         text.contains("FAIL card: no card in any reader")
             && text.contains("FAIL endpoint:")

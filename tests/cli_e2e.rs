@@ -10,26 +10,24 @@
 //! package's binary only on request, so that file may be missing or stale.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
-use cardgate_e2e::check;
+use cardgate_e2e::cli_process::{Run, cli_command, run_cli, run_cli_async, run_if_cli};
+use cardgate_e2e::{async_trial, check};
 use cardgate_reader::VirtualBackend;
 use cardgate_vcard::applet::PivApplet;
 use libtest_mimic::{Arguments, Failed, Trial};
 
-const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
-
 fn main() -> ExitCode {
-    if std::env::var_os(AS_CLI).is_some() {
-        return cardgate_cli::main();
+    if let Some(code) = run_if_cli() {
+        return code;
     }
     let args = Arguments::from_args();
     let trials = vec![
-        Trial::test("status_check_login_logout_watch_and_audit", day),
+        async_trial("status_check_login_logout_watch_and_audit", day_async),
         Trial::test("daemon_not_running_is_said_clearly", not_running),
     ];
     libtest_mimic::run(&args, trials).exit_code()
@@ -39,63 +37,14 @@ fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
     Failed::from(format!("{what}: {e}"))
 }
 
-/// One run of the CLI: exit code, stdout, stderr.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn cli_command() -> Command {
-    match std::env::var_os("CARDGATE_BIN") {
-        Some(bin) => Command::new(bin),
-        None => {
-            let mut c = Command::new(std::env::current_exe().unwrap());
-            c.env(AS_CLI, "1");
-            c
-        }
-    }
-}
-
 fn cardgate(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut cmd = cli_command();
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    {
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-    }
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    run_cli(&args, stdin).unwrap()
 }
 
 /// Runs the CLI on a blocking thread so the daemon keeps serving meanwhile.
-async fn run_cli(args: Vec<String>, stdin: Option<String>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cardgate(&args, stdin.as_deref())
-    })
-    .await
-    .unwrap()
+async fn cardgate_async(args: Vec<String>, stdin: Option<String>) -> Run {
+    run_cli_async(args, stdin).await.unwrap()
 }
 
 fn args(bus: &str, rest: &[&str]) -> Vec<String> {
@@ -107,7 +56,7 @@ fn args(bus: &str, rest: &[&str]) -> Vec<String> {
 async fn wait_for_status(bus: &str, needle: &str) -> Result<Run, Failed> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let run = run_cli(args(bus, &["status"]), None).await;
+        let run = cardgate_async(args(bus, &["status"]), None).await;
         if run.stdout.contains(needle) {
             return Ok(run);
         }
@@ -118,14 +67,6 @@ async fn wait_for_status(bus: &str, needle: &str) -> Result<Run, Failed> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn day() -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(day_async())
 }
 
 async fn day_async() -> Result<(), Failed> {
@@ -157,7 +98,7 @@ async fn day_async() -> Result<(), Failed> {
         run.stdout.contains("Virtual Omnikey 00 00 (no card)"),
         || format!("reader listed: {run}"),
     )?;
-    let run = run_cli(args(b, &["--json", "status"]), None).await;
+    let run = cardgate_async(args(b, &["--json", "status"]), None).await;
     let json: serde_json::Value = serde_json::from_str(run.stdout.trim())
         .map_err(|e| fail(&format!("status --json is JSON ({run})"), e))?;
     check(
@@ -166,13 +107,13 @@ async fn day_async() -> Result<(), Failed> {
     )?;
 
     // check with no card: refused, exit 1, reason code printed.
-    let run = run_cli(args(b, &["check", "download", "--ods", DEMO_ODS]), None).await;
+    let run = cardgate_async(args(b, &["check", "download", "--ods", DEMO_ODS]), None).await;
     check(
         run.code == 1 && run.stdout.contains("REFUSED") && run.stdout.contains("(no-card)"),
         || format!("check with no card: {run}"),
     )?;
     // A usage error (unknown action) is exit 2, before the bus is asked.
-    let run = run_cli(args(b, &["check", "teleport", "--ods", DEMO_ODS]), None).await;
+    let run = cardgate_async(args(b, &["check", "teleport", "--ods", DEMO_ODS]), None).await;
     check(
         run.code == 2 && run.stderr.contains("unknown action"),
         || format!("check with an unknown action: {run}"),
@@ -193,7 +134,7 @@ async fn day_async() -> Result<(), Failed> {
 
     // Two wrong passcodes: each is refused with the tries left, the second leaves one.
     for (wrong, left) in [("0000aa", "2"), ("1111bb", "1")] {
-        let run = run_cli(
+        let run = cardgate_async(
             args(b, &["login", "--passcode-stdin"]),
             Some(format!("{wrong}\n")),
         )
@@ -202,20 +143,20 @@ async fn day_async() -> Result<(), Failed> {
             run.code == 1 && !run.stderr.contains(wrong) && !run.stdout.contains(wrong),
             || format!("a wrong passcode: {run}"),
         )?;
-        let run = run_cli(args(b, &["status"]), None).await;
+        let run = cardgate_async(args(b, &["status"]), None).await;
         check(
             run.stdout.contains(&format!("Tries left:  {left} of 3")),
             || format!("tries left after a wrong passcode: {run}"),
         )?;
     }
-    let run = run_cli(args(b, &["status"]), None).await;
+    let run = cardgate_async(args(b, &["status"]), None).await;
     check(
         run.stdout
             .contains("one more wrong passcode locks the card"),
         || format!("last-try advice: {run}"),
     )?;
     // The final try is not used without an explicit yes (stdin is not a terminal here).
-    let run = run_cli(
+    let run = cardgate_async(
         args(b, &["login", "--passcode-stdin"]),
         Some(format!("{DEMO_PASSCODE}\n")),
     )
@@ -224,13 +165,13 @@ async fn day_async() -> Result<(), Failed> {
         run.code == 1 && run.stderr.contains("--confirm-final-try"),
         || format!("the final try without confirmation: {run}"),
     )?;
-    let run = run_cli(args(b, &["status"]), None).await;
+    let run = cardgate_async(args(b, &["status"]), None).await;
     check(run.stdout.contains("Tries left:  1 of 3"), || {
         format!("a try was spent without confirmation: {run}")
     })?;
 
     // Log in on the confirmed final try: passcode on stdin (never echoed), the pharmacist has two profiles: --role picks.
-    let run = run_cli(
+    let run = cardgate_async(
         args(
             b,
             &[
@@ -259,11 +200,11 @@ async fn day_async() -> Result<(), Failed> {
     )?;
 
     // Allowed: exit 0. With no --ods the selected role's ODS code is used.
-    let run = run_cli(args(b, &["check", "download", "--ods", DEMO_ODS]), None).await;
+    let run = cardgate_async(args(b, &["check", "download", "--ods", DEMO_ODS]), None).await;
     check(run.code == 0 && run.stdout.starts_with("ALLOWED"), || {
         format!("check allowed: {run}")
     })?;
-    let run = run_cli(args(b, &["--json", "check", "view-scr"]), None).await;
+    let run = cardgate_async(args(b, &["--json", "check", "view-scr"]), None).await;
     let json: serde_json::Value = serde_json::from_str(run.stdout.trim())
         .map_err(|e| fail(&format!("check --json ({run})"), e))?;
     check(
@@ -271,27 +212,27 @@ async fn day_async() -> Result<(), Failed> {
         || format!("check --json allowed: {run}"),
     )?;
     // Refused for another pharmacy: exit 1 with the reason code.
-    let run = run_cli(args(b, &["check", "download", "--ods", "FZ999"]), None).await;
+    let run = cardgate_async(args(b, &["check", "download", "--ods", "FZ999"]), None).await;
     check(
         run.code == 1 && run.stdout.contains("(ods-not-configured)"),
         || format!("check refused for another pharmacy: {run}"),
     )?;
 
     // Role change within the session, and back.
-    let run = run_cli(args(b, &["role", "RP-LOCUM-FFFFF"]), None).await;
+    let run = cardgate_async(args(b, &["role", "RP-LOCUM-FFFFF"]), None).await;
     check(
         run.code == 0 && run.stdout.contains("Locum Pharmacist"),
         || format!("role change: {run}"),
     )?;
-    let run = run_cli(args(b, &["role", "RP-NOT-MINE"]), None).await;
+    let run = cardgate_async(args(b, &["role", "RP-NOT-MINE"]), None).await;
     check(run.code == 1 && run.stderr.contains("What to do"), || {
         format!("an unknown role: {run}")
     })?;
-    let run = run_cli(args(b, &["role", "RP-PHARM-FA123"]), None).await;
+    let run = cardgate_async(args(b, &["role", "RP-PHARM-FA123"]), None).await;
     check(run.code == 0, || format!("role change back: {run}"))?;
 
     // watch: sees the card leave, as one line each, until stopped.
-    let mut watcher = cli_command()
+    let mut watcher = cli_command()?
         .args(["--bus", b, "--json", "watch"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -311,17 +252,17 @@ async fn day_async() -> Result<(), Failed> {
     })?;
 
     // Log out, then the card leaves.
-    let run = run_cli(args(b, &["logout"]), None).await;
+    let run = cardgate_async(args(b, &["logout"]), None).await;
     check(run.code == 0 && run.stdout.contains("Logged out"), || {
         format!("logout: {run}")
     })?;
-    let run = run_cli(args(b, &["logout"]), None).await;
+    let run = cardgate_async(args(b, &["logout"]), None).await;
     check(run.code == 1, || format!("a second logout: {run}"))?;
     backend.remove(&reader);
     wait_for_status(b, "State:       no-card").await?;
     // The daemon's own audit trail verifies, then a tampered copy does not.
     let audit = audit_path.display().to_string();
-    let run = run_cli(
+    let run = cardgate_async(
         vec![
             "audit".into(),
             "verify".into(),
@@ -334,7 +275,7 @@ async fn day_async() -> Result<(), Failed> {
     check(run.code == 0 && run.stdout.contains("intact"), || {
         format!("audit verify on the daemon's trail: {run}")
     })?;
-    let run = run_cli(
+    let run = cardgate_async(
         vec![
             "audit".into(),
             "tail".into(),
@@ -360,7 +301,7 @@ async fn day_async() -> Result<(), Failed> {
     let tampered = dir.path().join("tampered.jsonl");
     std::fs::write(&tampered, lines.join("\n") + "\n").map_err(|e| fail("writing", e))?;
     let tampered = tampered.display().to_string();
-    let run = run_cli(
+    let run = cardgate_async(
         vec![
             "audit".into(),
             "verify".into(),
@@ -374,7 +315,7 @@ async fn day_async() -> Result<(), Failed> {
         run.code == 1 && run.stdout.contains("DAMAGED at line 3 (seq 3): edited"),
         || format!("audit verify on a tampered trail: {run}"),
     )?;
-    let run = run_cli(
+    let run = cardgate_async(
         vec![
             "--json".into(),
             "audit".into(),
@@ -418,7 +359,7 @@ async fn day_async() -> Result<(), Failed> {
     )?;
 
     // The agent has stopped: status says so (exit 1), check is a daemon error (exit 2).
-    let run = run_cli(args(b, &["status"]), None).await;
+    let run = cardgate_async(args(b, &["status"]), None).await;
     check(
         run.code == 1 && run.stderr.contains("is not running"),
         || format!("status with the agent stopped: {run}"),

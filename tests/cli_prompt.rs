@@ -17,48 +17,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::cli_process::{AS_CLI, run_if_cli};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, wait_for};
 use cardgate_e2e::memory_image::{
     Secret, assert_no_secret, assert_only_protected, fresh, protected_copies,
 };
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::provision::CardSpec;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use nix::sys::termios::{LocalFlags, tcgetattr};
 
-const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
-
 fn main() -> ExitCode {
-    if std::env::var_os(AS_CLI).is_some() {
-        return cardgate_cli::main();
+    if let Some(code) = run_if_cli() {
+        return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
-        lab_trial(
+    run_lab_suite(vec![
+        async_lab_trial(
             "login_prompt_through_a_pty_no_echo_wrong_then_right",
-            |lab| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| fail("runtime", e))?
-                    .block_on(prompt(lab))
-            },
+            prompt,
         ),
-        lab_trial(
+        async_lab_trial(
             "the_cli_holds_a_secret_only_on_locked_pages_while_prompting_and_nowhere_once_sent",
-            |lab| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| fail("runtime", e))?
-                    .block_on(residue(lab))
-            },
+            residue,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 /// The CLI on a pseudo-terminal: everything it writes to the terminal is collected.
@@ -73,13 +57,13 @@ struct PtyRun {
 
 impl PtyRun {
     fn start(args: &[&str]) -> Result<PtyRun, Failed> {
-        let pty = nix::pty::openpty(None, None).map_err(|e| fail("openpty", e))?;
+        let pty = nix::pty::openpty(None, None).or_fail("openpty")?;
         let stdio = |fd: &OwnedFd| -> Result<Stdio, Failed> {
-            Ok(Stdio::from(fd.try_clone().map_err(|e| fail("dup", e))?))
+            Ok(Stdio::from(fd.try_clone().or_fail("dup")?))
         };
         // setsid makes the CLI a session leader and --ctty makes its stdin, the pty, its
         // controlling terminal, so /dev/tty is this pty.
-        let exe = std::env::current_exe().map_err(|e| fail("current_exe", e))?;
+        let exe = std::env::current_exe().or_fail("current_exe")?;
         let child = Command::new("setsid")
             .arg("--ctty")
             .arg(exe)
@@ -89,8 +73,8 @@ impl PtyRun {
             .stdout(stdio(&pty.slave)?)
             .stderr(stdio(&pty.slave)?)
             .spawn()
-            .map_err(|e| fail("starting the CLI under setsid", e))?;
-        let mut screen_reader = File::from(pty.master.try_clone().map_err(|e| fail("dup", e))?);
+            .or_fail("starting the CLI under setsid")?;
+        let mut screen_reader = File::from(pty.master.try_clone().or_fail("dup")?);
         let screen = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&screen);
         std::thread::spawn(move || {
@@ -127,14 +111,14 @@ impl PtyRun {
         }
         self.keyboard
             .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| fail("typing", e))
+            .or_fail("typing")
     }
 
     /// Waits (at most 30 s) for the CLI to end; its exit code.
     fn exit_code(&mut self) -> Result<i32, Failed> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| fail("wait", e))? {
+            if let Some(status) = self.child.try_wait().or_fail("wait")? {
                 return Ok(status.code().unwrap_or(-1));
             }
             if Instant::now() > deadline {
@@ -154,7 +138,7 @@ impl PtyRun {
 
     fn echo_on(&self) -> Result<bool, Failed> {
         Ok(tcgetattr(&self.slave)
-            .map_err(|e| fail("tcgetattr", e))?
+            .or_fail("tcgetattr")?
             .local_flags
             .contains(LocalFlags::ECHO))
     }
@@ -193,13 +177,10 @@ impl PtyRun {
 
 async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let agent = running.agent.clone();
     wait_for("the agent to read the card", || {
         let agent = agent.clone();
@@ -215,7 +196,7 @@ async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
         PtyRun::start(&["--bus", &b, "login", "--role", "RP-PHARM-FA123"])?.answer_prompt(WRONG)
     })
     .await
-    .map_err(|e| fail("pty thread", e))??;
+    .or_fail("pty thread")??;
     check(code == 1, || {
         format!("a wrong passcode: exit {code}\n{screen}")
     })?;
@@ -230,7 +211,7 @@ async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == 2, || {
         format!("tries after one wrong passcode: {tries}")
     })?;
@@ -242,7 +223,7 @@ async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
             .answer_prompt(DEMO_PASSCODE)
     })
     .await
-    .map_err(|e| fail("pty thread", e))??;
+    .or_fail("pty thread")??;
     check(code == 0, || {
         format!("the right passcode: exit {code}\n{screen}")
     })?;
@@ -253,7 +234,7 @@ async fn prompt(lab: &mut Lab) -> Result<(), Failed> {
         screen.contains("Logged in.") && screen.contains("Pharmacist"),
         || format!("log-in not reported:\n{screen}"),
     )?;
-    let state = running.agent.state().await.map_err(|e| fail("State", e))?;
+    let state = running.agent.state().await.or_fail("State")?;
     check(state == "logged-in", || format!("State {state}"))?;
     running.stop().await?;
     Ok(())
@@ -269,10 +250,10 @@ async fn residue(lab: &mut Lab) -> Result<(), Failed> {
     let card = running
         .world
         .card_from(&CardSpec::new(PHARMACIST.0, PHARMACIST.1).pin(&passcode))
-        .map_err(|e| fail("card", e))?;
+        .or_fail("card")?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(card)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     let agent = running.agent.clone();
     wait_for("the agent to read the card", || {
         let agent = agent.clone();
@@ -280,7 +261,7 @@ async fn residue(lab: &mut Lab) -> Result<(), Failed> {
     })
     .await?;
     let bus = running.address.clone();
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
     let scratch = dir.path().to_owned();
 
     // Log-in, then the role question: the passcode has gone.
@@ -304,7 +285,7 @@ async fn residue(lab: &mut Lab) -> Result<(), Failed> {
         })
     })
     .await
-    .map_err(|e| fail("pty thread", e))??;
+    .or_fail("pty thread")??;
 
     // A passcode change: the current one typed, the new one being asked for.
     let new = fresh(8, "");
@@ -337,7 +318,7 @@ async fn residue(lab: &mut Lab) -> Result<(), Failed> {
         })
     })
     .await
-    .map_err(|e| fail("pty thread", e))??;
+    .or_fail("pty thread")??;
     running.stop().await?;
     Ok(())
 }

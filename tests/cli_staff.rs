@@ -10,20 +10,18 @@
 //! through the client proxy; every staff task goes through the CLI.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use cardgate_demo::DEMO_PASSCODE;
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
-use cardgate_e2e::{TEST_MANAGEMENT_KEY, check, lab_trial};
+use cardgate_e2e::cli_process::{Run, run_cli_async, run_if_cli};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, wait_for};
+use cardgate_e2e::{TEST_MANAGEMENT_KEY, async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::provision::{CardSpec, Validity};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use serde_json::Value;
-
-const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
 
 /// A holder with a registered email (self-service works), pharmacist at FA123.
 const CARA: (&str, &str, &str) = ("Cara Jones", "555000555666", "6516770101");
@@ -39,26 +37,23 @@ const SPONSOR_ROLE: &str = "RP-LSA-FA123";
 const CARA_ROLE: &str = "RP-CARA-FA123";
 
 fn main() -> ExitCode {
-    if std::env::var_os(AS_CLI).is_some() {
-        return cardgate_cli::main();
+    if let Some(code) = run_if_cli() {
+        return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
-        lab_trial(
+    run_lab_suite(vec![
+        async_lab_trial(
             "unlock_self_service_with_the_outbox_code_then_ra_code_then_sponsor_never_own_card",
-            unlock_paths,
+            unlock_paths_async,
         ),
-        lab_trial(
+        async_lab_trial(
             "renew_writes_a_new_certificate_the_endpoint_accepts_and_refuses_old_and_not_due_cards",
-            renewal,
+            renewal_async,
         ),
-        lab_trial(
+        async_lab_trial(
             "tac_activate_record_use_return_and_passcode_change_and_bad_arguments",
-            tac_and_passcode,
+            tac_and_passcode_async,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 fn extra_sim_toml() -> String {
@@ -111,9 +106,9 @@ activities = [{activities}]
 
 /// The daemon with the staff world and the management key configured.
 async fn start() -> Result<RunningDaemon, Failed> {
-    let key_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let key_dir = tempfile::tempdir().or_fail("tempdir")?;
     let key_path = key_dir.keep().join("management-key.hex");
-    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
+    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).or_fail("key file")?;
     RunningDaemon::start_with(&extra_sim_toml(), move |config| {
         config.renewal.management_key = Some(key_path);
     })
@@ -132,50 +127,8 @@ fn card(
         .management_key(&TEST_MANAGEMENT_KEY)
         .validity(validity);
     Ok(PivApplet::new(
-        running
-            .world
-            .card_from(&spec)
-            .map_err(|e| fail("card", e))?,
+        running.world.card_from(&spec).or_fail("card")?,
     ))
-}
-
-/// One run of the CLI: exit code, stdout, stderr.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.lines().last().unwrap_or("")).unwrap_or(Value::Null)
-    }
-
-    /// `--json` error code (`NotEligible`, ...), or `""`.
-    fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or("").to_owned()
-    }
-}
-
-fn cli_command() -> Command {
-    match std::env::var_os("CARDGATE_BIN") {
-        Some(bin) => Command::new(bin),
-        None => {
-            let mut c = Command::new(std::env::current_exe().unwrap());
-            c.env(AS_CLI, "1");
-            c
-        }
-    }
 }
 
 /// `cardgate --json` with the words of `line` (split at spaces) and `stdin`.
@@ -190,36 +143,7 @@ async fn json(address: &str, line: &str, stdin: &str) -> Result<Run, Failed> {
 async fn cli(address: &str, args: &[&str], stdin: &str) -> Result<Run, Failed> {
     let mut all = vec!["--bus".to_owned(), address.to_owned()];
     all.extend(args.iter().map(|s| (*s).to_owned()));
-    let stdin = stdin.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut child = cli_command()
-            .args(&all)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fail("spawning cardgate", e))?;
-        if let Some(mut input) = child.stdin.take() {
-            input
-                .write_all(stdin.as_bytes())
-                .map_err(|e| fail("stdin", e))?;
-        }
-        let output = child.wait_with_output().map_err(|e| fail("cardgate", e))?;
-        Ok(Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
-    })
-    .await
-    .map_err(|e| fail("join", e))?
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))
+    run_cli_async(all, Some(stdin.to_owned())).await
 }
 
 async fn wait_holder(agent: &AgentProxy<'static>, uid: &str) -> Result<(), Failed> {
@@ -255,20 +179,14 @@ async fn block(agent: &AgentProxy<'static>, wrong: [&str; 3]) -> Result<(), Fail
 
 /// Logs in through the proxy and selects `role` (setup, not under test).
 async fn log_in(agent: &AgentProxy<'static>, passcode: &str, role: &str) -> Result<(), Failed> {
-    agent
-        .login(passcode, false)
-        .await
-        .map_err(|e| fail("login", e))?;
-    agent
-        .select_role_profile(role)
-        .await
-        .map_err(|e| fail("role", e))
+    agent.login(passcode, false).await.or_fail("login")?;
+    agent.select_role_profile(role).await.or_fail("role")
 }
 
 /// The one-time code of the newest outbox message for `uid`.
 fn outbox_code(running: &RunningDaemon, uid: &str) -> Result<String, Failed> {
     let path = running.world.dir().join("outbox.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| fail("outbox", e))?;
+    let text = std::fs::read_to_string(&path).or_fail("outbox")?;
     text.lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -291,10 +209,6 @@ fn expect_error(run: &Run, code: &str, what: &str) -> Result<(), Failed> {
 
 // ------------------------------------------------------------------ unlock
 
-fn unlock_paths(lab: &mut Lab) -> Result<(), Failed> {
-    runtime()?.block_on(unlock_paths_async(lab))
-}
-
 async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
     let running = start().await?;
     let (agent, bus) = (&running.agent, running.address.as_str());
@@ -305,7 +219,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
             ReaderSlot::First,
             Box::new(card(&running, CARA, Validity::Default)?),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_holder(agent, CARA.1).await?;
     block(agent, ["000000", "111111", "222222"]).await?;
 
@@ -395,25 +309,25 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
     agent
         .login("7291ab", false)
         .await
-        .map_err(|e| fail("login with the passcode set at the RA unlock", e))?;
-    agent.logout().await.map_err(|e| fail("logout", e))?;
+        .or_fail("login with the passcode set at the RA unlock")?;
+    agent.logout().await.or_fail("logout")?;
 
     // Path 2, a Sponsor: lock Cara's card again, move it to the second reader, the sponsor
     // logs in with their own card in the first.
     block(agent, ["666666", "777777", "888888"]).await?;
-    let cara_card = cara.remove().map_err(|e| fail("remove", e))?;
+    let cara_card = cara.remove().or_fail("remove")?;
     wait_state(agent, "no-card").await?;
     let dev = lab
         .insert(
             ReaderSlot::First,
             Box::new(card(&running, DEV, Validity::Default)?),
         )
-        .map_err(|e| fail("insert sponsor", e))?;
+        .or_fail("insert sponsor")?;
     wait_holder(agent, DEV.1).await?;
     log_in(agent, DEMO_PASSCODE, SPONSOR_ROLE).await?;
     let cara = lab
         .insert(ReaderSlot::Second, cara_card)
-        .map_err(|e| fail("insert holder", e))?;
+        .or_fail("insert holder")?;
     wait_for("both cards in", || {
         let agent = agent.clone();
         async move {
@@ -461,18 +375,15 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
     )
     .await?;
     expect_ok(&sponsor, "sponsor unlock")?;
-    agent
-        .logout()
-        .await
-        .map_err(|e| fail("sponsor logout", e))?;
-    dev.remove().map_err(|e| fail("remove sponsor", e))?;
+    agent.logout().await.or_fail("sponsor logout")?;
+    dev.remove().or_fail("remove sponsor")?;
     wait_holder(agent, CARA.1).await?;
     agent
         .login("4826pq", false)
         .await
-        .map_err(|e| fail("login with the passcode set at the sponsor unlock", e))?;
-    agent.logout().await.map_err(|e| fail("logout", e))?;
-    cara.remove().map_err(|e| fail("remove", e))?;
+        .or_fail("login with the passcode set at the sponsor unlock")?;
+    agent.logout().await.or_fail("logout")?;
+    cara.remove().or_fail("remove")?;
 
     // Old-generation cards cannot be unlocked: told at once.
     let eve = lab
@@ -480,7 +391,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
             ReaderSlot::First,
             Box::new(card(&running, EVE, Validity::Default)?),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_holder(agent, EVE.1).await?;
     let old = json(bus, "unlock", "").await?;
     expect_error(
@@ -489,7 +400,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
         "self-service on an old-generation card",
     )?;
     check(old.stdout.contains("01, 02 or 03"), || format!("{old}"))?;
-    eve.remove().map_err(|e| fail("remove", e))?;
+    eve.remove().or_fail("remove")?;
 
     // No registered contact: self-service is refused with the endpoint's reason.
     let finn = lab
@@ -497,7 +408,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
             ReaderSlot::First,
             Box::new(card(&running, FINN, Validity::Default)?),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_holder(agent, FINN.1).await?;
     let none = json(bus, "unlock", "").await?;
     expect_error(
@@ -505,7 +416,7 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
         "NotEligible",
         "self-service without a registered contact",
     )?;
-    finn.remove().map_err(|e| fail("remove", e))?;
+    finn.remove().or_fail("remove")?;
 
     let audit = running.stop().await?;
     for needle in [
@@ -534,10 +445,6 @@ async fn unlock_paths_async(lab: &mut Lab) -> Result<(), Failed> {
 
 // ------------------------------------------------------------------ renewal
 
-fn renewal(lab: &mut Lab) -> Result<(), Failed> {
-    runtime()?.block_on(renewal_async(lab))
-}
-
 async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
     let running = start().await?;
     let (agent, bus) = (&running.agent, running.address.as_str());
@@ -548,15 +455,12 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
             ReaderSlot::First,
             Box::new(card(&running, CARA, Validity::ExpiresInDays(30))?),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_holder(agent, CARA.1).await?;
     let early = json(bus, "renew", "").await?;
     expect_error(&early, "NotLoggedIn", "renew without a session")?;
 
-    let old_not_after = agent
-        .certificate_not_after()
-        .await
-        .map_err(|e| fail("expiry", e))?;
+    let old_not_after = agent.certificate_not_after().await.or_fail("expiry")?;
     let login = json(
         bus,
         &format!("login --passcode-stdin --role {}", CARA_ROLE),
@@ -591,10 +495,7 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
     })?;
     // The card itself holds it (read back by the agent through pcscd), the session carries on,
     // and the endpoint accepts the new key and certificate at a fresh log-in.
-    let on_card = agent
-        .certificate_not_after()
-        .await
-        .map_err(|e| fail("expiry", e))?;
+    let on_card = agent.certificate_not_after().await.or_fail("expiry")?;
     check(on_card == new_not_after, || {
         format!("the card reads {on_card}, renewal said {new_not_after}")
     })?;
@@ -602,14 +503,14 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
         agent.state().await.unwrap_or_default() == "logged-in",
         || "the session did not survive renewal".into(),
     )?;
-    agent.logout().await.map_err(|e| fail("logout", e))?;
+    agent.logout().await.or_fail("logout")?;
     login_fresh(agent).await?;
     // Renewed: not due any more.
     let again = json(bus, "renew", "").await?;
     expect_error(&again, "NotEligible", "renewing a fresh certificate")?;
     check(again.stdout.contains("not due"), || format!("{again}"))?;
-    agent.logout().await.map_err(|e| fail("logout", e))?;
-    cara.remove().map_err(|e| fail("remove", e))?;
+    agent.logout().await.or_fail("logout")?;
+    cara.remove().or_fail("remove")?;
 
     // Old generation: refused with the reason, before the card's key is touched.
     let eve = lab
@@ -617,7 +518,7 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
             ReaderSlot::First,
             Box::new(card(&running, EVE, Validity::ExpiresInDays(30))?),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_holder(agent, EVE.1).await?;
     log_in(agent, DEMO_PASSCODE, "RP-EVE-FA123").await?;
     let before = agent.certificate_not_after().await.unwrap_or(0);
@@ -625,14 +526,14 @@ async fn renewal_async(lab: &mut Lab) -> Result<(), Failed> {
     expect_error(&old, "NotEligible", "renewing an old-generation card")?;
     check(old.stdout.contains("01, 02 or 03"), || format!("{old}"))?;
     // Its key is untouched: the endpoint still accepts a fresh log-in with it.
-    agent.logout().await.map_err(|e| fail("logout", e))?;
+    agent.logout().await.or_fail("logout")?;
     log_in(agent, DEMO_PASSCODE, "RP-EVE-FA123").await?;
     check(
         agent.certificate_not_after().await.unwrap_or(0) == before,
         || "the old-generation card's certificate changed".into(),
     )?;
-    agent.logout().await.map_err(|e| fail("logout", e))?;
-    eve.remove().map_err(|e| fail("remove", e))?;
+    agent.logout().await.or_fail("logout")?;
+    eve.remove().or_fail("remove")?;
 
     let audit = running.stop().await?;
     check(
@@ -657,10 +558,6 @@ async fn login_fresh(agent: &AgentProxy<'static>) -> Result<(), Failed> {
 
 // ------------------------------------------------------------------ TAC, passcode, arguments
 
-fn tac_and_passcode(lab: &mut Lab) -> Result<(), Failed> {
-    runtime()?.block_on(tac_and_passcode_async(lab))
-}
-
 async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
     let running = start().await?;
     let (agent, bus) = (&running.agent, running.address.as_str());
@@ -674,7 +571,7 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
             ReaderSlot::First,
             Box::new(card(&running, DEV, Validity::Default)?),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_holder(agent, DEV.1).await?;
 
     // Passcode change: the policy said first, new passcode twice, then it works.
@@ -798,7 +695,7 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
         let output = std::process::Command::new("busctl")
             .args(&command)
             .output()
-            .map_err(|e| fail("busctl", e))?;
+            .or_fail("busctl")?;
         let text = String::from_utf8_lossy(&output.stderr).into_owned();
         check(!output.status.success() && text.contains(named), || {
             format!("busctl {method} {args:?}: wanted an error naming {named}, got: {text}")
@@ -809,8 +706,8 @@ async fn tac_and_passcode_async(lab: &mut Lab) -> Result<(), Failed> {
         format!("bad arguments spent a try: {tries}")
     })?;
 
-    agent.logout().await.map_err(|e| fail("logout", e))?;
-    dev.remove().map_err(|e| fail("remove", e))?;
+    agent.logout().await.or_fail("logout")?;
+    dev.remove().or_fail("remove")?;
     let audit = running.stop().await?;
     for kind in ["tac_activated", "tac_used", "tac_returned"] {
         check(audit.contains(kind), || format!("audit lacks {kind}"))?;

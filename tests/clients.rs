@@ -69,25 +69,9 @@ fn run_demo(address: String) -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    else {
-        return ExitCode::FAILURE;
-    };
-    let stopped = async {
-        let _ = tokio::task::spawn_blocking(|| {
-            let _ = std::io::stdin().read(&mut [0u8; 1]);
-        })
-        .await;
-    };
-    match runtime.block_on(cardgate_demo::run(Some(address), stopped)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo child: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cardgate_e2e::daemon_process::serve_until_stdin_closes("demo child", |stopped| {
+        cardgate_demo::run(Some(address), stopped)
+    })
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> Failed {

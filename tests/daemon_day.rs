@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
 use cardgate_e2e::daemon_harness::{
-    RunningDaemon, connect_once_readers_seen, fail, insert_and_read, wait_for,
+    OrFail as _, RunningDaemon, connect_once_readers_seen, fail, insert_and_read, wait_for,
 };
 use cardgate_e2e::daemon_process::DaemonProcess;
-use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
+use cardgate_e2e::{
+    PcscClient, SELECT_PIV, async_lab_trial, check, lab_trial, run_lab_suite, runtime_with_workers,
+    transmit,
+};
 use cardgate_ipc::Action;
 use cardgate_lab::{Lab, ReaderSlot};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
 /// VERIFY with no data: the card answers 90 00 while its passcode is verified, else 63 Cx
 /// with the tries left, and costs no try.
@@ -25,22 +28,11 @@ fn main() -> ExitCode {
     if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {
         return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
-        lab_trial(
-            "pharmacy_day_through_dbus_pcscd_and_spine_sim",
-            pharmacy_day,
-        ),
-        lab_trial(
+    run_lab_suite(vec![
+        async_lab_trial("pharmacy_day_through_dbus_pcscd_and_spine_sim", day),
+        async_lab_trial(
             "a_card_that_refuses_to_forget_its_passcode_is_reset_at_logout",
-            |lab| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| fail("runtime", e))?
-                    .block_on(refusing_card_reset(lab))
-            },
+            refusing_card_reset,
         ),
         lab_trial(
             "the_daemons_own_log_at_trace_level_holds_no_passcode",
@@ -54,8 +46,7 @@ fn main() -> ExitCode {
             "a_member_of_a_group_known_only_to_nss_may_call_restricted_methods",
             restricted_methods_for_an_nss_group_member,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 /// The named error of a failed call, e.g. `org.cardgate.Agent1.Error.NoCard`.
@@ -85,14 +76,6 @@ fn busctl(address: &str, args: &[&str]) -> (bool, String) {
     }
 }
 
-fn pharmacy_day(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(day(lab))
-}
-
 async fn day(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let RunningDaemon {
@@ -106,33 +89,27 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(!answer.allowed && answer.reason == "no-card", || {
         format!("{answer:?}")
     })?;
 
     // The pharmacist's card goes in.
-    let pharmacist = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+    let pharmacist = world.card(PHARMACIST).or_fail("card")?;
     let inserted = insert_and_read(lab, ReaderSlot::First, pharmacist, agent, PHARMACIST.1).await?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "card-present", || format!("State {state}"))?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
 
     // A malformed passcode costs nothing and is named.
-    let tries_before = agent
-        .passcode_tries_left()
-        .await
-        .map_err(|e| fail("tries", e))?;
+    let tries_before = agent.passcode_tries_left().await.or_fail("tries")?;
     let bad = error_name(agent.login("12", false).await);
     check(bad.ends_with("Error.InvalidArgument"), || bad.clone())?;
-    let tries_after = agent
-        .passcode_tries_left()
-        .await
-        .map_err(|e| fail("tries", e))?;
+    let tries_after = agent.passcode_tries_left().await.or_fail("tries")?;
     check(tries_before == tries_after, || {
         format!("tries {tries_before} -> {tries_after}")
     })?;
@@ -141,30 +118,24 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     let mut ended = agent
         .receive_session_ended()
         .await
-        .map_err(|e| fail("SessionEnded stream", e))?;
+        .or_fail("SessionEnded stream")?;
     let mut removed = agent
         .receive_card_removed()
         .await
-        .map_err(|e| fail("CardRemoved stream", e))?;
-    let roles = agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+        .or_fail("CardRemoved stream")?;
+    let roles = agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     check(roles.iter().any(|r| r.id == "RP-PHARM-FA123"), || {
         format!("{roles:?}")
     })?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "logged-in", || format!("State {state}"))?;
     // A verified passcode resets the counter: the full three, not "unknown".
-    let tries = agent
-        .passcode_tries_left()
-        .await
-        .map_err(|e| fail("tries", e))?;
+    let tries = agent.passcode_tries_left().await.or_fail("tries")?;
     check(tries == 3, || format!("tries after log-in: {tries}"))?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "no-role-selected", || {
         format!("{answer:?}")
     })?;
@@ -176,12 +147,9 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     agent
         .select_role_profile("RP-PHARM-FA123")
         .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
+        .or_fail("SelectRoleProfile")?;
     for action in Action::ALL.map(Action::name) {
-        let answer = agent
-            .authorise(action, DEMO_ODS)
-            .await
-            .map_err(|e| fail(action, e))?;
+        let answer = agent.authorise(action, DEMO_ODS).await.or_fail(action)?;
         check(answer.allowed && answer.reason == "allowed", || {
             format!("{action}: {answer:?}")
         })?;
@@ -189,7 +157,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     let elsewhere = agent
         .authorise("download", "FQ999")
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(!elsewhere.allowed, || format!("{elsewhere:?}"))?;
 
     // busctl, an independent client, asks the same.
@@ -209,7 +177,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     check(ok && out.contains("true \"allowed\""), || {
         format!("busctl: {out}")
     })?;
-    let ticket = agent.get_ticket().await.map_err(|e| fail("GetTicket", e))?;
+    let ticket = agent.get_ticket().await.or_fail("GetTicket")?;
     check(
         ticket.holder_uuid == PHARMACIST.1 && ticket.ods_code == DEMO_ODS,
         || format!("{ticket:?}"),
@@ -219,33 +187,28 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     agent
         .select_role_profile("RP-LOCUM-FFFFF")
         .await
-        .map_err(|e| fail("SelectRoleProfile locum", e))?;
+        .or_fail("SelectRoleProfile locum")?;
     let answer = agent
         .authorise("claim", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "missing-activity", || {
         format!("{answer:?}")
     })?;
     agent
         .select_role_profile("RP-PHARM-FA123")
         .await
-        .map_err(|e| fail("SelectRoleProfile back", e))?;
+        .or_fail("SelectRoleProfile back")?;
 
     // The card leaves: CardRemoved, SessionEnded, and every answer is no-card.
-    let generation_before = agent
-        .session_generation()
-        .await
-        .map_err(|e| fail("gen", e))?;
-    inserted
-        .remove()
-        .map_err(|e| fail("removing the card", e))?;
+    let generation_before = agent.session_generation().await.or_fail("gen")?;
+    inserted.remove().or_fail("removing the card")?;
     use futures_lite::StreamExt as _;
     let signal = tokio::time::timeout(Duration::from_secs(5), removed.next())
         .await
         .map_err(|_| Failed::from("no CardRemoved signal within 5 s"))?
         .ok_or_else(|| Failed::from("CardRemoved stream ended"))?;
-    let args = signal.args().map_err(|e| fail("CardRemoved args", e))?;
+    let args = signal.args().or_fail("CardRemoved args")?;
     check(args.generation > generation_before, || {
         format!(
             "CardRemoved generation {} not after {generation_before}",
@@ -255,7 +218,7 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(!answer.allowed && answer.reason == "no-card", || {
         format!("{answer:?}")
     })?;
@@ -266,23 +229,20 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
         .await
         .map_err(|_| Failed::from("no SessionEnded signal"))?
         .ok_or_else(|| Failed::from("SessionEnded stream ended"))?;
-    let end = end.args().map_err(|e| fail("SessionEnded args", e))?;
+    let end = end.args().or_fail("SessionEnded args")?;
     check(end.reason == "card-removed", || {
         format!("SessionEnded {}", end.reason)
     })?;
 
     // Another holder's card: nothing is inherited.
-    let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
+    let dispenser = world.card(DISPENSER).or_fail("card")?;
     let _second = insert_and_read(lab, ReaderSlot::First, dispenser, agent, DISPENSER.1).await?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
-    let role = agent
-        .selected_role_profile()
-        .await
-        .map_err(|e| fail("role", e))?;
+    let role = agent.selected_role_profile().await.or_fail("role")?;
     check(role.id.is_empty(), || format!("{role:?}"))?;
     let ticket = error_name(agent.get_ticket().await);
     check(ticket.ends_with("Error.NotLoggedIn"), || ticket.clone())?;
@@ -297,15 +257,12 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
         transmit(card, &SELECT_PIV)?;
         transmit(card, &VERIFY_STATUS)
     };
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     let during = verified(&card)?;
     check(during == [0x90, 0x00], || {
         format!("logged in, the card answered {during:02X?} to a status VERIFY")
     })?;
-    agent.logout().await.map_err(|e| fail("Logout", e))?;
+    agent.logout().await.or_fail("Logout")?;
     let after = verified(&card)?;
     card.disconnect(pcsc::Disposition::LeaveCard)
         .map_err(|(_, e)| fail("SCardDisconnect", e))?;
@@ -379,17 +336,11 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
         let (ok, out) = busctl(address, &full);
         check(!ok, || format!("busctl {args:?} succeeded: {out}"))?;
     }
-    let status = agent
-        .status()
-        .await
-        .map_err(|e| fail("Status after abuse", e))?;
+    let status = agent.status().await.or_fail("Status after abuse")?;
     check(status.contains_key("SessionGeneration"), || {
         format!("{status:?}")
     })?;
-    let tries = agent
-        .passcode_tries_left()
-        .await
-        .map_err(|e| fail("tries", e))?;
+    let tries = agent.passcode_tries_left().await.or_fail("tries")?;
     check(tries == 3, || {
         format!("the dispenser's card lost tries: {tries}")
     })?;
@@ -413,13 +364,12 @@ async fn day(lab: &mut Lab) -> Result<(), Failed> {
 fn check_callers_recorded(audit: &str) -> Result<(), Failed> {
     let me = std::process::id();
     let my_exe = std::env::current_exe()
-        .map_err(|e| fail("current_exe", e))?
+        .or_fail("current_exe")?
         .display()
         .to_string();
     let (mut mine, mut busctls) = (0, 0);
     for line in audit.lines() {
-        let entry: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| fail("audit line", e))?;
+        let entry: serde_json::Value = serde_json::from_str(line).or_fail("audit line")?;
         let event = &entry["event"];
         if event["kind"] != "authorisation_decision" {
             continue;
@@ -484,37 +434,30 @@ fn check_callers_recorded(audit: &str) -> Result<(), Failed> {
 fn no_passcode_in_the_daemon_log(lab: &mut Lab) -> Result<(), Failed> {
     const WRONG: &str = "90817263";
     const NEW: &str = "55172839";
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
+    let runtime = runtime_with_workers(2)?;
     let log = runtime.block_on(async {
-        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let dir = tempfile::tempdir().or_fail("tempdir")?;
         let world = cardgate_demo::DemoWorld::start(dir.path())
             .await
-            .map_err(|e| fail("demo world", e))?;
-        let bus = cardgate_demo::PrivateBus::start().map_err(|e| fail("private bus", e))?;
+            .or_fail("demo world")?;
+        let bus = cardgate_demo::PrivateBus::start().or_fail("private bus")?;
         let address = bus.address().to_owned();
-        let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
-        let daemon = DaemonProcess::spawn(&world, &address, Some("trace"))
-            .map_err(|e| fail("daemon process", e))?;
+        let card = world.card(PHARMACIST).or_fail("card")?;
+        let daemon =
+            DaemonProcess::spawn(&world, &address, Some("trace")).or_fail("daemon process")?;
         let (connection, agent) = connect_once_readers_seen(&address).await?;
         let _inserted = insert_and_read(lab, ReaderSlot::First, card, &agent, PHARMACIST.1).await?;
         let wrong = error_name(agent.login(WRONG, false).await);
         check(wrong.ends_with("Error.WrongPasscode"), || wrong.clone())?;
-        agent
-            .login(DEMO_PASSCODE, false)
-            .await
-            .map_err(|e| fail("Login", e))?;
+        agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
         agent
             .change_passcode(DEMO_PASSCODE, NEW, false)
             .await
-            .map_err(|e| fail("ChangePasscode", e))?;
-        agent.logout().await.map_err(|e| fail("Logout", e))?;
+            .or_fail("ChangePasscode")?;
+        agent.logout().await.or_fail("Logout")?;
         drop(agent);
         drop(connection);
-        daemon.stop().map_err(|e| fail("daemon process", e))
+        daemon.stop().or_fail("daemon process")
     })?;
     check(
         log.contains("cardgated ready") && log.lines().count() > 20,
@@ -627,18 +570,14 @@ fn busctl_as(user: &str, address: &str, args: &[&str]) -> (bool, String) {
 /// the decision is audited under its uid.
 fn restricted_methods_for_another_user(_lab: &mut Lab) -> Result<(), Failed> {
     use std::os::unix::fs::PermissionsExt as _;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
+    let runtime = runtime_with_workers(2)?;
     runtime.block_on(async {
-        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let dir = tempfile::tempdir().or_fail("tempdir")?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| fail("chmod", e))?;
+            .or_fail("chmod")?;
         let world = cardgate_demo::DemoWorld::start(&dir.path().join("world"))
             .await
-            .map_err(|e| fail("demo world", e))?;
+            .or_fail("demo world")?;
         for strict in [true, false] {
             let name = if strict { "strict" } else { "open" };
             let daemon = BusDaemon::start(&world, dir.path(), name, strict, |_| {}).await?;
@@ -701,14 +640,13 @@ impl BusDaemon {
     ) -> Result<BusDaemon, Failed> {
         let socket = dir.join(format!("bus-{name}"));
         let config_path = dir.join(format!("bus-{name}.conf"));
-        std::fs::write(&config_path, bus_config(&socket, strict))
-            .map_err(|e| fail("bus config", e))?;
+        std::fs::write(&config_path, bus_config(&socket, strict)).or_fail("bus config")?;
         let bus = std::process::Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config_path.display()))
             .args(["--nofork", "--nopidfile"])
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| fail("dbus-daemon", e))?;
+            .or_fail("dbus-daemon")?;
         let bus = KillOnDrop(bus);
         let address = format!("unix:path={}", socket.display());
         wait_for("the bus socket", || {
@@ -716,7 +654,7 @@ impl BusDaemon {
             async move { socket.exists() }
         })
         .await?;
-        let mut config = world.config(&address).map_err(|e| fail("config", e))?;
+        let mut config = world.config(&address).or_fail("config")?;
         config.paths.audit = dir.join(format!("audit-{name}.jsonl"));
         adjust(&mut config);
         let audit_path = config.paths.audit.clone();
@@ -749,9 +687,9 @@ impl BusDaemon {
         tokio::time::timeout(Duration::from_secs(15), self.task)
             .await
             .map_err(|_| Failed::from("cardgated did not stop"))?
-            .map_err(|e| fail("cardgated task", e))?
-            .map_err(|e| fail("cardgated", e))?;
-        std::fs::read_to_string(&self.audit_path).map_err(|e| fail("audit", e))
+            .or_fail("cardgated task")?
+            .or_fail("cardgated")?;
+        std::fs::read_to_string(&self.audit_path).or_fail("audit")
     }
 }
 
@@ -774,22 +712,22 @@ fn nss_only_user_and_group(dir: &std::path::Path) -> Result<(), Failed> {
         || "libnss-extrausers is not installed: run scripts/setup".to_owned(),
     )?;
     let extrausers = dir.join("extrausers");
-    std::fs::create_dir_all(&extrausers).map_err(|e| fail("extrausers dir", e))?;
+    std::fs::create_dir_all(&extrausers).or_fail("extrausers dir")?;
     std::fs::write(
         extrausers.join("passwd"),
         format!("{NSS_USER}:x:64901:64901::/nonexistent:/usr/sbin/nologin\n"),
     )
-    .map_err(|e| fail("extrausers passwd", e))?;
+    .or_fail("extrausers passwd")?;
     std::fs::write(
         extrausers.join("group"),
         format!("{NSS_USER}:x:64901:\n{NSS_GROUP}:x:64902:{NSS_USER}\n"),
     )
-    .map_err(|e| fail("extrausers group", e))?;
+    .or_fail("extrausers group")?;
     std::fs::write(
         extrausers.join("shadow"),
         format!("{NSS_USER}:*:20000::::::\n"),
     )
-    .map_err(|e| fail("extrausers shadow", e))?;
+    .or_fail("extrausers shadow")?;
     let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
     let nsswitch: String = nsswitch
         .lines()
@@ -804,8 +742,8 @@ fn nss_only_user_and_group(dir: &std::path::Path) -> Result<(), Failed> {
         .map(|l| format!("{l}\n"))
         .collect();
     let nsswitch_path = dir.join("nsswitch.conf");
-    std::fs::write(&nsswitch_path, nsswitch).map_err(|e| fail("nsswitch.conf", e))?;
-    std::fs::create_dir_all("/var/lib/extrausers").map_err(|e| fail("/var/lib/extrausers", e))?;
+    std::fs::write(&nsswitch_path, nsswitch).or_fail("nsswitch.conf")?;
+    std::fs::create_dir_all("/var/lib/extrausers").or_fail("/var/lib/extrausers")?;
     for (from, to) in [
         (
             extrausers.as_path(),
@@ -820,7 +758,7 @@ fn nss_only_user_and_group(dir: &std::path::Path) -> Result<(), Failed> {
             .arg("--bind")
             .args([from, to])
             .status()
-            .map_err(|e| fail("mount", e))?;
+            .or_fail("mount")?;
         check(status.success(), || {
             format!("mount --bind {} {}", from.display(), to.display())
         })?;
@@ -839,7 +777,7 @@ fn nss_only_user_and_group(dir: &std::path::Path) -> Result<(), Failed> {
         format!("NSS does not know {NSS_USER}")
     })?;
     for file in ["/etc/passwd", "/etc/group"] {
-        let text = std::fs::read_to_string(file).map_err(|e| fail(file, e))?;
+        let text = std::fs::read_to_string(file).or_fail(file)?;
         check(
             !text.contains(NSS_USER) && !text.contains(NSS_GROUP),
             || format!("{file} names the NSS-only user or group: the trial would prove nothing"),
@@ -853,19 +791,15 @@ fn nss_only_user_and_group(dir: &std::path::Path) -> Result<(), Failed> {
 /// method's own, `NotLoggedIn` ("Log in to get a ticket"), never `NotPermitted`); `nobody` still may not.
 fn restricted_methods_for_an_nss_group_member(_lab: &mut Lab) -> Result<(), Failed> {
     use std::os::unix::fs::PermissionsExt as _;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
+    let runtime = runtime_with_workers(2)?;
     runtime.block_on(async {
-        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+        let dir = tempfile::tempdir().or_fail("tempdir")?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| fail("chmod", e))?;
+            .or_fail("chmod")?;
         nss_only_user_and_group(dir.path())?;
         let world = cardgate_demo::DemoWorld::start(&dir.path().join("world"))
             .await
-            .map_err(|e| fail("demo world", e))?;
+            .or_fail("demo world")?;
         let daemon = BusDaemon::start(&world, dir.path(), "nss", false, |config| {
             config.ipc.restricted_group = NSS_GROUP.to_owned();
         })
@@ -910,10 +844,7 @@ impl Drop for KillOnDrop {
 /// without it); the audit trail says why. Without the fallback the card stays verified.
 async fn refusing_card_reset(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let mut card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let mut card = running.world.card(PHARMACIST).or_fail("card")?;
     card.quirks.refuses_pin_logout = true;
     let _inserted =
         insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
@@ -921,12 +852,8 @@ async fn refusing_card_reset(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .login(DEMO_PASSCODE, false)
         .await
-        .map_err(|e| fail("Login", e))?;
-    running
-        .agent
-        .logout()
-        .await
-        .map_err(|e| fail("Logout", e))?;
+        .or_fail("Login")?;
+    running.agent.logout().await.or_fail("Logout")?;
     // Another program, connecting afresh after the log-out.
     let other_program = PcscClient::new()?;
     let card = other_program.connect(ReaderSlot::First)?;

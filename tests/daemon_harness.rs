@@ -23,6 +23,19 @@ pub fn fail(what: &str, e: impl std::fmt::Display) -> Failed {
     Failed::from(format!("{what}: {e}"))
 }
 
+/// `map_err(|e| fail(what, e))` as a method, so that each step of a test names itself in
+/// one call, as `anyhow::Context` would.
+pub trait OrFail<T> {
+    /// The value, or a failure naming `what` and why.
+    fn or_fail(self, what: &str) -> Result<T, Failed>;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, what: &str) -> Result<T, Failed> {
+        self.map_err(|e| fail(what, e))
+    }
+}
+
 /// Polls `probe` every 50 ms until it holds, for at most 10 s.
 pub async fn wait_for<F, Fut>(what: &str, mut probe: F) -> Result<(), Failed>
 where

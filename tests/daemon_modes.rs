@@ -10,44 +10,33 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DISPENSER, PHARMACIST};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, insert_and_read, wait_for};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalMode;
 use futures_lite::StreamExt as _;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
-        lab_trial(
+    run_lab_suite(vec![
+        async_lab_trial(
             "session_lock_resume_and_swap_through_dbus_pcscd_and_spine_sim",
-            session_lock,
+            run,
         ),
-        lab_trial(
+        async_lab_trial(
             "a_card_revoked_while_the_daemon_runs_is_refused_in_the_reader_and_after",
-            crl_refresh,
+            revoked_while_running,
         ),
-        lab_trial(
+        async_lab_trial(
             "a_passcode_the_endpoint_says_expires_soon_is_signalled_at_log_in",
-            passcode_expiring,
+            expiring_at_log_in,
         ),
-        lab_trial(
+        async_lab_trial(
             "a_session_the_endpoint_idled_out_ends_here_as_endpoint_ended",
-            endpoint_ended,
+            idled_out_at_the_endpoint,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
-}
-
-fn session_lock(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(run(lab))
+    ])
 }
 
 async fn run(lab: &mut Lab) -> Result<(), Failed> {
@@ -62,10 +51,10 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     let mut ended = agent
         .receive_session_ended()
         .await
-        .map_err(|e| fail("SessionEnded stream", e))?;
+        .or_fail("SessionEnded stream")?;
 
     // Log in and choose a role.
-    let pharmacist = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+    let pharmacist = world.card(PHARMACIST).or_fail("card")?;
     let inserted = insert_and_read(
         lab,
         ReaderSlot::First,
@@ -74,25 +63,20 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
         PHARMACIST.1,
     )
     .await?;
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     agent
         .select_role_profile("RP-PHARM-FA123")
         .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
+        .or_fail("SelectRoleProfile")?;
     let before = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(before.allowed, || format!("{before:?}"))?;
-    let ticket = agent.get_ticket().await.map_err(|e| fail("GetTicket", e))?;
+    let ticket = agent.get_ticket().await.or_fail("GetTicket")?;
 
     // The card leaves: locked, no-card, nothing ended.
-    inserted
-        .remove()
-        .map_err(|e| fail("removing the card", e))?;
+    inserted.remove().or_fail("removing the card")?;
     wait_for("State session-locked", || {
         let agent = agent.clone();
         async move { agent.state().await.unwrap_or_default() == "session-locked" }
@@ -101,7 +85,7 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     let locked = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(
         !locked.allowed && locked.reason == "no-card" && locked.generation > before.generation,
         || format!("{locked:?} after {before:?}"),
@@ -109,63 +93,60 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
 
     // The same card back, its passcode again: the same session and role.
     let again = insert_and_read(lab, ReaderSlot::First, pharmacist, agent, PHARMACIST.1).await?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "session-locked", || format!("State {state}"))?;
     agent
         .login(DEMO_PASSCODE, false)
         .await
-        .map_err(|e| fail("Login to resume", e))?;
-    let role = agent
-        .selected_role_profile()
-        .await
-        .map_err(|e| fail("role", e))?;
+        .or_fail("Login to resume")?;
+    let role = agent.selected_role_profile().await.or_fail("role")?;
     check(role.id == "RP-PHARM-FA123", || format!("{role:?}"))?;
-    let resumed = agent.get_ticket().await.map_err(|e| fail("GetTicket", e))?;
+    let resumed = agent.get_ticket().await.or_fail("GetTicket")?;
     check(resumed.token == ticket.token, || {
         "the resumed session has another token".into()
     })?;
     let after = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(after.allowed, || format!("{after:?}"))?;
 
     // Out again, and another holder's card: the locked session ends as card-swapped.
-    again.remove().map_err(|e| fail("removing the card", e))?;
+    again.remove().or_fail("removing the card")?;
     wait_for("State session-locked", || {
         let agent = agent.clone();
         async move { agent.state().await.unwrap_or_default() == "session-locked" }
     })
     .await?;
-    let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
+    let dispenser = world.card(DISPENSER).or_fail("card")?;
     let _second = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(dispenser)))
-        .map_err(|e| fail("inserting the second card", e))?;
+        .or_fail("inserting the second card")?;
     let end = tokio::time::timeout(Duration::from_secs(10), ended.next())
         .await
         .map_err(|_| Failed::from("no SessionEnded signal"))?
         .ok_or_else(|| Failed::from("SessionEnded stream ended"))?;
-    let end = end.args().map_err(|e| fail("SessionEnded args", e))?;
+    let end = end.args().or_fail("SessionEnded args")?;
     check(end.reason == "card-swapped", || {
         format!("SessionEnded {}", end.reason)
     })?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "card-present", || format!("State {state}"))?;
 
     // ChangePasscode through the bus, then the new passcode logs in.
     agent
         .change_passcode(DEMO_PASSCODE, "n3w5678", false)
         .await
-        .map_err(|e| fail("ChangePasscode", e))?;
+        .or_fail("ChangePasscode")?;
     agent
         .login("n3w5678", false)
         .await
-        .map_err(|e| fail("Login with the new passcode", e))?;
+        .or_fail("Login with the new passcode")?;
 
     let audit = running.stop().await?;
     for secret in [DEMO_PASSCODE, "n3w5678"] {
@@ -180,14 +161,6 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     Ok(())
 }
 
-fn crl_refresh(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(revoked_while_running(lab))
-}
-
 /// The daemon fetched the CRL at start; the RA then revokes the dispenser's card while it is in
 /// the reader (spine-sim serves the new CRL). Within the refresh interval the daemon holds the
 /// new CRL and checks the card in the reader again, so it is refused as revoked without being
@@ -196,7 +169,7 @@ fn crl_refresh(lab: &mut Lab) -> Result<(), Failed> {
 async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|config| config.card.crl_refresh_seconds = 1).await?;
     let RunningDaemon { world, agent, .. } = &running;
-    let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
+    let dispenser = world.card(DISPENSER).or_fail("card")?;
 
     // First, before the revocation: the card is fine.
     let inserted = insert_and_read(
@@ -210,7 +183,7 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
     let before = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(before.reason == "not-logged-in", || {
         format!("the card was not usable before the revocation: {before:?}")
     })?;
@@ -219,9 +192,9 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
         &dispenser,
         time::OffsetDateTime::now_utc() - time::Duration::seconds(5),
     )
-    .map_err(|e| fail("revoking", e))?;
+    .or_fail("revoking")?;
     cardgate_vcard::provision::record_revocations(&world.dir().join("card-ca"), &revoked)
-        .map_err(|e| fail("recording the revocation", e))?;
+        .or_fail("recording the revocation")?;
     // Still in the reader: the next refresh (every second here) checks it again.
     wait_for("the card in the reader to be refused as revoked", || {
         let agent = agent.clone();
@@ -233,7 +206,7 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
         }
     })
     .await?;
-    inserted.remove().map_err(|e| fail("removing", e))?;
+    inserted.remove().or_fail("removing")?;
     wait_for("the card to be gone", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.is_ok_and(|h| h.is_empty()) }
@@ -244,7 +217,7 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "certificate-revoked", || {
         format!("a revoked card was not refused as revoked: {answer:?}")
     })?;
@@ -258,14 +231,6 @@ async fn revoked_while_running(lab: &mut Lab) -> Result<(), Failed> {
 /// A holder whose passcode the directory says expires in ten days.
 const EXPIRING: (&str, &str) = ("Priya Shah", "555000999000");
 
-fn passcode_expiring(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(expiring_at_log_in(lab))
-}
-
 /// The endpoint's session carries the passcode expiry; at log-in the daemon signals
 /// `PasscodeExpiring` with the days left and what to do, and `Status` lists it as a warning.
 /// The demo pharmacist (no expiry in the directory) gets no such signal.
@@ -274,7 +239,7 @@ async fn expiring_at_log_in(lab: &mut Lab) -> Result<(), Failed> {
         time::OffsetDateTime::now_utc() + time::Duration::days(10) + time::Duration::hours(1);
     let expires = expires
         .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| fail("format", e))?;
+        .or_fail("format")?;
     let extra = format!(
         r#"
 [[users]]
@@ -296,20 +261,17 @@ activities = ["eps.download"]
     let mut expiring = agent
         .receive_passcode_expiring()
         .await
-        .map_err(|e| fail("PasscodeExpiring stream", e))?;
+        .or_fail("PasscodeExpiring stream")?;
 
     for (holder, expect_signal) in [(PHARMACIST, false), (EXPIRING, true)] {
-        let card = world.card(holder).map_err(|e| fail("card", e))?;
+        let card = world.card(holder).or_fail("card")?;
         let inserted = insert_and_read(lab, ReaderSlot::First, card, agent, holder.1).await?;
-        agent
-            .login(DEMO_PASSCODE, false)
-            .await
-            .map_err(|e| fail("Login", e))?;
+        agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
         let signal = tokio::time::timeout(Duration::from_millis(500), expiring.next()).await;
         match (expect_signal, signal) {
             (false, Err(_)) => {}
             (true, Ok(Some(signal))) => {
-                let args = signal.args().map_err(|e| fail("args", e))?;
+                let args = signal.args().or_fail("args")?;
                 check(args.days_left == 10, || {
                     format!("days_left {}", args.days_left)
                 })?;
@@ -318,7 +280,7 @@ activities = ["eps.download"]
                         && args.message.contains("cardgate passcode change"),
                     || args.message.to_string(),
                 )?;
-                let status = agent.status().await.map_err(|e| fail("Status", e))?;
+                let status = agent.status().await.or_fail("Status")?;
                 check(
                     format!("{status:?}").contains("Your passcode expires in 10 days"),
                     || format!("Status has no passcode warning: {status:?}"),
@@ -333,8 +295,8 @@ activities = ["eps.download"]
                 .into());
             }
         }
-        agent.logout().await.map_err(|e| fail("Logout", e))?;
-        inserted.remove().map_err(|e| fail("removing", e))?;
+        agent.logout().await.or_fail("Logout")?;
+        inserted.remove().or_fail("removing")?;
         wait_for("the card to be gone", || {
             let agent = agent.clone();
             async move { agent.holder_uuid().await.is_ok_and(|h| h.is_empty()) }
@@ -342,14 +304,6 @@ activities = ["eps.download"]
         .await?;
     }
     running.stop().await.map(|_| ())
-}
-
-fn endpoint_ended(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(idled_out_at_the_endpoint(lab))
 }
 
 /// A Sponsor at FA123 whose role allows Temporary Access Cards, for a staff call.
@@ -380,52 +334,46 @@ activities = ["eps.download", "admin.tac"]
     let mut ended = agent
         .receive_session_ended()
         .await
-        .map_err(|e| fail("SessionEnded stream", e))?;
-    let card = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+        .or_fail("SessionEnded stream")?;
+    let card = world.card(PHARMACIST).or_fail("card")?;
     let inserted = insert_and_read(lab, ReaderSlot::First, card, agent, PHARMACIST.1).await?;
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     agent
         .select_role_profile("RP-PHARM-FA123")
         .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
+        .or_fail("SelectRoleProfile")?;
     world.sim().advance_clock(Duration::from_secs(901));
     let refused = agent.select_role_profile("RP-LOCUM-FFFFF").await;
     ended_by_the_endpoint(&refused, &mut ended, "a role change").await?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
     tokio::task::spawn_blocking(move || inserted.remove())
         .await
-        .map_err(|e| fail("remove task", e))?
-        .map_err(|e| fail("remove", e))?;
+        .or_fail("remove task")?
+        .or_fail("remove")?;
 
     // A staff task (reading a TAC) in a session the endpoint has idled out: the same.
-    let card = world.card(SPONSOR).map_err(|e| fail("card", e))?;
+    let card = world.card(SPONSOR).or_fail("card")?;
     let _inserted = insert_and_read(lab, ReaderSlot::First, card, agent, SPONSOR.1).await?;
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     agent
         .select_role_profile("RP-LSA-FA123")
         .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
+        .or_fail("SelectRoleProfile")?;
     let staff = cardgate_ipc::AgentStaffProxy::builder(agent.inner().connection())
         .build()
         .await
-        .map_err(|e| fail("staff proxy", e))?;
+        .or_fail("staff proxy")?;
     world.sim().advance_clock(Duration::from_secs(901));
     let refused = staff.tac_read("4000000001").await;
     ended_by_the_endpoint(&refused, &mut ended, "a TAC read").await?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(answer.reason == "not-logged-in", || format!("{answer:?}"))?;
     let audit = running.stop().await?;
     let ended_there = audit.matches(r#""reason":"endpoint_ended""#).count();
@@ -448,11 +396,7 @@ async fn ended_by_the_endpoint<T: std::fmt::Debug>(
         .await
         .map_err(|_| Failed::from(format!("no SessionEnded after {what}")))?
         .ok_or("SessionEnded stream ended")?;
-    let reason = signal
-        .args()
-        .map_err(|e| fail("args", e))?
-        .reason
-        .to_string();
+    let reason = signal.args().or_fail("args")?.reason.to_string();
     check(reason == "endpoint-ended", || {
         format!("SessionEnded({reason}) after {what}")
     })

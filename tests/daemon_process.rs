@@ -7,7 +7,9 @@
 //! [`LOG_VAR`]) until its stdin is closed. The child inherits the lab namespace, so it sees the
 //! suite's private pcscd and bus.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 
@@ -57,19 +59,6 @@ fn run_daemon(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    else {
-        return ExitCode::FAILURE;
-    };
-    let stopped = async {
-        let _ = tokio::task::spawn_blocking(|| {
-            use std::io::Read as _;
-            let _ = std::io::stdin().read(&mut [0u8; 1]);
-        })
-        .await;
-    };
     let virtual_readers = std::env::var(VIRTUAL_READERS_VAR)
         .ok()
         .and_then(|n| n.parse::<usize>().ok());
@@ -83,10 +72,36 @@ fn run_daemon(config: &Path) -> ExitCode {
         }
         None => Arc::new(cardgate_reader::PcscBackend::new()),
     };
-    match runtime.block_on(cardgated::run(config, backend, None, stopped)) {
+    serve_until_stdin_closes("daemon child", |stopped| {
+        cardgated::run(config, backend, None, stopped)
+    })
+}
+
+/// The end of a re-executed child's standard input: the test closed it to stop the child.
+pub type StdinClosed = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A re-executed child's life (the daemon, the demo): runs what `serve` returns on a fresh
+/// runtime until it ends, [`StdinClosed`] telling it when to stop; an error goes to stderr
+/// after `who`.
+pub fn serve_until_stdin_closes<F, E>(who: &str, serve: impl FnOnce(StdinClosed) -> F) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let Ok(runtime) = crate::runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let stopped: StdinClosed = Box::pin(async {
+        let _ = tokio::task::spawn_blocking(|| {
+            use std::io::Read as _;
+            let _ = std::io::stdin().read(&mut [0u8; 1]);
+        })
+        .await;
+    });
+    match runtime.block_on(serve(stopped)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("daemon child: {e}");
+            eprintln!("{who}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DEMO_READERS, DemoWorld, PrivateBus};
-use cardgate_e2e::check;
 use cardgate_e2e::daemon_harness::{fail, wait_for};
+use cardgate_e2e::{async_trial, check};
 use cardgate_ipc::{AgentProxy, BUS_NAME, DEMO_OBJECT_PATH, DemoProxy};
 use futures_lite::StreamExt as _;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use zbus::message::Type as MessageType;
 use zbus::proxy::CacheProperties;
 
@@ -36,47 +36,27 @@ fn main() -> ExitCode {
     }
     let args = Arguments::from_args();
     let trials = vec![
-        Trial::test(
+        async_trial(
             "demo_controls_pull_reinsert_swap_and_show_every_signal",
-            || runtime()?.block_on(every_signal()),
+            every_signal,
         ),
-        Trial::test(
+        async_trial(
+            "the_production_run_serves_no_demo_controls",
+            production_has_none,
+        ),
+        async_trial(
             "the_holder_changes_and_unlocks_the_passcode_on_the_pin_pad",
-            || runtime()?.block_on(on_the_pin_pad()),
+            on_the_pin_pad,
         ),
-        Trial::test("the_production_run_serves_no_demo_controls", || {
-            runtime()?.block_on(production_has_none())
-        }),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))
-}
-
 /// The demo child: `cardgate_demo::run` on `bus` until standard input closes.
 fn run_demo(bus: String) -> ExitCode {
-    let Ok(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let stopped = async {
-        let _ = tokio::task::spawn_blocking(|| {
-            use std::io::Read as _;
-            let _ = std::io::stdin().read(&mut [0u8; 1]);
-        })
-        .await;
-    };
-    match runtime.block_on(cardgate_demo::run(Some(bus), stopped)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo child: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cardgate_e2e::daemon_process::serve_until_stdin_closes("demo child", |stopped| {
+        cardgate_demo::run(Some(bus), stopped)
+    })
 }
 
 /// The demo process; closing its standard input (drop) stops it.

@@ -18,13 +18,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::{AGENT1_XML, BUS_NAME, INTERFACE, OBJECT_PATH, WORKSTATION1_XML, property};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::provision::{CardSpec, Validity};
 use futures_lite::StreamExt as _;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use zbus::message::Type as MessageType;
 use zbus::zvariant::OwnedValue;
 
@@ -34,50 +34,38 @@ fn main() -> ExitCode {
     if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {
         return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
-        cardgate_e2e::lab_trial(
+    run_lab_suite(vec![
+        async_lab_trial(
             "the_running_service_introspects_exactly_as_the_shipped_xml",
-            |lab| runtime()?.block_on(introspection_is_the_shipped_xml(lab)),
+            introspection_is_the_shipped_xml,
         ),
-        cardgate_e2e::lab_trial(
+        async_lab_trial(
             "every_reply_has_the_signature_its_introspection_declares",
-            |lab| runtime()?.block_on(replies_match_their_introspection(lab)),
+            replies_match_their_introspection,
         ),
-        cardgate_e2e::lab_trial(
+        async_lab_trial(
             "one_properties_changed_per_state_change_with_only_what_changed_before_the_reply",
-            |lab| runtime()?.block_on(one_signal_per_change(lab)),
+            one_signal_per_change,
         ),
-        cardgate_e2e::lab_trial(
+        async_lab_trial(
             "passcode_tries_left_is_current_when_wrong_passcode_answers",
-            |lab| runtime()?.block_on(tries_left_before_the_answer(lab)),
+            tries_left_before_the_answer,
         ),
-        cardgate_e2e::lab_trial("certificate_expiring_says_one_day_count", |lab| {
-            runtime()?.block_on(one_day_count(lab))
-        }),
-        cardgate_e2e::lab_trial(
+        async_lab_trial("certificate_expiring_says_one_day_count", one_day_count),
+        async_lab_trial(
             "wrong_typed_arguments_are_refused_and_the_daemon_stays_up",
-            |lab| runtime()?.block_on(wrong_types(lab)),
+            wrong_types,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))
+    ])
 }
 
 /// A connection of the test's own (a client like any PMR's) to the daemon's bus.
 async fn client(running: &RunningDaemon) -> Result<zbus::Connection, Failed> {
     zbus::connection::Builder::address(running.address.as_str())
-        .map_err(|e| fail("bus address", e))?
+        .or_fail("bus address")?
         .build()
         .await
-        .map_err(|e| fail("connecting", e))
+        .or_fail("connecting")
 }
 
 // ------------------------------------------------------------------ introspection
@@ -127,7 +115,7 @@ fn describe(interface: &zbus_xml::Interface<'_>) -> BTreeSet<String> {
 }
 
 fn interfaces(xml: &str, what: &str) -> Result<BTreeMap<String, BTreeSet<String>>, Failed> {
-    let node = zbus_xml::Node::from_reader(xml.as_bytes()).map_err(|e| fail(what, e))?;
+    let node = zbus_xml::Node::from_reader(xml.as_bytes()).or_fail(what)?;
     Ok(node
         .interfaces()
         .iter()
@@ -141,13 +129,13 @@ async fn introspection_is_the_shipped_xml(_lab: &mut Lab) -> Result<(), Failed> 
     let live = zbus::fdo::IntrospectableProxy::builder(&connection)
         .destination(BUS_NAME)
         .and_then(|b| b.path(OBJECT_PATH))
-        .map_err(|e| fail("introspectable proxy", e))?
+        .or_fail("introspectable proxy")?
         .build()
         .await
-        .map_err(|e| fail("introspectable proxy", e))?
+        .or_fail("introspectable proxy")?
         .introspect()
         .await
-        .map_err(|e| fail("Introspect", e))?;
+        .or_fail("Introspect")?;
     let live = interfaces(&live, "the live introspection")?;
     let mut shipped = interfaces(AGENT1_XML, "org.cardgate.Agent1.xml")?;
     shipped.extend(interfaces(
@@ -198,7 +186,7 @@ async fn introspection_is_the_shipped_xml(_lab: &mut Lab) -> Result<(), Failed> 
 fn declared_replies() -> Result<BTreeMap<String, String>, Failed> {
     let mut replies = BTreeMap::new();
     for (xml, what) in [(AGENT1_XML, "Agent1"), (WORKSTATION1_XML, "Workstation1")] {
-        let node = zbus_xml::Node::from_reader(xml.as_bytes()).map_err(|e| fail(what, e))?;
+        let node = zbus_xml::Node::from_reader(xml.as_bytes()).or_fail(what)?;
         for interface in node.interfaces() {
             for method in interface.methods() {
                 let out: String = method
@@ -237,10 +225,7 @@ where
 
 async fn replies_match_their_introspection(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted =
         insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
     let connection = client(&running).await?;
@@ -358,7 +343,7 @@ async fn collect(
 ) -> Result<Seen, Failed> {
     let mut seen = Seen::default();
     while let Ok(Some(message)) = tokio::time::timeout(settle, stream.next()).await {
-        let message = message.map_err(|e| fail("message stream", e))?;
+        let message = message.or_fail("message stream")?;
         let header = message.header();
         match message.message_type() {
             MessageType::Signal
@@ -372,7 +357,7 @@ async fn collect(
                 ) = message
                     .body()
                     .deserialize()
-                    .map_err(|e| fail("PropertiesChanged body", e))?;
+                    .or_fail("PropertiesChanged body")?;
                 if iface == INTERFACE {
                     seen.changes.push(changed.into_iter().collect());
                 }
@@ -409,12 +394,12 @@ where
         .and_then(|b| b.destination(BUS_NAME))
         .and_then(|b| b.interface(INTERFACE))
         .and_then(|b| b.build(args))
-        .map_err(|e| fail("building the call", e))?;
+        .or_fail("building the call")?;
     let serial = message.primary_header().serial_num();
     connection
         .send(&message)
         .await
-        .map_err(|e| fail("sending the call", e))?;
+        .or_fail("sending the call")?;
     Ok(serial)
 }
 
@@ -423,23 +408,20 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
     let connection = client(&running).await?;
     zbus::fdo::DBusProxy::new(&connection)
         .await
-        .map_err(|e| fail("bus proxy", e))?
+        .or_fail("bus proxy")?
         .add_match_rule(
             zbus::MatchRule::builder()
                 .msg_type(MessageType::Signal)
                 .sender(BUS_NAME)
-                .map_err(|e| fail("match rule", e))?
+                .or_fail("match rule")?
                 .build(),
         )
         .await
-        .map_err(|e| fail("AddMatch", e))?;
+        .or_fail("AddMatch")?;
     let mut stream = zbus::MessageStream::from(&connection);
     let settle = Duration::from_millis(1500);
 
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted =
         insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
     let _ = collect(&mut stream, settle, None).await?;
@@ -447,7 +429,7 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .session_generation()
         .await
-        .map_err(|e| fail("SessionGeneration", e))?;
+        .or_fail("SessionGeneration")?;
 
     // Log-in: State and SessionGeneration change (tries left stay 3), in one signal,
     // before the reply.
@@ -472,11 +454,11 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
     let state: String = seen.changes[0][property::STATE]
         .clone()
         .try_into()
-        .map_err(|e| fail("State", e))?;
+        .or_fail("State")?;
     let after_login: u64 = seen.changes[0][property::SESSION_GENERATION]
         .clone()
         .try_into()
-        .map_err(|e| fail("SessionGeneration", e))?;
+        .or_fail("SessionGeneration")?;
     check(state == "logged-in" && after_login > generation, || {
         format!("log-in announced State {state:?} with generation {after_login} (was {generation})")
     })?;
@@ -520,7 +502,7 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
     let state: String = seen.changes[0][property::STATE]
         .clone()
         .try_into()
-        .map_err(|e| fail("State", e))?;
+        .or_fail("State")?;
     check(state == "no-card", || {
         format!("removal announced State {state:?}")
     })?;
@@ -541,10 +523,7 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
 
 async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted =
         insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
     let agent = &running.agent;
@@ -558,7 +537,7 @@ async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
         let tries = agent
             .passcode_tries_left()
             .await
-            .map_err(|e| fail("PasscodeTriesLeft", e))?;
+            .or_fail("PasscodeTriesLeft")?;
         check(tries == left, || {
             format!("PasscodeTriesLeft read {tries} right after WrongPasscode; want {left}")
         })?;
@@ -576,11 +555,11 @@ async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
     agent
         .login(DEMO_PASSCODE, true)
         .await
-        .map_err(|e| fail("the right passcode on the final try", e))?;
+        .or_fail("the right passcode on the final try")?;
     let tries = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == 3, || {
         format!("PasscodeTriesLeft read {tries} right after a good log-in; want 3")
     })?;
@@ -589,12 +568,11 @@ async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
 
 /// The `Warnings` entry of `Status`.
 async fn status_warnings(agent: &cardgate_ipc::AgentProxy<'static>) -> Result<Vec<String>, Failed> {
-    let status = agent.status().await.map_err(|e| fail("Status", e))?;
+    let status = agent.status().await.or_fail("Status")?;
     let warnings = status
         .get(property::WARNINGS)
         .ok_or_else(|| fail("Status", "no Warnings entry"))?;
-    Vec::<String>::try_from(warnings.try_clone().map_err(|e| fail("Warnings", e))?)
-        .map_err(|e| fail("Warnings", e))
+    Vec::<String>::try_from(warnings.try_clone().or_fail("Warnings")?).or_fail("Warnings")
 }
 
 // ------------------------------------------------------------------ day counts
@@ -605,7 +583,7 @@ async fn one_day_count(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .receive_certificate_expiring()
         .await
-        .map_err(|e| fail("subscribing to CertificateExpiring", e))?;
+        .or_fail("subscribing to CertificateExpiring")?;
     // Issued to expire 29 days from now: by the time it is read, 28 days and some
     // hours are left, which the holder's sentence calls "in 29 days".
     let card = running
@@ -615,14 +593,14 @@ async fn one_day_count(lab: &mut Lab) -> Result<(), Failed> {
                 .pin(DEMO_PASSCODE)
                 .validity(Validity::ExpiresInDays(29)),
         )
-        .map_err(|e| fail("card", e))?;
+        .or_fail("card")?;
     let _inserted =
         insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
     let signal = tokio::time::timeout(Duration::from_secs(10), expiring.next())
         .await
         .map_err(|_| Failed::from("no CertificateExpiring within 10 s"))?
         .ok_or_else(|| Failed::from("the signal stream ended"))?;
-    let args = signal.args().map_err(|e| fail("CertificateExpiring", e))?;
+    let args = signal.args().or_fail("CertificateExpiring")?;
     check(*args.days_left() == 29, || {
         format!(
             "days_left {} for a certificate expiring in 29 days",
@@ -643,10 +621,7 @@ async fn one_day_count(lab: &mut Lab) -> Result<(), Failed> {
 
 async fn wrong_types(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let _inserted =
         insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
     let connection = client(&running).await?;
@@ -673,7 +648,7 @@ async fn wrong_types(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == 3, || {
         format!("{tries} tries left after malformed calls; none may be spent")
     })?;
@@ -681,7 +656,7 @@ async fn wrong_types(lab: &mut Lab) -> Result<(), Failed> {
         .agent
         .login(DEMO_PASSCODE, false)
         .await
-        .map_err(|e| fail("a good log-in after the malformed calls", e))?;
+        .or_fail("a good log-in after the malformed calls")?;
     check(!profiles.is_empty(), || "no role profiles".into())?;
     running.stop().await.map(|_| ())
 }

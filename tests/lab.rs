@@ -6,17 +6,15 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, transmit};
+use cardgate_e2e::{PcscClient, SELECT_PIV, check, lab_trial, run_lab_suite, transmit};
 use cardgate_lab::{Lab, LabOptions, ProbeCard, ReaderSlot};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 
 /// pcscd polls vpcd about every 400 ms; a removal must be seen well inside this.
 const REMOVAL_DEADLINE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         lab_trial("pcscd_lists_exactly_the_two_vpcd_readers", |_lab| {
             let client = PcscClient::new()?;
             let readers = client
@@ -192,6 +190,5 @@ fn main() -> ExitCode {
                 })
             },
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }

@@ -3,18 +3,77 @@
 //! the agent competes with for the card, to check what pcscd really reports.
 
 pub mod bench_table;
+pub mod cli_process;
 pub mod daemon_harness;
 pub mod daemon_process;
 pub mod login_requests;
 pub mod logind;
 pub mod memory_image;
+pub mod reader_events;
 pub mod tools;
 
 use std::ffi::CString;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_lab::{Lab, ReaderSlot};
-use libtest_mimic::{Failed, Trial};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Every lab suite's `main`: enters the lab's namespace (root, own pcscd) before anything
+/// else, then runs `trials` with libtest-mimic, so `cargo test` arguments work as usual.
+pub fn run_lab_suite(trials: Vec<Trial>) -> ExitCode {
+    cardgate_lab::enter_lab_namespace();
+    let args = Arguments::from_args();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// A multi-threaded tokio runtime (one worker per core) for a test body that talks to the
+/// daemon or the bus.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
+    runtime_builder().build().map_err(runtime_failed)
+}
+
+/// As [`runtime`] with exactly `workers` worker threads, for the bodies whose timing was
+/// measured with a fixed number.
+pub fn runtime_with_workers(workers: usize) -> Result<tokio::runtime::Runtime, Failed> {
+    runtime_builder()
+        .worker_threads(workers)
+        .build()
+        .map_err(runtime_failed)
+}
+
+fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    builder
+}
+
+fn runtime_failed(e: std::io::Error) -> Failed {
+    Failed::from(format!("runtime: {e}"))
+}
+
+/// Runs `body` to its end on a fresh [`runtime`]: a synchronous test body's way into async
+/// code.
+pub fn block_on(body: impl std::future::Future<Output = Result<(), Failed>>) -> Result<(), Failed> {
+    runtime()?.block_on(body)
+}
+
+/// A libtest-mimic test whose async body needs no lab (the in-process virtual reader, the
+/// demo), on a fresh [`runtime`].
+pub fn async_trial(
+    name: &str,
+    body: impl AsyncFnOnce() -> Result<(), Failed> + Send + 'static,
+) -> Trial {
+    Trial::test(name, move || runtime()?.block_on(body()))
+}
+
+/// A [`lab_trial`] whose body is async: it runs on a fresh [`runtime`] with the lab lent to it.
+pub fn async_lab_trial(
+    name: &str,
+    body: impl AsyncFnOnce(&mut Lab) -> Result<(), Failed> + Send + 'static,
+) -> Trial {
+    lab_trial(name, move |lab| runtime()?.block_on(body(lab)))
+}
 
 /// A libtest-mimic test that gets its own freshly started [`Lab`]; when the body fails,
 /// the failure message ends with pcscd's log.
@@ -93,6 +152,14 @@ pub fn transmit(card: &pcsc::Card, command: &[u8]) -> Result<Vec<u8>, Failed> {
 pub const SELECT_PIV: [u8; 15] = [
     0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x00,
 ];
+
+/// The passcode (PIV PIN) the suites give the test cards they provision themselves: not the
+/// PIV factory default, so that nothing passes by falling back to `123456`.
+pub const TEST_PASSCODE: &str = "739146";
+
+/// The reader every test card of the independent-tool suites (OpenSC, yubico-piv-tool) goes
+/// into.
+pub const TOOL_READER: ReaderSlot = ReaderSlot::First;
 
 /// The unlock code (PIV PUK) the suites give the cards they unlock, as the RA would hand it
 /// over.

@@ -13,10 +13,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cardgate_e2e::tools::{TestCard, pem_certificate};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{check, lab_trial, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot, setup_script};
 use cardgate_vcard::card_file::{KeyAlgorithm, Slot};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use ring::signature::{self, VerificationAlgorithm};
 
 /// OpenSC's PKCS#11 module as Debian's `opensc-pkcs11` package installs it.
@@ -34,20 +34,15 @@ fn pkcs11_module() -> Result<&'static str, Failed> {
         )))
     }
 }
-/// The passcode the test cards get: not the PIV factory default, so a tool that silently
-/// falls back to `123456` is caught.
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 /// A wrong passcode of the same shape.
 const WRONG_PASSCODE: &str = "246810";
-/// The reader every test card goes into.
-const READER: ReaderSlot = ReaderSlot::First;
+const READER: ReaderSlot = cardgate_e2e::TOOL_READER;
 /// The card name OpenSC's PIV driver gives a PIV card (card-piv.c, `piv_match_card`).
 const OPENSC_PIV_NAME: &str = "Personal Identity Verification Card";
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         lab_trial(
             "opensc_tool_names_the_card_a_piv_card",
             opensc_tool_names_the_card,
@@ -76,8 +71,7 @@ fn main() -> ExitCode {
             "three_wrong_passcodes_through_pkcs11_tool_block_the_card_for_opensc_too",
             three_wrong_passcodes_block_the_card,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 /// `opensc-tool -n` identifies the card through OpenSC's PIV driver (which needs no known

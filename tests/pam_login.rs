@@ -19,28 +19,25 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use cardgate_demo::{DEMO_PASSCODE, DISPENSER, PHARMACIST};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, wait_for};
 use cardgate_e2e::memory_image::{Secret, scan_image};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::WorkstationProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalAction;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![lab_trial(
+    run_lab_suite(vec![async_lab_trial(
         "pamtester_logs_in_refuses_wrong_unmapped_blocked_and_other_cards",
-        pam_login,
-    )];
-    libtest_mimic::run(&args, trials).exit_code()
+        run,
+    )])
 }
 
 /// The built module: `libpam_cardgate.so` next to the test binary's `deps/` directory.
 pub fn pam_module() -> Result<PathBuf, Failed> {
-    let exe = std::env::current_exe().map_err(|e| fail("current_exe", e))?;
+    let exe = std::env::current_exe().or_fail("current_exe")?;
     let deps = exe.parent().ok_or("no deps directory")?;
     let profile = deps.parent().ok_or("no profile directory")?;
     [profile, deps]
@@ -72,7 +69,7 @@ impl PamService {
              account  required {module} {args}\n\
              session  required {module} {args}\n"
         );
-        std::fs::write(&path, text).map_err(|e| fail("writing the PAM service file", e))?;
+        std::fs::write(&path, text).or_fail("writing the PAM service file")?;
         Ok(PamService { name, path })
     }
 }
@@ -117,14 +114,14 @@ async fn pamtester(
         }
         let mut child = command
             .spawn()
-            .map_err(|e| fail("pamtester (scripts/setup installs it)", e))?;
+            .or_fail("pamtester (scripts/setup installs it)")?;
         child
             .stdin
             .take()
             .ok_or("no stdin")?
             .write_all(input.as_bytes())
-            .map_err(|e| fail("pamtester stdin", e))?;
-        let out = child.wait_with_output().map_err(|e| fail("pamtester", e))?;
+            .or_fail("pamtester stdin")?;
+        let out = child.wait_with_output().or_fail("pamtester")?;
         Ok(Outcome {
             ok: out.status.success(),
             text: format!(
@@ -135,7 +132,7 @@ async fn pamtester(
         })
     })
     .await
-    .map_err(|e| fail("pamtester task", e))?
+    .or_fail("pamtester task")?
 }
 
 /// `pamtester SERVICE USER authenticate` with `passcode` typed, under gdb, stopped when it
@@ -200,14 +197,6 @@ async fn pamtester_stopped_at_pam_end(
     .map_err(|e| fail("gdb task", e))?
 }
 
-fn pam_login(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(run(lab))
-}
-
 async fn run(lab: &mut Lab) -> Result<(), Failed> {
     let started = Instant::now();
     let module = pam_module()?;
@@ -222,7 +211,7 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
         agent,
         ..
     } = &running;
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
     let map = dir.path().join("pam-users");
     std::fs::write(
         &map,
@@ -231,19 +220,19 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
             PHARMACIST.1, DISPENSER.1
         ),
     )
-    .map_err(|e| fail("mapping file", e))?;
+    .or_fail("mapping file")?;
     let service = PamService::write(&module, &format!("bus={address} map={}", map.display()))?;
     let svc = service.name.as_str();
     let connection = agent.inner().connection().clone();
     let workstation = WorkstationProxy::new(&connection)
         .await
-        .map_err(|e| fail("workstation proxy", e))?;
+        .or_fail("workstation proxy")?;
 
     // The pharmacist's card in the first reader.
-    let pharmacist = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+    let pharmacist = world.card(PHARMACIST).or_fail("card")?;
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(pharmacist)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     wait_for("the card to be read", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
@@ -273,12 +262,9 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     )
     .await?;
     check(right.ok, || format!("the right passcode: {}", right.text))?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "logged-in", || format!("State is {state}"))?;
-    let sessions = workstation
-        .sessions()
-        .await
-        .map_err(|e| fail("Sessions", e))?;
+    let sessions = workstation.sessions().await.or_fail("Sessions")?;
     check(
         sessions.len() == 1
             && sessions[0].0 == "e2e7"
@@ -286,7 +272,7 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
             && sessions[0].2 == PHARMACIST.1,
         || format!("registered sessions: {sessions:?}"),
     )?;
-    agent.logout().await.map_err(|e| fail("Logout", e))?;
+    agent.logout().await.or_fail("Logout")?;
 
     // Issue 15: the login program holds none of the module's copies once the module is done.
     // pamtester stopped at pam_end (the module still loaded) and its core image taken.
@@ -323,13 +309,11 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
 
     // The pharmacist's card leaves; the dispenser's comes in. It may not open the
     // pharmacist's registered session (a screen unlock with another card).
-    let pharmacist_card = inserted
-        .remove()
-        .map_err(|e| fail("removing the card", e))?;
-    let dispenser = world.card(DISPENSER).map_err(|e| fail("card", e))?;
+    let pharmacist_card = inserted.remove().or_fail("removing the card")?;
+    let dispenser = world.card(DISPENSER).or_fail("card")?;
     let dispenser_inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(dispenser)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     wait_for("the dispenser's card to be read", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
@@ -350,12 +334,10 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
 
     // The same card back: its passcode opens the registered session again (what the screen
     // locker's authenticate does after a removal lock).
-    let dispenser_card = dispenser_inserted
-        .remove()
-        .map_err(|e| fail("removing the card", e))?;
+    let dispenser_card = dispenser_inserted.remove().or_fail("removing the card")?;
     let back = lab
         .insert(ReaderSlot::First, pharmacist_card)
-        .map_err(|e| fail("inserting the card again", e))?;
+        .or_fail("inserting the card again")?;
     wait_for("the pharmacist's card to be read again", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
@@ -372,11 +354,11 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     check(unlock.ok, || {
         format!("the same card again: {}", unlock.text)
     })?;
-    agent.logout().await.map_err(|e| fail("Logout", e))?;
-    back.remove().map_err(|e| fail("removing the card", e))?;
+    agent.logout().await.or_fail("Logout")?;
+    back.remove().or_fail("removing the card")?;
     let _dispenser = lab
         .insert(ReaderSlot::First, dispenser_card)
-        .map_err(|e| fail("inserting the card again", e))?;
+        .or_fail("inserting the card again")?;
     wait_for("the dispenser's card to be read again", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
@@ -384,10 +366,7 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     .await?;
     let closed = pamtester(svc, "cgpharm", &["close_session"], "", Some("e2e7")).await?;
     check(closed.ok, || format!("close_session: {}", closed.text))?;
-    let sessions = workstation
-        .sessions()
-        .await
-        .map_err(|e| fail("Sessions", e))?;
+    let sessions = workstation.sessions().await.or_fail("Sessions")?;
     check(sessions.is_empty(), || format!("after close: {sessions:?}"))?;
 
     // Three wrong passcodes block the card; the last one only as an explicit choice.

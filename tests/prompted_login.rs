@@ -22,30 +22,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, insert_and_read, wait_for};
 use cardgate_e2e::login_requests::{answered, error_name, request};
 use cardgate_e2e::logind::{ActiveSession, stand_in_logind};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::LoginProxy;
 use cardgate_lab::{Lab, ReaderSlot};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use tokio::sync::mpsc;
 use zbus::zvariant::ObjectPath;
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![lab_trial(
+    run_lab_suite(vec![async_lab_trial(
         "a_program_asks_for_a_log_in_and_the_agents_dialog_gets_the_passcode",
-        |lab| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| fail("runtime", e))?
-                .block_on(prompted(lab))
-        },
-    )];
-    libtest_mimic::run(&args, trials).exit_code()
+        prompted,
+    )])
 }
 
 // ------------------------------------------------------------------ the dialog
@@ -92,27 +83,23 @@ async fn dialog(
 ) -> Result<(LoginProxy<'static>, mpsc::UnboundedReceiver<Asked>), Failed> {
     let (tx, rx) = mpsc::unbounded_channel();
     let connection = zbus::connection::Builder::address(address)
-        .map_err(|e| fail("bus address", e))?
+        .or_fail("bus address")?
         .serve_at(DIALOG_PATH, Dialog { asked: tx })
-        .map_err(|e| fail("dialog object", e))?
+        .or_fail("dialog object")?
         .build()
         .await
-        .map_err(|e| fail("dialog connection", e))?;
-    let login = LoginProxy::new(&connection)
-        .await
-        .map_err(|e| fail("Login1 proxy", e))?;
+        .or_fail("dialog connection")?;
+    let login = LoginProxy::new(&connection).await.or_fail("Login1 proxy")?;
     Ok((login, rx))
 }
 
 async fn program(address: &str) -> Result<LoginProxy<'static>, Failed> {
     let connection = zbus::connection::Builder::address(address)
-        .map_err(|e| fail("bus address", e))?
+        .or_fail("bus address")?
         .build()
         .await
-        .map_err(|e| fail("program connection", e))?;
-    LoginProxy::new(&connection)
-        .await
-        .map_err(|e| fail("Login1 proxy", e))
+        .or_fail("program connection")?;
+    LoginProxy::new(&connection).await.or_fail("Login1 proxy")
 }
 
 fn path() -> ObjectPath<'static> {
@@ -147,10 +134,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     let agent = running.agent.clone();
     let sessions = ActiveSession::default();
     let _logind = stand_in_logind(&address, sessions.clone()).await?;
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
+    let card = running.world.card(PHARMACIST).or_fail("card")?;
     let inserted =
         insert_and_read(lab, ReaderSlot::First, card.clone(), &agent, PHARMACIST.1).await?;
     let tries = || {
@@ -180,7 +164,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     dialog_a
         .register_prompt(&path())
         .await
-        .map_err(|e| fail("registering the dialog", e))?;
+        .or_fail("registering the dialog")?;
     let (dialog_b, _asked_b) = dialog(&address).await?;
     let second = dialog_b.register_prompt(&path()).await;
     check(error_name(&second) == "NotPermitted", || {
@@ -218,14 +202,12 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     let profiles = dialog_a
         .answer_login(&cookie, DEMO_PASSCODE, false)
         .await
-        .map_err(|e| fail("the right passcode", e))?;
-    let got = answered(pending)
-        .await?
-        .map_err(|e| fail("RequestLogin", e))?;
+        .or_fail("the right passcode")?;
+    let got = answered(pending).await?.or_fail("RequestLogin")?;
     check(!got.is_empty() && got == profiles, || {
         format!("the PMR got {got:?}, the dialog {profiles:?}")
     })?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "logged-in" || state == "role-selected", || {
         format!("state {state}")
     })?;
@@ -234,14 +216,14 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     let again = pmr
         .request_login("Claim")
         .await
-        .map_err(|e| fail("RequestLogin in a session", e))?;
+        .or_fail("RequestLogin in a session")?;
     check(again == got, || {
         "a request in the session got other profiles".into()
     })?;
     check(asked_a.try_recv().is_err(), || {
         "the dialog was asked during a session".into()
     })?;
-    agent.logout().await.map_err(|e| fail("Logout", e))?;
+    agent.logout().await.or_fail("Logout")?;
 
     // The holder cancels.
     let pending = request(&pmr, "Return a prescription");
@@ -249,7 +231,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     dialog_a
         .cancel_login(&cookie)
         .await
-        .map_err(|e| fail("CancelLogin", e))?;
+        .or_fail("CancelLogin")?;
     let cancelled = answered(pending).await?;
     check(error_name(&cancelled) == "Cancelled", || {
         format!("cancelled: {cancelled:?}")
@@ -264,7 +246,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
         format!("two at once: {busy:?}")
     })?;
     let tries_now = tries().await;
-    inserted.remove().map_err(|e| fail("pulling the card", e))?;
+    inserted.remove().or_fail("pulling the card")?;
     match next_asked(&mut asked_a).await? {
         Asked::End { cookie: ended, why } if ended == cookie && why == "card-removed" => {}
         other => {
@@ -294,7 +276,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     connection
         .close()
         .await
-        .map_err(|e| fail("closing the dialog's connection", e))?;
+        .or_fail("closing the dialog's connection")?;
     let killed = answered(pending).await?;
     check(error_name(&killed) == "Cancelled", || {
         format!("dialog killed: {killed:?}")
@@ -303,7 +285,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
     dialog_b
         .register_prompt(&path())
         .await
-        .map_err(|e| fail("registering after the first dialog ended", e))?;
+        .or_fail("registering after the first dialog ended")?;
 
     // A program outside the active desktop session (busctl, another process: session c2).
     let outside = std::process::Command::new("busctl")
@@ -318,7 +300,7 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
             "Download",
         ])
         .output()
-        .map_err(|e| fail("busctl", e))?;
+        .or_fail("busctl")?;
     let said = String::from_utf8_lossy(&outside.stderr).into_owned();
     check(
         !outside.status.success() && said.contains("active desktop session"),
@@ -345,9 +327,9 @@ async fn prompted(lab: &mut Lab) -> Result<(), Failed> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| fail("busctl", e))?;
+        .or_fail("busctl")?;
     sessions.add_foreign(other.id());
-    let other = other.wait_with_output().map_err(|e| fail("busctl", e))?;
+    let other = other.wait_with_output().or_fail("busctl")?;
     let said = String::from_utf8_lossy(&other.stderr).into_owned();
     check(
         !other.status.success() && said.contains("active desktop session"),

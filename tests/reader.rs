@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use cardgate_e2e::{SELECT_PIV, check, lab_trial};
+use cardgate_e2e::{SELECT_PIV, check, lab_trial, run_lab_suite};
 use cardgate_lab::{Lab, ProbeCard, ReaderSlot};
 use cardgate_reader::{
     MonitorHandle, MonitorHealth, PcscBackend, ReaderBackend, ReaderError, ReaderEvent,
     ReaderEventKind, ReaderName,
 };
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
 /// pcscd polls vpcd about every 400 ms; an event must arrive well inside this.
 const EVENT_DEADLINE: Duration = Duration::from_secs(3);
@@ -21,9 +21,7 @@ const FIRST_ATR: [u8; 5] = [0x3B, 0x80, 0x80, 0x01, 0x01];
 const SECOND_ATR: [u8; 6] = [0x3B, 0x81, 0x80, 0x01, 0x80, 0x80];
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         lab_trial(
             "monitor_reports_insertions_and_removals_on_two_readers_in_order",
             two_readers_in_order,
@@ -49,8 +47,7 @@ fn main() -> ExitCode {
             brief_removal_through_vpcd,
         ),
         lab_trial("vpcd_offers_no_part10_features", vpcd_has_no_features),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 /// Events from a monitor, with everything seen kept for failure messages.
@@ -114,32 +111,12 @@ impl Events {
     }
 
     fn log(&self) -> String {
-        self.seen
-            .iter()
-            .map(|e| {
-                format!(
-                    "  +{:>5} ms {:<20} {:?}",
-                    e.at.duration_since(self.started).as_millis(),
-                    e.reader.as_str(),
-                    e.kind
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        cardgate_e2e::reader_events::event_log(&self.seen, self.started)
     }
 
     /// The card and service events seen for `reader` (service events included), in order.
     fn card_story(&self, reader: &ReaderName) -> Vec<&'static str> {
-        self.seen
-            .iter()
-            .filter_map(|e| match &e.kind {
-                ReaderEventKind::CardInserted { .. } if &e.reader == reader => Some("inserted"),
-                ReaderEventKind::CardRemoved { .. } if &e.reader == reader => Some("removed"),
-                ReaderEventKind::ServiceLost => Some("service-lost"),
-                ReaderEventKind::ServiceRestored => Some("service-restored"),
-                _ => None,
-            })
-            .collect()
+        cardgate_e2e::reader_events::card_story(&self.seen, reader)
     }
 }
 
@@ -413,15 +390,7 @@ fn pcscd_restart_recovery(lab: &mut Lab) -> Result<(), Failed> {
     events.drain_for(Duration::from_millis(800));
     let story = events.card_story(&first);
     check(
-        story
-            == [
-                "inserted",
-                "removed",
-                "service-lost",
-                "service-restored",
-                "inserted",
-                "removed",
-            ],
+        story == cardgate_e2e::reader_events::STORY_ACROSS_A_PCSCD_RESTART,
         || format!("events:\n{}", events.log()),
     )?;
     eprintln!("events:\n{}", events.log());

@@ -17,17 +17,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use cardgate_demo::DemoWorld;
-use cardgate_e2e::daemon_harness::{connect_once_readers_seen, fail, wait_for};
+use cardgate_e2e::daemon_harness::{OrFail as _, connect_once_readers_seen, wait_for};
 use cardgate_e2e::daemon_process::DaemonProcess;
 use cardgate_e2e::login_requests::error_name;
 use cardgate_e2e::memory_image::{Secret, assert_no_secret, fresh};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{check, lab_trial, run_lab_suite, runtime_with_workers};
 use cardgate_ipc::AgentStaffProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::Card;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::provision::CardSpec;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
 /// The holder of the test card: a registered contact (self-service) and one role here.
 const HOLDER: (&str, &str, &str) = ("Ria Shah", "555000565656", "6516770301");
@@ -38,13 +38,10 @@ fn main() -> ExitCode {
     if let Some(code) = cardgate_e2e::daemon_process::run_if_child() {
         return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![lab_trial(
+    run_lab_suite(vec![lab_trial(
         "the_daemon_holds_no_secret_after_any_secret_carrying_call",
         daemon_holds_no_secret,
-    )];
-    libtest_mimic::run(&args, trials).exit_code()
+    )])
 }
 
 /// The spine-sim records for [`HOLDER`]: who they are, their contact, their card's unlock code.
@@ -136,7 +133,7 @@ impl Residue<'_> {
         let found =
             tokio::task::spawn_blocking(move || assert_no_secret(pid, &dir, &moment, &secrets))
                 .await
-                .map_err(|e| fail("scan task", e))?;
+                .or_fail("scan task")?;
         if let (Err(found), Some(_)) = (&found, std::env::var_os(PAUSE_VAR)) {
             // A debugging aid: the daemon stays up for gdb (`gdb -p PID`, `info symbol`).
             eprintln!("{found}\n{PAUSE_VAR}: daemon pid {pid} kept for 300 s");
@@ -156,21 +153,16 @@ fn expect_error<T: std::fmt::Debug>(
 }
 
 fn daemon_holds_no_secret(lab: &mut Lab) -> Result<(), Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?
-        .block_on(daemon_holds_no_secret_async(lab))
+    runtime_with_workers(2)?.block_on(daemon_holds_no_secret_async(lab))
 }
 
 async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
     let unlock_code = fresh(8, "");
     let world = DemoWorld::start_with(dir.path(), &holder_toml(&unlock_code))
         .await
-        .map_err(|e| fail("demo world", e))?;
-    let bus = cardgate_demo::PrivateBus::start().map_err(|e| fail("private bus", e))?;
+        .or_fail("demo world")?;
+    let bus = cardgate_demo::PrivateBus::start().or_fail("private bus")?;
     let address = bus.address().to_owned();
     let passcode = fresh(6, "");
     let spec = CardSpec::new(HOLDER.0, HOLDER.1)
@@ -178,19 +170,19 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
         .pin(&passcode)
         .puk(&unlock_code);
     let applet = Arc::new(Mutex::new(PivApplet::new(
-        world.card_from(&spec).map_err(|e| fail("card", e))?,
+        world.card_from(&spec).or_fail("card")?,
     )));
     let armed = Arc::new(AtomicBool::new(false));
     let hang = Arc::new((Mutex::new(None), Condvar::new()));
 
-    let daemon = DaemonProcess::spawn_cardgated(&world, &address, "debug")
-        .map_err(|e| fail("daemon process", e))?;
+    let daemon =
+        DaemonProcess::spawn_cardgated(&world, &address, "debug").or_fail("daemon process")?;
     let (connection, agent) = connect_once_readers_seen(&address).await?;
     let staff = AgentStaffProxy::builder(&connection)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
-        .map_err(|e| fail("staff proxy", e))?;
+        .or_fail("staff proxy")?;
     let inserted = lab
         .insert(
             ReaderSlot::First,
@@ -200,7 +192,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
                 hang: Arc::clone(&hang),
             }),
         )
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     wait_for("the card to be read", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == HOLDER.1 }
@@ -232,19 +224,16 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
 
     // The right one, a change, a log-out.
     residue.used("the passcode", &passcode);
-    agent
-        .login(&passcode, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(&passcode, false).await.or_fail("Login")?;
     residue.check("after a right passcode").await?;
     let changed = fresh(8, "");
     residue.used("the changed passcode", &changed);
     agent
         .change_passcode(&passcode, &changed, false)
         .await
-        .map_err(|e| fail("ChangePasscode", e))?;
+        .or_fail("ChangePasscode")?;
     residue.check("after a passcode change").await?;
-    agent.logout().await.map_err(|e| fail("Logout", e))?;
+    agent.logout().await.or_fail("Logout")?;
 
     // Locked by three wrong values, the last refused until confirmed.
     for _ in 0..2 {
@@ -278,7 +267,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
     staff
         .unlock_with_code(&unlock_code, &after_ra, false)
         .await
-        .map_err(|e| fail("UnlockWithCode", e))?;
+        .or_fail("UnlockWithCode")?;
     residue.check("after the RA unlock").await?;
 
     // Locked again; self-service: the one-time code releases the unlock code over TLS.
@@ -290,7 +279,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
     let started = staff
         .start_self_service_unlock()
         .await
-        .map_err(|e| fail("StartSelfServiceUnlock", e))?;
+        .or_fail("StartSelfServiceUnlock")?;
     let code = outbox_code(world.dir(), HOLDER.1)?;
     residue.used("the one-time code", &code);
     let after_self = fresh(6, "");
@@ -298,7 +287,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
     staff
         .unlock_with_one_time_code(&started.request_id, &code, &after_self)
         .await
-        .map_err(|e| fail("UnlockWithOneTimeCode", e))?;
+        .or_fail("UnlockWithOneTimeCode")?;
     residue.check("after the self-service unlock").await?;
 
     // The card pulled in the middle of a VERIFY carrying the passcode.
@@ -323,7 +312,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
         }
     })
     .await
-    .map_err(|e| fail("hang wait", e))?
+    .or_fail("hang wait")?
     .map_err(Failed::from)?;
     // The removal waits for the card's exchange to end: let the hung card go 20 ms into it.
     let releaser = std::thread::spawn(move || {
@@ -334,12 +323,12 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
     });
     let _ = tokio::task::spawn_blocking(move || inserted.remove())
         .await
-        .map_err(|e| fail("remove task", e))?;
+        .or_fail("remove task")?;
     let _ = releaser.join();
     let answer = tokio::time::timeout(Duration::from_secs(30), pending)
         .await
         .map_err(|_| Failed::from("Login never answered after the card was pulled"))?
-        .map_err(|e| fail("login task", e))?;
+        .or_fail("login task")?;
     check(answer.is_err(), || {
         format!("Login with the card pulled mid-VERIFY succeeded: {answer:?}")
     })?;
@@ -348,7 +337,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
         .await?;
 
     drop((agent, staff, connection));
-    let log = daemon.stop().map_err(|e| fail("daemon process", e))?;
+    let log = daemon.stop().or_fail("daemon process")?;
     check(log.contains("cardgated ready"), || {
         format!("the daemon never said it was ready:\n{log}")
     })
@@ -357,7 +346,7 @@ async fn daemon_holds_no_secret_async(lab: &mut Lab) -> Result<(), Failed> {
 /// The one-time code of the newest outbox message for `uid` (spine-sim's stand-in for the
 /// email it sends).
 fn outbox_code(dir: &Path, uid: &str) -> Result<String, Failed> {
-    let text = std::fs::read_to_string(dir.join("outbox.jsonl")).map_err(|e| fail("outbox", e))?;
+    let text = std::fs::read_to_string(dir.join("outbox.jsonl")).or_fail("outbox")?;
     text.lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cardgate_card::TransactionChannel;
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{check, lab_trial, run_lab_suite, runtime_with_workers};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_piv::{
     FinalTry, KeyAlgorithm, ManagementKey, Passcode, PasscodeGuard, PivClient, PivError, SignInput,
@@ -31,15 +31,14 @@ use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
 use cardgate_vcard::provision::{CardSpec, RevokedCard, TestCa, Validity};
 use cardgate_vcard::vpcd::InsertedCard;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use time::OffsetDateTime;
 
 /// The holder logging in.
 const ASHA: &str = "555000111222";
 /// The sponsor (admin.unlock) of the sponsor-unlock test.
 const BEN: &str = "555000333444";
-/// The test cards' passcode (not a PIV default, so nothing passes by accident).
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 /// The test cards' unlock code, which spine-sim holds for each card.
 const UNLOCK_CODE: &str = cardgate_e2e::TEST_UNLOCK_CODE;
 /// The test cards' AES-128 management key.
@@ -51,9 +50,7 @@ const BOUND: Duration = Duration::from_secs(20);
 
 /// Enters the lab namespace, then runs the trials.
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         lab_trial(
             "both_modes_log_in_through_pcscd_select_a_role_are_active_then_inactive_after_logout",
             both_modes_full_session,
@@ -78,8 +75,7 @@ fn main() -> ExitCode {
             "a_sponsor_card_in_the_second_reader_unlocks_a_blocked_card_in_the_first",
             sponsor_unlock,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 // ----- equipment -----
@@ -411,15 +407,6 @@ activities = ["admin.unlock", "admin.tac"]
     }
 }
 
-/// A tokio runtime for one test body.
-fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(fail("tokio runtime"))
-}
-
 /// Bounds `future` by [`BOUND`]: a hang is a failure, not a stuck test.
 async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> Result<T, Failed> {
     tokio::time::timeout(BOUND, future)
@@ -464,7 +451,7 @@ fn both_modes_full_session(lab: &mut Lab) -> Result<(), Failed> {
     let rsa = sims.card_with(ASHA, "6516770009", Validity::Default, |spec| {
         spec.key_algorithm(cardgate_vcard::card_file::KeyAlgorithm::Rsa2048)
     })?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(2)?;
     let (_sim, client) = runtime.block_on(sims.start())?;
     for (card, kind) in [(&ecc, KeyAlgorithm::EccP256), (&rsa, KeyAlgorithm::Rsa2048)] {
         let (inserted, thread) = open_verified(lab, card, ReaderSlot::First)?;
@@ -569,7 +556,7 @@ fn revoked_and_expired(lab: &mut Lab) -> Result<(), Failed> {
     let revoked = sims.card(ASHA, "6516770002", Validity::Default)?;
     let expired = sims.card(ASHA, "6516770003", Validity::Expired)?;
     sims.revoke(&revoked)?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(2)?;
     let (_sim, client) = runtime.block_on(sims.start())?;
     for (card, name) in [(&revoked, "revoked"), (&expired, "expired")] {
         let (inserted, thread) = open_verified(lab, card, ReaderSlot::First)?;
@@ -630,7 +617,7 @@ impl Card for PulledOnSign {
 fn removed_mid_login(lab: &mut Lab) -> Result<(), Failed> {
     let mut sims = SimLab::new()?;
     let card = sims.card(ASHA, "6516770004", Validity::Default)?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(2)?;
     let (_sim, client) = runtime.block_on(sims.start())?;
     for mode in MODES {
         let (pull, pull_now) = mpsc::channel();
@@ -690,7 +677,7 @@ fn renewal(lab: &mut Lab) -> Result<(), Failed> {
         .get(&cardgate_vcard::card_file::Slot::Authentication)
         .map(|k| k.private_key_pkcs8.to_vec())
         .ok_or("no authentication key")?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(2)?;
     let (_sim, client) = runtime.block_on(sims.start())?;
     let session = runtime
         .block_on(bounded(
@@ -807,7 +794,7 @@ fn self_service_unlock(lab: &mut Lab) -> Result<(), Failed> {
     let inserted = card.insert(lab, ReaderSlot::First)?;
     let thread = CardThread::open(ReaderSlot::First, guard()?)?;
     block(&card, &thread)?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(2)?;
     let (_sim, client) = runtime.block_on(sims.start())?;
     let code = runtime.block_on(bounded("self-service unlock", async {
         let started = client
@@ -842,7 +829,7 @@ fn sponsor_unlock(lab: &mut Lab) -> Result<(), Failed> {
     // The sponsor's own card, in the second reader, through the same pcscd.
     let (ben_in, ben_thread) = open_verified(lab, &ben, ReaderSlot::Second)?;
     let ben_signer = PcscSigner::new(&ben_thread)?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(2)?;
     let (_sim, client) = runtime.block_on(sims.start())?;
     let code = runtime.block_on(bounded("sponsor unlock", async {
         let sponsor = client

@@ -19,24 +19,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, wait_for};
+use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::WorkstationProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgated::config::RemovalAction;
 use futures_lite::StreamExt as _;
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 use zbus::zvariant::OwnedObjectPath;
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![lab_trial(
+    run_lab_suite(vec![async_lab_trial(
         "removal_locks_terminates_or_signals_the_registered_logind_session",
-        removal,
-    )];
-    libtest_mimic::run(&args, trials).exit_code()
+        run,
+    )])
 }
 
 /// One call logind received: the session object, the method, when.
@@ -77,14 +74,6 @@ impl Session {
             .unwrap()
             .push((self.path.clone(), "Terminate", Instant::now()));
     }
-}
-
-fn removal(lab: &mut Lab) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
-    runtime.block_on(run(lab))
 }
 
 /// Blocks in `SCardGetStatusChange` on the first reader until its card is gone; returns when
@@ -137,32 +126,32 @@ async fn run_one(lab: &mut Lab, action: RemovalAction) -> Result<(), Failed> {
 
     let calls: Calls = Arc::default();
     let mut logind = zbus::connection::Builder::address(address.as_str())
-        .map_err(|e| fail("bus address", e))?
+        .or_fail("bus address")?
         .serve_at("/org/freedesktop/login1", Manager)
-        .map_err(|e| fail("logind manager", e))?;
+        .or_fail("logind manager")?;
     for id in ["e2e7", "e2e9"] {
         let path = format!("/org/freedesktop/login1/session/{id}");
         logind = logind
             .serve_at(
-                OwnedObjectPath::try_from(path.clone()).map_err(|e| fail("path", e))?,
+                OwnedObjectPath::try_from(path.clone()).or_fail("path")?,
                 Session {
                     path: path.clone(),
                     calls: Arc::clone(&calls),
                 },
             )
-            .map_err(|e| fail("logind session", e))?;
+            .or_fail("logind session")?;
     }
     let _logind = logind
         .name("org.freedesktop.login1")
-        .map_err(|e| fail("logind name", e))?
+        .or_fail("logind name")?
         .build()
         .await
-        .map_err(|e| fail("stand-in logind", e))?;
+        .or_fail("stand-in logind")?;
 
-    let pharmacist = world.card(PHARMACIST).map_err(|e| fail("card", e))?;
+    let pharmacist = world.card(PHARMACIST).or_fail("card")?;
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(PivApplet::new(pharmacist)))
-        .map_err(|e| fail("inserting the card", e))?;
+        .or_fail("inserting the card")?;
     wait_for("the card to be read", || {
         let agent = agent.clone();
         async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
@@ -170,7 +159,7 @@ async fn run_one(lab: &mut Lab, action: RemovalAction) -> Result<(), Failed> {
     .await?;
     let workstation = WorkstationProxy::new(agent.inner().connection())
         .await
-        .map_err(|e| fail("workstation proxy", e))?;
+        .or_fail("workstation proxy")?;
 
     // Without an agent session there is nothing to tie the workstation session to.
     let early = workstation.register_session("e2e7", "cgpharm").await;
@@ -180,14 +169,11 @@ async fn run_one(lab: &mut Lab, action: RemovalAction) -> Result<(), Failed> {
             .is_err_and(|e| e.to_string().contains("NotLoggedIn")),
         || format!("RegisterSession before Login: {early:?}"),
     )?;
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     let object = workstation
         .register_session("e2e7", "cgpharm")
         .await
-        .map_err(|e| fail("RegisterSession", e))?;
+        .or_fail("RegisterSession")?;
     let expected = match action {
         RemovalAction::Signal => "/",
         _ => "/org/freedesktop/login1/session/e2e7",
@@ -198,27 +184,25 @@ async fn run_one(lab: &mut Lab, action: RemovalAction) -> Result<(), Failed> {
     let mut removed_signals = workstation
         .receive_session_card_removed()
         .await
-        .map_err(|e| fail("SessionCardRemoved stream", e))?;
+        .or_fail("SessionCardRemoved stream")?;
 
     // An independent PC/SC client watches the reader; then the card leaves.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let watcher = std::thread::spawn(move || watch_removal(ready_tx));
     ready_rx
         .recv_timeout(Duration::from_secs(5))
-        .map_err(|e| fail("the PC/SC watcher", e))?;
+        .or_fail("the PC/SC watcher")?;
     let removed_at = Instant::now();
-    inserted
-        .remove()
-        .map_err(|e| fail("removing the card", e))?;
+    inserted.remove().or_fail("removing the card")?;
     let seen_at = watcher
         .join()
         .map_err(|_| Failed::from("the PC/SC watcher panicked"))?
-        .map_err(|e| fail("SCardGetStatusChange", e))?;
+        .or_fail("SCardGetStatusChange")?;
     let signal = tokio::time::timeout(Duration::from_secs(5), removed_signals.next())
         .await
         .map_err(|_| Failed::from("no SessionCardRemoved signal"))?
         .ok_or("the signal stream ended")?;
-    let args = signal.args().map_err(|e| fail("signal args", e))?;
+    let args = signal.args().or_fail("signal args")?;
     check(
         args.session_id == "e2e7" && args.user == "cgpharm" && args.action == action.as_str(),
         || {
@@ -245,10 +229,7 @@ async fn run_one(lab: &mut Lab, action: RemovalAction) -> Result<(), Failed> {
             && calls[0].1 == method,
         || format!("logind calls: {calls:?}"),
     )?;
-    let registered = workstation
-        .sessions()
-        .await
-        .map_err(|e| fail("Sessions", e))?;
+    let registered = workstation.sessions().await.or_fail("Sessions")?;
     check(
         registered.len() == usize::from(action == RemovalAction::Lock),
         || format!("registered after {method}: {registered:?}"),
@@ -264,7 +245,7 @@ async fn run_one(lab: &mut Lab, action: RemovalAction) -> Result<(), Failed> {
     check(after_vpcd < Duration::from_secs(2), || {
         format!("{method} came {after_vpcd:?} after the removal")
     })?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state == "no-card", || {
         format!("State after removal: {state}")
     })?;

@@ -9,22 +9,18 @@
 use std::process::ExitCode;
 
 use cardgate_e2e::tools::{TestCard, pem_certificate};
-use cardgate_e2e::{check, lab_trial};
+use cardgate_e2e::{check, lab_trial, run_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::card_file::{KeyAlgorithm, Slot};
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::Failed;
 
-/// The passcode the test cards get (not the PIV factory default).
-const PASSCODE: &str = "739146";
-/// The reader every test card goes into.
-const READER: ReaderSlot = ReaderSlot::First;
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
+const READER: ReaderSlot = cardgate_e2e::TOOL_READER;
 /// The tool under test.
 const YUBICO_PIV_TOOL: &str = "yubico-piv-tool";
 
 fn main() -> ExitCode {
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         lab_trial(
             "read_certificate_prints_each_ecc_certificate_as_provisioned",
             |lab| {
@@ -41,8 +37,7 @@ fn main() -> ExitCode {
             "status_shows_the_authentication_certificate_and_three_tries_without_spending_one",
             status_shows_the_card,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
+    ])
 }
 
 /// `yubico-piv-tool -a read-certificate -s <slot>` prints, for each of the four slots, the

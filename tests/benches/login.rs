@@ -41,8 +41,7 @@ const RERUN: &str = "cargo bench -p cardgate-e2e --bench login";
 const UID: &str = "555000111222";
 /// The card's serial.
 const SERIAL: &str = "6516779901";
-/// The card's passcode.
-const PASSCODE: &str = "739146";
+const PASSCODE: &str = cardgate_e2e::TEST_PASSCODE;
 /// Concurrent clients in the load phase.
 const LOAD_CLIENTS: usize = 4;
 /// Hard cap on logins per load phase, whatever the duration.

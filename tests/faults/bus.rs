@@ -6,18 +6,16 @@
 
 use std::path::Path;
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST};
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld};
 use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::fail;
-use cardgate_reader::VirtualBackend;
-use cardgate_vcard::applet::PivApplet;
+use cardgate_e2e::daemon_harness::OrFail as _;
 use libtest_mimic::Failed;
 
 use crate::support::{
-    FaultDaemon, SharedCard, assert_no_session_survives, card_tries_left, client, wait_until,
+    FaultDaemon, assert_no_session_survives, card_tries_left, client, insert_shared,
+    pharmacist_read, virtual_reader,
 };
 
 /// Starts `dbus-daemon --session` listening on `socket`; returns once the socket exists.
@@ -27,7 +25,7 @@ fn start_bus(socket: &Path) -> Result<Child, Failed> {
         .args(["--session", "--nofork", "--nopidfile"])
         .arg(format!("--address=unix:path={}", socket.display()))
         .spawn()
-        .map_err(|e| fail("starting dbus-daemon", e))?;
+        .or_fail("starting dbus-daemon")?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !socket.exists() {
         if Instant::now() > deadline {
@@ -40,38 +38,20 @@ fn start_bus(socket: &Path) -> Result<Child, Failed> {
 
 /// See the module comment.
 pub async fn dbus_daemon_restarted() -> Result<(), Failed> {
-    let bus_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let bus_dir = tempfile::tempdir().or_fail("tempdir")?;
     let socket = bus_dir.path().join("bus");
     let address = format!("unix:path={}", socket.display());
     let mut bus = start_bus(&socket)?;
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(|e| fail("demo world", e))?;
-    let backend = Arc::new(VirtualBackend::new());
-    let reader = backend.attach_reader("Fault Reader 00 00");
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
+    let world = DemoWorld::start(dir.path()).await.or_fail("demo world")?;
+    let (backend, reader) = virtual_reader();
     let running =
         FaultDaemon::start_on_bus(world, dir, backend.clone(), address.clone(), |_, _| {}).await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
-    backend
-        .insert(&reader, Box::new(SharedCard::new(&applet)))
-        .map_err(|_| Failed::from("reader occupied"))?;
-    wait_until("the card to be read", Duration::from_secs(10), || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await?;
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    let (applet, full) = running.pharmacist_card()?;
+    insert_shared(&backend, &reader, &applet)?;
+    pharmacist_read(&agent, Duration::from_secs(10)).await?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
 
     // The bus goes away and comes back at the same address.
     let _ = bus.kill();
@@ -92,7 +72,7 @@ pub async fn dbus_daemon_restarted() -> Result<(), Failed> {
             let generation = fresh
                 .session_generation()
                 .await
-                .map_err(|e| fail("SessionGeneration", e))?;
+                .or_fail("SessionGeneration")?;
             backend.remove(&reader);
             assert_no_session_survives(&fresh, generation, Duration::from_secs(10)).await?;
             let answer = fresh.authorise("download", DEMO_ODS).await;

@@ -3,19 +3,16 @@
 //! is answered promptly throughout, no allowed answer carries a generation from after the
 //! removal, and every answered decision is on the audit trail.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
+use cardgate_demo::DEMO_ODS;
 use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::fail;
-use cardgate_reader::VirtualBackend;
-use cardgate_vcard::applet::PivApplet;
+use cardgate_e2e::daemon_harness::OrFail as _;
 use libtest_mimic::Failed;
 
 use crate::support::{
-    FaultDaemon, SharedCard, assert_entries_at_least, assert_no_session_survives, card_tries_left,
-    wait_until,
+    FaultDaemon, assert_entries_at_least, assert_no_session_survives, card_tries_left,
+    insert_shared, pharmacist_read, pharmacist_session, virtual_reader,
 };
 
 /// Clients calling at once.
@@ -28,33 +25,13 @@ const BYSTANDER_LIMIT: Duration = Duration::from_secs(2);
 
 /// See the module comment.
 pub async fn crowd_and_flood() -> Result<(), Failed> {
-    let backend = Arc::new(VirtualBackend::new());
-    let reader = backend.attach_reader("Fault Reader 00 00");
+    let (backend, reader) = virtual_reader();
     let running = FaultDaemon::start(backend.clone(), |_, _| {}).await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
-    backend
-        .insert(&reader, Box::new(SharedCard::new(&applet)))
-        .map_err(|_| Failed::from("reader occupied"))?;
-    wait_until("the card to be read", Duration::from_secs(10), || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await?;
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
-    agent
-        .select_role_profile("RP-PHARM-FA123")
-        .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
+    let (applet, full) = running.pharmacist_card()?;
+    insert_shared(&backend, &reader, &applet)?;
+    pharmacist_read(&agent, Duration::from_secs(10)).await?;
+    pharmacist_session(&agent).await?;
     let mut decisions = 0;
 
     // 100 clients, 100 connections, one call each, all at once.
@@ -70,8 +47,8 @@ pub async fn crowd_and_flood() -> Result<(), Failed> {
     }
     while let Some(answer) = calls.join_next().await {
         let answer = answer
-            .map_err(|e| fail("client task", e))?
-            .map_err(|e| fail("Authorise in the crowd", e))?;
+            .or_fail("client task")?
+            .or_fail("Authorise in the crowd")?;
         decisions += 1;
         check(answer.allowed, || format!("crowd: {answer:?}"))?;
     }
@@ -79,7 +56,7 @@ pub async fn crowd_and_flood() -> Result<(), Failed> {
     let session_generation = agent
         .session_generation()
         .await
-        .map_err(|e| fail("SessionGeneration", e))?;
+        .or_fail("SessionGeneration")?;
 
     // One client floods; a bystander keeps asking; the card is pulled half-way.
     let flooder = clients[0].clone();
@@ -119,8 +96,8 @@ pub async fn crowd_and_flood() -> Result<(), Failed> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     backend.remove(&reader);
     let removed_at = Instant::now();
-    let answers = flood.await.map_err(|e| fail("flood task", e))?;
-    let slowest = watch.await.map_err(|e| fail("bystander task", e))?;
+    let answers = flood.await.or_fail("flood task")?;
+    let slowest = watch.await.or_fail("bystander task")?;
     check(answers.len() == FLOOD, || {
         format!("{} of {FLOOD} answered", answers.len())
     })?;
@@ -128,8 +105,8 @@ pub async fn crowd_and_flood() -> Result<(), Failed> {
     let mut refused_after = 0;
     for answer in answers {
         let answer = answer
-            .map_err(|e| fail("flood call", e))?
-            .map_err(|e| fail("Authorise in the flood", e))?;
+            .or_fail("flood call")?
+            .or_fail("Authorise in the flood")?;
         decisions += 1;
         if answer.allowed {
             allowed += 1;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::fail;
+use cardgate_e2e::daemon_harness::OrFail as _;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
 use cardgate_vcard::applet::PivApplet;
@@ -61,14 +61,14 @@ pub fn daemon_child() -> Option<std::process::ExitCode> {
 
 /// Starts the daemon child for `world` on `bus`.
 fn spawn_daemon(world: &DemoWorld, bus: &str) -> Result<Child, Failed> {
-    let exe = std::env::current_exe().map_err(|e| fail("current_exe", e))?;
+    let exe = std::env::current_exe().or_fail("current_exe")?;
     Command::new(exe)
         .env(DIR, world.dir())
         .env(URL, world.sim().url())
         .env(MTLS_URL, world.sim().mtls_url())
         .env(BUS, bus)
         .spawn()
-        .map_err(|e| fail("starting the daemon child", e))
+        .or_fail("starting the daemon child")
 }
 
 /// Rounds of kill-while-writing.
@@ -76,20 +76,18 @@ const ROUNDS: usize = 3;
 
 /// See the module comment.
 pub async fn sigkill_while_auditing(lab: &mut Lab) -> Result<(), Failed> {
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(|e| fail("demo world", e))?;
-    let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
+    let world = DemoWorld::start(dir.path()).await.or_fail("demo world")?;
+    let bus = PrivateBus::start().or_fail("private bus")?;
     let address = bus.address().to_owned();
     let audit_path = world.dir().join("audit.jsonl");
     let applet = Arc::new(Mutex::new(PivApplet::new(
-        world.card(PHARMACIST).map_err(|e| fail("card", e))?,
+        world.card(PHARMACIST).or_fail("card")?,
     )));
     let full = card_tries_left(&applet);
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
 
     let mut acknowledged = 0usize;
     let mut logins = 0usize;
@@ -105,20 +103,17 @@ pub async fn sigkill_while_auditing(lab: &mut Lab) -> Result<(), Failed> {
         let answer = agent
             .authorise("download", DEMO_ODS)
             .await
-            .map_err(|e| fail("Authorise after restart", e))?;
+            .or_fail("Authorise after restart")?;
         acknowledged += 1;
         check(!answer.allowed, || {
             format!("round {round}: allowed before any login: {answer:?}")
         })?;
-        agent
-            .login(DEMO_PASSCODE, false)
-            .await
-            .map_err(|e| fail("Login", e))?;
+        agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
         logins += 1;
         agent
             .select_role_profile("RP-PHARM-FA123")
             .await
-            .map_err(|e| fail("SelectRoleProfile", e))?;
+            .or_fail("SelectRoleProfile")?;
         // Eight callers asking as fast as they can; the daemon dies under them.
         let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut callers = tokio::task::JoinSet::new();
@@ -134,8 +129,8 @@ pub async fn sigkill_while_auditing(lab: &mut Lab) -> Result<(), Failed> {
             });
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
-        daemon.kill().map_err(|e| fail("SIGKILL", e))?;
-        daemon.wait().map_err(|e| fail("reaping the daemon", e))?;
+        daemon.kill().or_fail("SIGKILL")?;
+        daemon.wait().or_fail("reaping the daemon")?;
         while callers.join_next().await.is_some() {}
         let before_kill = answered.load(std::sync::atomic::Ordering::SeqCst);
         check(before_kill > 0, || {
@@ -163,8 +158,8 @@ pub async fn sigkill_while_auditing(lab: &mut Lab) -> Result<(), Failed> {
     let generation = agent
         .session_generation()
         .await
-        .map_err(|e| fail("SessionGeneration", e))?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+        .or_fail("SessionGeneration")?;
+    let state = agent.state().await.or_fail("State")?;
     check(state != "logged-in", || {
         format!("a session survived the crash: {state}")
     })?;
@@ -178,18 +173,18 @@ pub async fn sigkill_while_auditing(lab: &mut Lab) -> Result<(), Failed> {
     acknowledged += 1;
     let pid = daemon.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let status = daemon.wait().map_err(|e| fail("reaping the daemon", e))?;
+    let status = daemon.wait().or_fail("reaping the daemon")?;
     check(status.success(), || {
         format!("the daemon stopped with {status}")
     })?;
-    let report = cardgate_audit::verify(&audit_path).map_err(|e| fail("verify", e))?;
+    let report = cardgate_audit::verify(&audit_path).or_fail("verify")?;
     check(report.is_intact(), || {
         format!(
             "the audit chain is broken after SIGKILL: {:?}",
             report.first_break
         )
     })?;
-    let audit = std::fs::read_to_string(&audit_path).map_err(|e| fail("audit", e))?;
+    let audit = std::fs::read_to_string(&audit_path).or_fail("audit")?;
     assert_entries_at_least(&audit, "authorisation_decision", acknowledged)?;
     assert_entries_at_least(&audit, "session_started", logins)?;
     let left = card_tries_left(&applet);

@@ -4,22 +4,22 @@
 //! reader the cycles are fast enough for 1,000 in CI; over the lab's real pcscd a share of
 //! them hang the card at a random APDU of insertion + login and pull it mid-command.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE};
 use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::fail;
+use cardgate_e2e::daemon_harness::OrFail as _;
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
-use cardgate_reader::{PcscBackend, VirtualBackend};
-use cardgate_vcard::applet::PivApplet;
+use cardgate_reader::PcscBackend;
 use libtest_mimic::Failed;
 
 use crate::support::{
     FaultDaemon, Hang, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
-    card_tries_left, cycles, wait_until,
+    card_tries_left, cycles, insert_shared, login_and_allow, pharmacist_read, virtual_reader,
+    wait_until,
 };
 
 /// How long the daemon may take to see an insertion or removal.
@@ -34,39 +34,16 @@ pub struct Acknowledged {
     pub decisions: usize,
 }
 
-/// Waits until the daemon has read the pharmacist's card.
-pub(crate) async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
-    wait_until("the card to be read", SEE, || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await
-}
-
 /// Logs in, selects the pharmacist role and checks that download is allowed; returns the
 /// generation it was allowed under.
 pub(crate) async fn full_login(
     agent: &AgentProxy<'static>,
     ack: &mut Acknowledged,
 ) -> Result<u64, Failed> {
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    let generation = login_and_allow(agent).await?;
     ack.logins += 1;
-    agent
-        .select_role_profile("RP-PHARM-FA123")
-        .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
-    let answer = agent
-        .authorise("download", DEMO_ODS)
-        .await
-        .map_err(|e| fail("Authorise", e))?;
     ack.decisions += 1;
-    check(answer.allowed, || {
-        format!("Authorise with a session: {answer:?}")
-    })?;
-    Ok(answer.generation)
+    Ok(generation)
 }
 
 /// Busy-waits `micros` µs: sleeps are too coarse to land inside a read of a few APDUs.
@@ -91,26 +68,17 @@ struct Tally {
 /// and in faster than a poll) under a live session. After each: the invariants, and the
 /// card's retry counter still full (the test only ever types the right passcode).
 pub async fn virtual_cycles() -> Result<(), Failed> {
-    let backend = Arc::new(VirtualBackend::new());
-    let reader = backend.attach_reader("Fault Reader 00 00");
+    let (backend, reader) = virtual_reader();
     let running = FaultDaemon::start(backend.clone(), |_, _| {}).await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
+    let (applet, full) = running.pharmacist_card()?;
     let mut rng = Rng::from_env("virtual_reader_card_pulled_at_random_points");
     let mut ack = Acknowledged::default();
     let mut tally = Tally::default();
 
     // One clean login first, to learn how long a login takes here.
-    backend
-        .insert(&reader, Box::new(SharedCard::new(&applet)))
-        .map_err(|_| Failed::from("reader occupied"))?;
-    card_read(&agent).await?;
+    insert_shared(&backend, &reader, &applet)?;
+    pharmacist_read(&agent, SEE).await?;
     let started = Instant::now();
     let generation = full_login(&agent, &mut ack).await?;
     let login_time = started.elapsed();
@@ -125,10 +93,8 @@ pub async fn virtual_cycles() -> Result<(), Failed> {
         let before = agent
             .session_generation()
             .await
-            .map_err(|e| fail("SessionGeneration", e))?;
-        backend
-            .insert(&reader, Box::new(SharedCard::new(&applet)))
-            .map_err(|_| Failed::from("reader occupied"))?;
+            .or_fail("SessionGeneration")?;
+        insert_shared(&backend, &reader, &applet)?;
         let kind = rng.below(10);
         let card_generation = if kind < 6 {
             // Pulled during the read at insertion (SELECT, CHUID, certificate, status).
@@ -137,18 +103,18 @@ pub async fn virtual_cycles() -> Result<(), Failed> {
             // The daemon may not have seen this card at all; nothing was decided with it.
             before.saturating_sub(1)
         } else if kind < 9 {
-            card_read(&agent).await?;
+            pharmacist_read(&agent, SEE).await?;
             let generation = agent
                 .session_generation()
                 .await
-                .map_err(|e| fail("SessionGeneration", e))?;
+                .or_fail("SessionGeneration")?;
             let login = {
                 let agent = agent.clone();
                 tokio::spawn(async move { agent.login(DEMO_PASSCODE, false).await })
             };
             tokio::time::sleep(Duration::from_micros(rng.below(window.max(1)))).await;
             backend.remove(&reader);
-            let outcome = login.await.map_err(|e| fail("login task", e))?;
+            let outcome = login.await.or_fail("login task")?;
             // The window adapts so about half the pulls land inside the login.
             if outcome.is_ok() {
                 ack.logins += 1;
@@ -160,7 +126,7 @@ pub async fn virtual_cycles() -> Result<(), Failed> {
             }
             generation
         } else {
-            card_read(&agent).await?;
+            pharmacist_read(&agent, SEE).await?;
             let generation = full_login(&agent, &mut ack).await?;
             // Out and in again faster than the monitor polls: the session must still end.
             check(backend.bounce(&reader), || "bounce: no card".into())?;
@@ -177,7 +143,7 @@ pub async fn virtual_cycles() -> Result<(), Failed> {
             let answer = agent
                 .authorise("download", DEMO_ODS)
                 .await
-                .map_err(|e| fail("Authorise after bounce", e))?;
+                .or_fail("Authorise after bounce")?;
             ack.decisions += 1;
             check(!answer.allowed && answer.generation > generation, || {
                 format!("cycle {cycle}: after a brief removal Authorise answered {answer:?}")
@@ -198,14 +164,12 @@ pub async fn virtual_cycles() -> Result<(), Failed> {
     let elapsed = began.elapsed();
 
     // Afterwards the agent works as on the first day, and its own counter is full.
-    backend
-        .insert(&reader, Box::new(SharedCard::new(&applet)))
-        .map_err(|_| Failed::from("reader occupied"))?;
-    card_read(&agent).await?;
+    insert_shared(&backend, &reader, &applet)?;
+    pharmacist_read(&agent, SEE).await?;
     let tries = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == i32::from(full), || {
         format!("the agent reports {tries} tries left, the card has {full}")
     })?;
@@ -224,13 +188,7 @@ pub async fn virtual_cycles() -> Result<(), Failed> {
 pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
     let running = FaultDaemon::start(Arc::new(PcscBackend::new()), |_, _| {}).await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
+    let (applet, full) = running.pharmacist_card()?;
     let mut rng = Rng::from_env("pcscd_card_pulled_mid_apdu");
     let mut ack = Acknowledged::default();
 
@@ -239,15 +197,15 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
     let served = card.served();
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(card))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     let read_apdus = served.load(Ordering::SeqCst);
     let generation = full_login(&agent, &mut ack).await?;
     let all_apdus = served.load(Ordering::SeqCst);
     tokio::task::spawn_blocking(move || inserted.remove())
         .await
-        .map_err(|e| fail("remove task", e))?
-        .map_err(|e| fail("remove", e))?;
+        .or_fail("remove task")?
+        .or_fail("remove")?;
     assert_no_session_survives(&agent, generation, SEE).await?;
     ack.decisions += 1;
 
@@ -262,13 +220,13 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
         let before = agent
             .session_generation()
             .await
-            .map_err(|e| fail("SessionGeneration", e))?;
+            .or_fail("SessionGeneration")?;
         // Lab::insert waits for pcscd to see the card; the daemon may already be reading it.
         let inserted = lab
             .insert(ReaderSlot::First, Box::new(card))
-            .map_err(|e| fail("insert", e))?;
+            .or_fail("insert")?;
         let login = if at > read_apdus {
-            card_read(&agent).await?;
+            pharmacist_read(&agent, SEE).await?;
             let agent = agent.clone();
             Some(tokio::spawn(async move {
                 agent.login(DEMO_PASSCODE, false).await
@@ -281,7 +239,7 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
             .await
             .map_err(|e| Failed::from(format!("cycle {cycle}: {}", e.message().unwrap_or(""))))?;
         if let Some(login) = login {
-            if login.await.map_err(|e| fail("login task", e))?.is_ok() {
+            if login.await.or_fail("login task")?.is_ok() {
                 ack.logins += 1;
             }
         }
@@ -306,12 +264,12 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
     // card's counter is read again, at the next insertion: the agent reports every try.
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     let reported = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(reported == i32::from(full), || {
         format!("after the pulls the agent reports {reported} tries left, the card has {full}")
     })?;
@@ -319,7 +277,7 @@ pub async fn pcscd_cycles(lab: &mut Lab) -> Result<(), Failed> {
     let tries = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == i32::from(full), || {
         format!("after a good login the agent reports {tries} tries left")
     })?;

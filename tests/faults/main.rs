@@ -21,32 +21,25 @@ mod support;
 
 use std::process::ExitCode;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use cardgate_e2e::{async_lab_trial, async_trial, run_lab_suite};
 
 fn main() -> ExitCode {
     // The SIGKILL case runs the daemon as this binary again, inside the same lab.
     if let Some(code) = crash::daemon_child() {
         return code;
     }
-    cardgate_lab::enter_lab_namespace();
-    let args = Arguments::from_args();
-    let trials = vec![
+    run_lab_suite(vec![
         async_trial(
             "virtual_reader_card_pulled_at_random_points",
             cycles::virtual_cycles,
         ),
-        cardgate_e2e::lab_trial("pcscd_card_pulled_mid_apdu", |lab| {
-            runtime()?.block_on(cycles::pcscd_cycles(lab))
-        }),
-        cardgate_e2e::lab_trial("pcscd_card_pulled_during_renewal", |lab| {
-            runtime()?.block_on(renewal::renewal_pulls(lab))
-        }),
-        cardgate_e2e::lab_trial("pcscd_killed_during_each_operation", |lab| {
-            runtime()?.block_on(outages::pcscd_killed(lab))
-        }),
-        cardgate_e2e::lab_trial("daemon_sigkilled_while_auditing_then_restarted", |lab| {
-            runtime()?.block_on(crash::sigkill_while_auditing(lab))
-        }),
+        async_lab_trial("pcscd_card_pulled_mid_apdu", cycles::pcscd_cycles),
+        async_lab_trial("pcscd_card_pulled_during_renewal", renewal::renewal_pulls),
+        async_lab_trial("pcscd_killed_during_each_operation", outages::pcscd_killed),
+        async_lab_trial(
+            "daemon_sigkilled_while_auditing_then_restarted",
+            crash::sigkill_while_auditing,
+        ),
         async_trial(
             "endpoint_down_slow_garbage_wrong_certificate",
             outages::endpoint_faults,
@@ -58,25 +51,7 @@ fn main() -> ExitCode {
             "hundred_clients_at_once_and_a_flood",
             clients::crowd_and_flood,
         ),
-    ];
-    libtest_mimic::run(&args, trials).exit_code()
-}
-
-/// A multi-threaded runtime for one case.
-fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failed::from(format!("runtime: {e}")))
-}
-
-/// A case that needs no pcscd, on its own runtime.
-fn async_trial<F, Fut>(name: &str, body: F) -> Trial
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), Failed>>,
-{
-    Trial::test(name, move || runtime()?.block_on(body()))
+    ])
 }
 
 /// The named D-Bus error of a failed call (`org.cardgate.Agent1.Error.NoCard`), or what

@@ -7,66 +7,29 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST};
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld};
 use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::fail;
-use cardgate_ipc::AgentProxy;
+use cardgate_e2e::daemon_harness::{OrFail as _, fail};
 use cardgate_lab::{Lab, ReaderSlot};
-use cardgate_reader::{PcscBackend, VirtualBackend};
-use cardgate_vcard::applet::PivApplet;
+use cardgate_reader::PcscBackend;
 use libtest_mimic::Failed;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::error_name;
 use crate::support::{
     FaultDaemon, Hang, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
-    card_tries_left, wait_until,
+    card_tries_left, insert_shared, login_and_allow, pharmacist_read, virtual_reader,
 };
 
 /// How long the daemon may take to see a card, including a pcscd that just came back.
 const SEE: Duration = Duration::from_secs(20);
-
-/// Waits until the daemon has read the pharmacist's card.
-async fn card_read(agent: &AgentProxy<'static>) -> Result<(), Failed> {
-    wait_until("the card to be read", SEE, || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await
-}
-
-/// Logs in and selects the pharmacist role; returns the generation of an allowed download.
-async fn login_and_allow(agent: &AgentProxy<'static>) -> Result<u64, Failed> {
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
-    agent
-        .select_role_profile("RP-PHARM-FA123")
-        .await
-        .map_err(|e| fail("SelectRoleProfile", e))?;
-    let answer = agent
-        .authorise("download", DEMO_ODS)
-        .await
-        .map_err(|e| fail("Authorise", e))?;
-    check(answer.allowed, || {
-        format!("Authorise with a session: {answer:?}")
-    })?;
-    Ok(answer.generation)
-}
 
 /// pcscd killed (SIGKILL) and restarted with the card idle in the reader, under a live
 /// session, in the middle of the read at insertion and in the middle of a login.
 pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
     let running = FaultDaemon::start(Arc::new(PcscBackend::new()), |_, _| {}).await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
+    let (applet, full) = running.pharmacist_card()?;
     let mut rng = Rng::from_env("pcscd_killed_during_each_operation");
     let mut logins = 0;
 
@@ -75,56 +38,50 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
     let served = card.served();
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(card))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     let read_apdus = served.load(std::sync::atomic::Ordering::SeqCst);
 
     // 1. Idle card in the reader.
-    let before = agent
-        .session_generation()
-        .await
-        .map_err(|e| fail("gen", e))?;
-    lab.kill_pcscd().map_err(|e| fail("kill pcscd", e))?;
+    let before = agent.session_generation().await.or_fail("gen")?;
+    lab.kill_pcscd().or_fail("kill pcscd")?;
     drop(inserted);
     assert_no_session_survives(&agent, before, SEE)
         .await
         .map_err(|e| Failed::from(format!("idle: {}", e.message().unwrap_or(""))))?;
-    lab.restart_pcscd().map_err(|e| fail("restart pcscd", e))?;
+    lab.restart_pcscd().or_fail("restart pcscd")?;
 
     // 2. Under a live session.
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
-        .map_err(|e| fail("insert after restart", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert after restart")?;
+    pharmacist_read(&agent, SEE).await?;
     let allowed_at = login_and_allow(&agent).await?;
     logins += 1;
-    lab.kill_pcscd().map_err(|e| fail("kill pcscd", e))?;
+    lab.kill_pcscd().or_fail("kill pcscd")?;
     drop(inserted);
     assert_no_session_survives(&agent, allowed_at, SEE)
         .await
         .map_err(|e| Failed::from(format!("session: {}", e.message().unwrap_or(""))))?;
-    lab.restart_pcscd().map_err(|e| fail("restart pcscd", e))?;
+    lab.restart_pcscd().or_fail("restart pcscd")?;
 
     // 3. In the middle of the read at insertion (a random one of its APDUs).
     let at = 1 + rng.below(read_apdus);
     let (card, hang) = Hang::card(&applet, at, false);
-    let before = agent
-        .session_generation()
-        .await
-        .map_err(|e| fail("gen", e))?;
+    let before = agent.session_generation().await.or_fail("gen")?;
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(card))
-        .map_err(|e| fail("insert", e))?;
+        .or_fail("insert")?;
     hang.reached
         .recv_timeout(SEE)
         .map_err(|_| Failed::from(format!("the read never reached APDU {at}")))?;
-    lab.kill_pcscd().map_err(|e| fail("kill pcscd", e))?;
+    lab.kill_pcscd().or_fail("kill pcscd")?;
     hang.release();
     drop(inserted);
     assert_no_session_survives(&agent, before, SEE)
         .await
         .map_err(|e| Failed::from(format!("read APDU {at}: {}", e.message().unwrap_or(""))))?;
-    lab.restart_pcscd().map_err(|e| fail("restart pcscd", e))?;
+    lab.restart_pcscd().or_fail("restart pcscd")?;
 
     // 4. In the middle of a login: the card hangs at a random APDU after the read (VERIFY,
     //    the signature over the TLS handshake, ...), then pcscd dies.
@@ -132,57 +89,48 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
     let counted = measuring.served();
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(measuring))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     let start = counted.load(std::sync::atomic::Ordering::SeqCst);
-    agent
-        .login(DEMO_PASSCODE, false)
-        .await
-        .map_err(|e| fail("Login", e))?;
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
     logins += 1;
     let login_apdus = counted.load(std::sync::atomic::Ordering::SeqCst) - start;
-    agent.logout().await.map_err(|e| fail("Logout", e))?;
-    let before = agent
-        .session_generation()
-        .await
-        .map_err(|e| fail("gen", e))?;
+    agent.logout().await.or_fail("Logout")?;
+    let before = agent.session_generation().await.or_fail("gen")?;
     drop(tokio::task::spawn_blocking(move || inserted.remove()).await);
     assert_no_session_survives(&agent, before, SEE).await?;
     let at = start + 1 + rng.below(login_apdus.max(1));
     let (card, hang) = Hang::card(&applet, at, false);
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(card))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
-    let before = agent
-        .session_generation()
-        .await
-        .map_err(|e| fail("gen", e))?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
+    let before = agent.session_generation().await.or_fail("gen")?;
     let login = {
         let agent = agent.clone();
         tokio::spawn(async move { agent.login(DEMO_PASSCODE, false).await })
     };
     let reached = tokio::task::spawn_blocking(move || hang.reached.recv_timeout(SEE).map(|_| hang))
         .await
-        .map_err(|e| fail("wait task", e))?;
+        .or_fail("wait task")?;
     let Ok(reached) = reached else {
-        let outcome = login.await.map_err(|e| fail("login task", e))?;
+        let outcome = login.await.or_fail("login task")?;
         return Err(Failed::from(format!(
             "the login never reached APDU {at} (read {read_apdus}, login {login_apdus}): {}",
             error_name(&outcome)
         )));
     };
-    lab.kill_pcscd().map_err(|e| fail("kill pcscd", e))?;
+    lab.kill_pcscd().or_fail("kill pcscd")?;
     reached.release();
     drop(inserted);
-    let outcome = login.await.map_err(|e| fail("login task", e))?;
+    let outcome = login.await.or_fail("login task")?;
     if outcome.is_ok() {
         logins += 1;
     }
     assert_no_session_survives(&agent, before, SEE)
         .await
         .map_err(|e| Failed::from(format!("login APDU {at}: {}", e.message().unwrap_or(""))))?;
-    lab.restart_pcscd().map_err(|e| fail("restart pcscd", e))?;
+    lab.restart_pcscd().or_fail("restart pcscd")?;
 
     // Afterwards: every try left on the card and in the agent, and a login works.
     let left = card_tries_left(&applet);
@@ -191,14 +139,14 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
     })?;
     let _inserted = lab
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     // A VERIFY cut off by the crash counts in the agent's ledger only until the card's
     // counter is read again (at this insertion): the agent reports every try.
     let reported = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(reported == i32::from(full), || {
         format!("after the crash the agent reports {reported} tries left, the card has {full}")
     })?;
@@ -207,7 +155,7 @@ pub async fn pcscd_killed(lab: &mut Lab) -> Result<(), Failed> {
     let tries = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == i32::from(full), || {
         format!("after a good login the agent reports {tries} tries left")
     })?;
@@ -274,8 +222,8 @@ impl Proxy {
     async fn start(real: String, other: Option<String>) -> Result<Proxy, Failed> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| fail("bind", e))?;
-        let addr = listener.local_addr().map_err(|e| fail("addr", e))?;
+            .or_fail("bind")?;
+        let addr = listener.local_addr().or_fail("addr")?;
         let mode = Arc::new(Mutex::new(ProxyMode::Through));
         let shared = Arc::clone(&mode);
         let task = tokio::spawn(async move {
@@ -329,43 +277,32 @@ fn authority(url: &str) -> String {
 
 /// One bad endpoint; returns the login's error name and how long it took.
 async fn endpoint_case(kind: BadEndpoint) -> Result<(String, Duration), Failed> {
-    let other_dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let other_dir = tempfile::tempdir().or_fail("tempdir")?;
     let other = match kind {
         BadEndpoint::WrongCertificate => Some(
             DemoWorld::start(other_dir.path())
                 .await
-                .map_err(|e| fail("the other service", e))?,
+                .or_fail("the other service")?,
         ),
         _ => None,
     };
     let other_api = other.as_ref().map(|w| authority(&w.sim().url()));
     let other_mtls = other.as_ref().map(|w| authority(&w.sim().mtls_url()));
-    let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-    let world = DemoWorld::start(dir.path())
-        .await
-        .map_err(|e| fail("demo world", e))?;
+    let dir = tempfile::tempdir().or_fail("tempdir")?;
+    let world = DemoWorld::start(dir.path()).await.or_fail("demo world")?;
     let api = Proxy::start(authority(&world.sim().url()), other_api).await?;
     let mtls = Proxy::start(authority(&world.sim().mtls_url()), other_mtls).await?;
     let (url, mtls_url) = (api.url(), mtls.url());
-    let backend = Arc::new(VirtualBackend::new());
-    let reader = backend.attach_reader("Fault Reader 00 00");
+    let (backend, reader) = virtual_reader();
     let running = FaultDaemon::start_in(world, dir, backend.clone(), |config, _| {
         config.endpoint.url = url;
         config.endpoint.mtls_url = Some(mtls_url);
     })
     .await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
-    backend
-        .insert(&reader, Box::new(SharedCard::new(&applet)))
-        .map_err(|_| Failed::from("reader occupied"))?;
-    card_read(&agent).await?;
+    let (applet, full) = running.pharmacist_card()?;
+    insert_shared(&backend, &reader, &applet)?;
+    pharmacist_read(&agent, SEE).await?;
 
     // The endpoint goes bad only now, after the daemon fetched its CRL through the proxies.
     for proxy in [&api, &mtls] {
@@ -387,14 +324,14 @@ async fn endpoint_case(kind: BadEndpoint) -> Result<(String, Duration), Failed> 
     check(took < Duration::from_secs(45), || {
         format!("login took {took:?}")
     })?;
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state != "logged-in", || {
         format!("State after a failed login: {state}")
     })?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise", e))?;
+        .or_fail("Authorise")?;
     check(!answer.allowed, || {
         format!("Authorise without a session: {answer:?}")
     })?;
@@ -405,7 +342,7 @@ async fn endpoint_case(kind: BadEndpoint) -> Result<(String, Duration), Failed> 
     let tries = agent
         .passcode_tries_left()
         .await
-        .map_err(|e| fail("PasscodeTriesLeft", e))?;
+        .or_fail("PasscodeTriesLeft")?;
     check(tries == i32::from(full), || {
         format!("the agent reports {tries} tries left")
     })?;
@@ -422,13 +359,13 @@ fn small_disk(dir: &Path) -> Result<(), Failed> {
         .args(["-t", "tmpfs", "-o", "size=256k", "cardgate-faults"])
         .arg(dir)
         .status()
-        .map_err(|e| fail("mount", e))?;
+        .or_fail("mount")?;
     check(status.success(), || format!("mount tmpfs: {status}"))
 }
 
 /// Fills the file system holding `path` with one file until writes fail.
 fn fill(path: &Path) -> Result<(), Failed> {
-    let mut file = std::fs::File::create(path).map_err(|e| fail("filler", e))?;
+    let mut file = std::fs::File::create(path).or_fail("filler")?;
     let block = vec![0u8; 4096];
     loop {
         match file.write_all(&block).and_then(|()| file.sync_all()) {
@@ -443,27 +380,18 @@ fn fill(path: &Path) -> Result<(), Failed> {
 /// `AuditUnavailable` and a message that says so; once space is back, actions work again
 /// and the chain verifies end to end.
 pub async fn audit_disk_full() -> Result<(), Failed> {
-    let disk = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let disk = tempfile::tempdir().or_fail("tempdir")?;
     small_disk(disk.path())?;
     let audit_path = disk.path().join("audit.jsonl");
-    let backend = Arc::new(VirtualBackend::new());
-    let reader = backend.attach_reader("Fault Reader 00 00");
+    let (backend, reader) = virtual_reader();
     let running = FaultDaemon::start(backend.clone(), |config, _| {
         config.paths.audit = audit_path.clone();
     })
     .await?;
     let agent = running.agent.clone();
-    let applet = Arc::new(Mutex::new(PivApplet::new(
-        running
-            .world
-            .card(PHARMACIST)
-            .map_err(|e| fail("card", e))?,
-    )));
-    let full = card_tries_left(&applet);
-    backend
-        .insert(&reader, Box::new(SharedCard::new(&applet)))
-        .map_err(|_| Failed::from("reader occupied"))?;
-    card_read(&agent).await?;
+    let (applet, full) = running.pharmacist_card()?;
+    insert_shared(&backend, &reader, &applet)?;
+    pharmacist_read(&agent, SEE).await?;
     login_and_allow(&agent).await?;
     let mut decisions = 1;
 
@@ -519,11 +447,11 @@ pub async fn audit_disk_full() -> Result<(), Failed> {
     })?;
 
     // Space again: the same session (still the pharmacist role) is allowed again.
-    std::fs::remove_file(&filler).map_err(|e| fail("removing the filler", e))?;
+    std::fs::remove_file(&filler).or_fail("removing the filler")?;
     let answer = agent
         .authorise("download", DEMO_ODS)
         .await
-        .map_err(|e| fail("Authorise with space again", e))?;
+        .or_fail("Authorise with space again")?;
     decisions += 1;
     check(answer.allowed, || {
         format!("after space came back: {answer:?}")

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::daemon_harness::fail;
+use cardgate_e2e::daemon_harness::OrFail as _;
 use cardgate_e2e::{TEST_MANAGEMENT_KEY, check};
 use cardgate_ipc::AgentStaffProxy;
 use cardgate_lab::{Lab, ReaderSlot};
@@ -23,10 +23,10 @@ use cardgate_vcard::provision::{CardSpec, Validity};
 use cardgate_vcard::vpcd::InsertedCard;
 use libtest_mimic::Failed;
 
-use crate::cycles::{Acknowledged, card_read, full_login};
+use crate::cycles::{Acknowledged, full_login};
 use crate::support::{
     FaultDaemon, Hang, Rng, SharedCard, assert_entries_at_least, assert_no_session_survives,
-    card_tries_left, lock, wait_until,
+    card_tries_left, lock, pharmacist_read, wait_until,
 };
 
 /// How long the daemon may take to see an insertion or removal.
@@ -38,10 +38,7 @@ fn due_card(running: &FaultDaemon) -> Result<Arc<Mutex<PivApplet>>, Failed> {
         .pin(DEMO_PASSCODE)
         .management_key(&TEST_MANAGEMENT_KEY)
         .validity(Validity::ExpiresInDays(30));
-    let file = running
-        .world
-        .card_from(&spec)
-        .map_err(|e| fail("card", e))?;
+    let file = running.world.card_from(&spec).or_fail("card")?;
     Ok(Arc::new(Mutex::new(PivApplet::new(file))))
 }
 
@@ -94,16 +91,16 @@ fn left(before: &AuthSlot, now: &AuthSlot) -> Left {
 async fn remove(inserted: InsertedCard) -> Result<(), Failed> {
     tokio::task::spawn_blocking(move || inserted.remove())
         .await
-        .map_err(|e| fail("remove task", e))?
-        .map_err(|e| fail("remove", e))?;
+        .or_fail("remove task")?
+        .or_fail("remove")?;
     Ok(())
 }
 
 /// One pull at every APDU of a renewal, then the card reinserted and used.
 pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
-    let keys = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
+    let keys = tempfile::tempdir().or_fail("tempdir")?;
     let key_path: PathBuf = keys.path().join("management-key.hex");
-    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).map_err(|e| fail("key file", e))?;
+    std::fs::write(&key_path, hex::encode(TEST_MANAGEMENT_KEY)).or_fail("key file")?;
     let running = FaultDaemon::start(Arc::new(PcscBackend::new()), |config, _| {
         config.renewal.management_key = Some(key_path.clone());
     })
@@ -112,7 +109,7 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
     let staff = AgentStaffProxy::builder(agent.inner().connection())
         .build()
         .await
-        .map_err(|e| fail("staff proxy", e))?;
+        .or_fail("staff proxy")?;
     let mut rng = Rng::from_env("pcscd_card_pulled_during_renewal");
     let mut ack = Acknowledged::default();
 
@@ -122,8 +119,8 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
     let original = auth_slot(&applet);
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     let generation = full_login(&agent, &mut ack).await?;
     running.world.sim().advance_clock(Duration::from_secs(901));
     let refused = staff.renew_certificate().await;
@@ -152,14 +149,14 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
     let headers = card.headers();
     let inserted = lab
         .insert(ReaderSlot::First, Box::new(card))
-        .map_err(|e| fail("insert", e))?;
-    card_read(&agent).await?;
+        .or_fail("insert")?;
+    pharmacist_read(&agent, SEE).await?;
     let generation = full_login(&agent, &mut ack).await?;
     let before_renewal = served.load(Ordering::SeqCst);
     staff
         .renew_certificate()
         .await
-        .map_err(|e| fail("RenewCertificate", e))?;
+        .or_fail("RenewCertificate")?;
     let renewal_apdus = served.load(Ordering::SeqCst) - before_renewal;
     let phases = Phases::of(&lock_headers(&headers)[before_renewal as usize..])?;
     check(
@@ -192,8 +189,8 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
         let (card, hang) = Hang::card(&applet, before_renewal + k, processed);
         let inserted = lab
             .insert(ReaderSlot::First, Box::new(card))
-            .map_err(|e| fail("insert", e))?;
-        card_read(&agent).await?;
+            .or_fail("insert")?;
+        pharmacist_read(&agent, SEE).await?;
         let generation = full_login(&agent, &mut ack).await?;
         let renewal = {
             let staff = staff.clone();
@@ -202,7 +199,7 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
         hang.pull(inserted).await.map_err(|e| {
             Failed::from(format!("renewal APDU {k}: {}", e.message().unwrap_or("")))
         })?;
-        let answered = renewal.await.map_err(|e| fail("renewal task", e))?;
+        let answered = renewal.await.or_fail("renewal task")?;
         let answer = match &answered {
             Ok(_) => "ok".to_owned(),
             Err(_) => short(&crate::error_name(&answered)),
@@ -226,8 +223,8 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
         // Reinserted, the card must be usable: the agent completes or has not begun.
         let inserted = lab
             .insert(ReaderSlot::First, Box::new(SharedCard::new(&applet)))
-            .map_err(|e| fail("insert", e))?;
-        card_read(&agent).await.map_err(context)?;
+            .or_fail("insert")?;
+        pharmacist_read(&agent, SEE).await.map_err(context)?;
         let relogin = full_login(&agent, &mut ack).await;
         let state = left(&original, &auth_slot(&applet));
         outcomes.push((k, processed, answer.clone(), state));
@@ -269,7 +266,7 @@ pub async fn renewal_pulls(lab: &mut Lab) -> Result<(), Failed> {
                     e.message().unwrap_or("")
                 )))
             })?;
-            agent.logout().await.map_err(|e| fail("Logout", e))?;
+            agent.logout().await.or_fail("Logout")?;
         }
         remove(inserted).await?;
         wait_until("the card to be gone", SEE, || {

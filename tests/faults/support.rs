@@ -8,17 +8,69 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DEMO_ODS, DemoWorld, PrivateBus};
+use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_e2e::check;
-use cardgate_e2e::daemon_harness::fail;
+use cardgate_e2e::daemon_harness::OrFail as _;
 use cardgate_ipc::AgentProxy;
-use cardgate_reader::ReaderBackend;
+use cardgate_reader::{ReaderBackend, ReaderName, VirtualBackend};
 use cardgate_vcard::Card;
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::vpcd::InsertedCard;
 use cardgated::{Config, DaemonError};
 use libtest_mimic::Failed;
 use zbus::proxy::CacheProperties;
+
+/// The in-process virtual backend with the one reader the virtual cases pull cards from.
+pub fn virtual_reader() -> (Arc<VirtualBackend>, ReaderName) {
+    let backend = Arc::new(VirtualBackend::new());
+    let reader = backend.attach_reader("Fault Reader 00 00");
+    (backend, reader)
+}
+
+/// Puts `applet` (as a fresh [`SharedCard`]) in the empty virtual `reader`.
+pub fn insert_shared(
+    backend: &VirtualBackend,
+    reader: &ReaderName,
+    applet: &Arc<Mutex<PivApplet>>,
+) -> Result<(), Failed> {
+    backend
+        .insert(reader, Box::new(SharedCard::new(applet)))
+        .map_err(|_| Failed::from("reader occupied"))
+}
+
+/// Waits, for at most `limit`, until the daemon behind `agent` has read the pharmacist's card.
+pub async fn pharmacist_read(agent: &AgentProxy<'static>, limit: Duration) -> Result<(), Failed> {
+    wait_until("the card to be read", limit, || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
+    })
+    .await
+}
+
+/// Logs in with the pharmacist's card and selects the pharmacist role: the session most
+/// cases put their faults under.
+pub async fn pharmacist_session(agent: &AgentProxy<'static>) -> Result<(), Failed> {
+    agent.login(DEMO_PASSCODE, false).await.or_fail("Login")?;
+    agent
+        .select_role_profile("RP-PHARM-FA123")
+        .await
+        .or_fail("SelectRoleProfile")?;
+    Ok(())
+}
+
+/// [`pharmacist_session`], then checks that download is allowed; returns the generation it
+/// was allowed under.
+pub async fn login_and_allow(agent: &AgentProxy<'static>) -> Result<u64, Failed> {
+    pharmacist_session(agent).await?;
+    let answer = agent
+        .authorise("download", DEMO_ODS)
+        .await
+        .or_fail("Authorise")?;
+    check(answer.allowed, || {
+        format!("Authorise with a session: {answer:?}")
+    })?;
+    Ok(answer.generation)
+}
 
 /// Polls `probe` every 5 ms until it holds, for at most `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<(), Failed>
@@ -65,10 +117,8 @@ impl FaultDaemon {
         backend: Arc<dyn ReaderBackend>,
         configure: impl FnOnce(&mut Config, &DemoWorld),
     ) -> Result<FaultDaemon, Failed> {
-        let dir = tempfile::tempdir().map_err(|e| fail("tempdir", e))?;
-        let world = DemoWorld::start(dir.path())
-            .await
-            .map_err(|e| fail("demo world", e))?;
+        let dir = tempfile::tempdir().or_fail("tempdir")?;
+        let world = DemoWorld::start(dir.path()).await.or_fail("demo world")?;
         FaultDaemon::start_in(world, dir, backend, configure).await
     }
 
@@ -80,7 +130,7 @@ impl FaultDaemon {
         backend: Arc<dyn ReaderBackend>,
         configure: impl FnOnce(&mut Config, &DemoWorld),
     ) -> Result<FaultDaemon, Failed> {
-        let bus = PrivateBus::start().map_err(|e| fail("private bus", e))?;
+        let bus = PrivateBus::start().or_fail("private bus")?;
         let address = bus.address().to_owned();
         let mut running =
             FaultDaemon::start_on_bus(world, dir, backend, address, configure).await?;
@@ -97,7 +147,7 @@ impl FaultDaemon {
         address: String,
         configure: impl FnOnce(&mut Config, &DemoWorld),
     ) -> Result<FaultDaemon, Failed> {
-        let mut config = world.config(&address).map_err(|e| fail("config", e))?;
+        let mut config = world.config(&address).or_fail("config")?;
         configure(&mut config, &world);
         let audit_path = config.paths.audit.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -129,6 +179,15 @@ impl FaultDaemon {
         })
     }
 
+    /// The pharmacist's card of this world, shared so that the case can read its retry
+    /// counter while it is in a reader, and that counter as the case starts.
+    pub fn pharmacist_card(&self) -> Result<(Arc<Mutex<PivApplet>>, u8), Failed> {
+        let file = self.world.card(PHARMACIST).or_fail("card")?;
+        let applet = Arc::new(Mutex::new(PivApplet::new(file)));
+        let full = card_tries_left(&applet);
+        Ok((applet, full))
+    }
+
     /// Whether `cardgated::run` has returned (the daemon is gone).
     pub fn has_exited(&self) -> bool {
         self.daemon.is_finished()
@@ -136,8 +195,8 @@ impl FaultDaemon {
 
     /// The daemon's outcome once it has exited by itself; the audit chain is verified.
     pub async fn exited(self) -> Result<Result<(), DaemonError>, Failed> {
-        let outcome = self.daemon.await.map_err(|e| fail("cardgated task", e))?;
-        let report = cardgate_audit::verify(&self.audit_path).map_err(|e| fail("verify", e))?;
+        let outcome = self.daemon.await.or_fail("cardgated task")?;
+        let report = cardgate_audit::verify(&self.audit_path).or_fail("verify")?;
         check(report.is_intact(), || {
             format!("the audit chain is broken: {:?}", report.first_break)
         })?;
@@ -156,26 +215,26 @@ impl FaultDaemon {
         tokio::time::timeout(Duration::from_secs(15), self.daemon)
             .await
             .map_err(|_| Failed::from("cardgated did not stop within 15 s"))?
-            .map_err(|e| fail("cardgated task", e))?
-            .map_err(|e| fail("cardgated", e))?;
-        let report = cardgate_audit::verify(&self.audit_path).map_err(|e| fail("verify", e))?;
+            .or_fail("cardgated task")?
+            .or_fail("cardgated")?;
+        let report = cardgate_audit::verify(&self.audit_path).or_fail("verify")?;
         check(report.is_intact(), || {
             format!("the audit chain is broken: {:?}", report.first_break)
         })?;
-        std::fs::read_to_string(&self.audit_path).map_err(|e| fail("audit", e))
+        std::fs::read_to_string(&self.audit_path).or_fail("audit")
     }
 }
 
 /// A client proxy on a new connection to `address`, once the daemon owns its name (10 s).
 pub async fn client(address: &str) -> Result<AgentProxy<'static>, Failed> {
     let connection = zbus::connection::Builder::address(address)
-        .map_err(|e| fail("bus address", e))?
+        .or_fail("bus address")?
         .build()
         .await
-        .map_err(|e| fail("connecting to the private bus", e))?;
+        .or_fail("connecting to the private bus")?;
     let dbus = zbus::fdo::DBusProxy::new(&connection)
         .await
-        .map_err(|e| fail("bus proxy", e))?;
+        .or_fail("bus proxy")?;
     wait_until("cardgated to own its name", Duration::from_secs(10), || {
         let dbus = dbus.clone();
         async move {
@@ -190,7 +249,7 @@ pub async fn client(address: &str) -> Result<AgentProxy<'static>, Failed> {
         .cache_properties(CacheProperties::No)
         .build()
         .await
-        .map_err(|e| fail("agent proxy", e))
+        .or_fail("agent proxy")
 }
 
 /// Where a [`SharedCard`] stops answering: at its `at`-th APDU (1-based) it tells the test
@@ -263,7 +322,7 @@ impl Hang {
             Ok::<(), String>(())
         })
         .await
-        .map_err(|e| fail("pull task", e))?
+        .or_fail("pull task")?
         .map_err(Failed::from)
     }
 }
@@ -425,14 +484,11 @@ pub async fn assert_no_session_survives(
     .await?;
     let deadline = Instant::now() + limit;
     loop {
-        let present = agent
-            .card_present()
-            .await
-            .map_err(|e| fail("CardPresent", e))?;
+        let present = agent.card_present().await.or_fail("CardPresent")?;
         let answer = agent
             .authorise("download", DEMO_ODS)
             .await
-            .map_err(|e| fail("Authorise after removal", e))?;
+            .or_fail("Authorise after removal")?;
         check(!answer.allowed, || {
             format!("Authorise after removal was allowed: {answer:?}")
         })?;
@@ -453,7 +509,7 @@ pub async fn assert_no_session_survives(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let state = agent.state().await.map_err(|e| fail("State", e))?;
+    let state = agent.state().await.or_fail("State")?;
     check(state != "logged-in", || {
         format!("State after removal: {state}")
     })?;
