@@ -15,9 +15,9 @@ use std::process::ExitCode;
 
 use cardgate_audit::{AuditLog, TailItem, sealed_segments, tail};
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::cli_process::{run_cli, run_if_cli};
+use cardgate_e2e::cli_process::run_cli;
 use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
-use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
+use cardgate_e2e::{async_lab_trial, check, run_cli_or_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use libtest_mimic::Failed;
 
@@ -25,19 +25,18 @@ use libtest_mimic::Failed;
 const DECISIONS: usize = 800;
 
 fn main() -> ExitCode {
-    if let Some(code) = run_if_cli() {
-        return code;
-    }
-    run_lab_suite(vec![
-        async_lab_trial(
-            "the_daemon_seals_its_trail_and_the_cli_verifies_it_across_segments",
-            sealed_trail,
-        ),
-        async_lab_trial(
-            "a_trail_rewritten_after_a_log_in_is_caught_by_the_endpoints_anchor",
-            anchored_at_the_endpoint,
-        ),
-    ])
+    run_cli_or_lab_suite(|| {
+        vec![
+            async_lab_trial(
+                "the_daemon_seals_its_trail_and_the_cli_verifies_it_across_segments",
+                sealed_trail,
+            ),
+            async_lab_trial(
+                "a_trail_rewritten_after_a_log_in_is_caught_by_the_endpoints_anchor",
+                anchored_at_the_endpoint,
+            ),
+        ]
+    })
 }
 
 /// `cardgate ARGS` as its own process: its exit code and all it printed.

@@ -17,9 +17,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, DemoWorld, PHARMACIST, PrivateBus};
-use cardgate_e2e::cli_process::{Run, run_cli_async, run_if_cli};
+use cardgate_e2e::cli_process::{Run, run_cli_async};
 use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, wait_for};
-use cardgate_e2e::{PcscClient, async_lab_trial, check, run_lab_suite};
+use cardgate_e2e::{PcscClient, async_lab_trial, check, run_cli_or_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::card_file::CardFile;
@@ -28,22 +28,21 @@ use libtest_mimic::Failed;
 use serde_json::Value;
 
 fn main() -> ExitCode {
-    if let Some(code) = run_if_cli() {
-        return code;
-    }
-    run_lab_suite(vec![
-        async_lab_trial("doctor_healthy_workstation_every_line_ok", healthy),
-        async_lab_trial("doctor_no_pcscd_and_agent_not_running", no_pcscd),
-        async_lab_trial("doctor_no_reader", no_reader),
-        async_lab_trial("doctor_no_card", no_card),
-        async_lab_trial("doctor_blocked_card", blocked_card),
-        async_lab_trial("doctor_expired_certificate", expired_certificate),
-        async_lab_trial("doctor_endpoint_down", endpoint_down),
-        async_lab_trial(
-            "support_bundle_has_the_facts_and_no_secrets",
-            support_bundle,
-        ),
-    ])
+    run_cli_or_lab_suite(|| {
+        vec![
+            async_lab_trial("doctor_healthy_workstation_every_line_ok", healthy),
+            async_lab_trial("doctor_no_pcscd_and_agent_not_running", no_pcscd),
+            async_lab_trial("doctor_no_reader", no_reader),
+            async_lab_trial("doctor_no_card", no_card),
+            async_lab_trial("doctor_blocked_card", blocked_card),
+            async_lab_trial("doctor_expired_certificate", expired_certificate),
+            async_lab_trial("doctor_endpoint_down", endpoint_down),
+            async_lab_trial(
+                "support_bundle_has_the_facts_and_no_secrets",
+                support_bundle,
+            ),
+        ]
+    })
 }
 
 /// Runs the CLI on a blocking thread, so the daemon in this process keeps serving.

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::cli_process::{AS_CLI, run_if_cli};
+use cardgate_e2e::cli_process::AS_CLI;
 use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, wait_for};
 use cardgate_e2e::memory_image::{
     Secret, assert_no_secret, assert_only_protected, fresh, protected_copies,
 };
-use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
+use cardgate_e2e::{async_lab_trial, check, run_cli_or_lab_suite};
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
 use cardgate_vcard::provision::CardSpec;
@@ -30,19 +30,18 @@ use libtest_mimic::Failed;
 use nix::sys::termios::{LocalFlags, tcgetattr};
 
 fn main() -> ExitCode {
-    if let Some(code) = run_if_cli() {
-        return code;
-    }
-    run_lab_suite(vec![
-        async_lab_trial(
-            "login_prompt_through_a_pty_no_echo_wrong_then_right",
-            prompt,
-        ),
-        async_lab_trial(
-            "the_cli_holds_a_secret_only_on_locked_pages_while_prompting_and_nowhere_once_sent",
-            residue,
-        ),
-    ])
+    run_cli_or_lab_suite(|| {
+        vec![
+            async_lab_trial(
+                "login_prompt_through_a_pty_no_echo_wrong_then_right",
+                prompt,
+            ),
+            async_lab_trial(
+                "the_cli_holds_a_secret_only_on_locked_pages_while_prompting_and_nowhere_once_sent",
+                residue,
+            ),
+        ]
+    })
 }
 
 /// The CLI on a pseudo-terminal: everything it writes to the terminal is collected.

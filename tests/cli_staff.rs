@@ -13,9 +13,9 @@
 use std::process::ExitCode;
 
 use cardgate_demo::DEMO_PASSCODE;
-use cardgate_e2e::cli_process::{Run, run_cli_async, run_if_cli};
+use cardgate_e2e::cli_process::{Run, run_cli_async};
 use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, wait_for};
-use cardgate_e2e::{TEST_MANAGEMENT_KEY, async_lab_trial, check, run_lab_suite};
+use cardgate_e2e::{TEST_MANAGEMENT_KEY, async_lab_trial, check, run_cli_or_lab_suite};
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_vcard::applet::PivApplet;
@@ -37,23 +37,22 @@ const SPONSOR_ROLE: &str = "RP-LSA-FA123";
 const CARA_ROLE: &str = "RP-CARA-FA123";
 
 fn main() -> ExitCode {
-    if let Some(code) = run_if_cli() {
-        return code;
-    }
-    run_lab_suite(vec![
-        async_lab_trial(
-            "unlock_self_service_with_the_outbox_code_then_ra_code_then_sponsor_never_own_card",
-            unlock_paths_async,
-        ),
-        async_lab_trial(
-            "renew_writes_a_new_certificate_the_endpoint_accepts_and_refuses_old_and_not_due_cards",
-            renewal_async,
-        ),
-        async_lab_trial(
-            "tac_activate_record_use_return_and_passcode_change_and_bad_arguments",
-            tac_and_passcode_async,
-        ),
-    ])
+    run_cli_or_lab_suite(|| {
+        vec![
+            async_lab_trial(
+                "unlock_self_service_with_the_outbox_code_then_ra_code_then_sponsor_never_own_card",
+                unlock_paths_async,
+            ),
+            async_lab_trial(
+                "renew_writes_a_new_certificate_the_endpoint_accepts_and_refuses_old_and_not_due_cards",
+                renewal_async,
+            ),
+            async_lab_trial(
+                "tac_activate_record_use_return_and_passcode_change_and_bad_arguments",
+                tac_and_passcode_async,
+            ),
+        ]
+    })
 }
 
 fn extra_sim_toml() -> String {

@@ -52,10 +52,9 @@ where
     Err(Failed::from(format!("timed out waiting for {what}")))
 }
 
-/// Connects to the bus at `address` with an uncached client of the daemon, and waits until
-/// the daemon (a process of its own, [`crate::daemon_process::DaemonProcess`]) has found its
-/// readers: by then it owns its name and has read pcscd.
-pub async fn connect_once_readers_seen(
+/// A new connection to the bus at `address` and a client of the daemon on it whose
+/// properties are never cached (every read asks the daemon).
+pub async fn connect_uncached(
     address: &str,
 ) -> Result<(zbus::Connection, AgentProxy<'static>), Failed> {
     let connection = zbus::connection::Builder::address(address)
@@ -67,7 +66,17 @@ pub async fn connect_once_readers_seen(
         .cache_properties(CacheProperties::No)
         .build()
         .await
-        .map_err(|e| fail("proxy", e))?;
+        .map_err(|e| fail("agent proxy", e))?;
+    Ok((connection, agent))
+}
+
+/// Connects to the bus at `address` with an uncached client of the daemon, and waits until
+/// the daemon (a process of its own, [`crate::daemon_process::DaemonProcess`]) has found its
+/// readers: by then it owns its name and has read pcscd.
+pub async fn connect_once_readers_seen(
+    address: &str,
+) -> Result<(zbus::Connection, AgentProxy<'static>), Failed> {
+    let (connection, agent) = connect_uncached(address).await?;
     wait_for("the daemon process to read readers", || {
         let agent = agent.clone();
         async move { agent.readers().await.is_ok_and(|r| !r.is_empty()) }

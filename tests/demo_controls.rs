@@ -16,13 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cardgate_demo::{DEMO_CARDS, DEMO_ODS, DEMO_PASSCODE, DEMO_READERS, DemoWorld, PrivateBus};
-use cardgate_e2e::daemon_harness::{fail, wait_for};
+use cardgate_e2e::daemon_harness::{connect_uncached, fail, wait_for};
 use cardgate_e2e::{async_trial, check};
 use cardgate_ipc::{AgentProxy, BUS_NAME, DEMO_OBJECT_PATH, DemoProxy};
 use futures_lite::StreamExt as _;
 use libtest_mimic::{Arguments, Failed};
 use zbus::message::Type as MessageType;
-use zbus::proxy::CacheProperties;
 
 const AS_DEMO: &str = "CARDGATE_E2E_AS_DEMO";
 const AS_CLI: &str = "CARDGATE_E2E_AS_CLI";
@@ -192,16 +191,7 @@ impl RunningDemo {
                 .spawn()
                 .map_err(|e| fail("starting the demo", e))?,
         };
-        let connection = zbus::connection::Builder::address(bus.address())
-            .map_err(|e| fail("address", e))?
-            .build()
-            .await
-            .map_err(|e| fail("connecting", e))?;
-        let agent = AgentProxy::builder(&connection)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .map_err(|e| fail("agent proxy", e))?;
+        let (connection, agent) = connect_uncached(bus.address()).await?;
         wait_state(&agent, "card-present").await?;
         let demo = DemoProxy::new(&connection)
             .await
@@ -543,16 +533,7 @@ async fn production_has_none() -> Result<(), Failed> {
             let _ = stopped.await;
         },
     ));
-    let connection = zbus::connection::Builder::address(bus.address())
-        .map_err(|e| fail("address", e))?
-        .build()
-        .await
-        .map_err(|e| fail("connecting", e))?;
-    let agent = AgentProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| fail("agent proxy", e))?;
+    let (connection, agent) = connect_uncached(bus.address()).await?;
     wait_for("the daemon to answer", || {
         let agent = agent.clone();
         async move { agent.state().await.is_ok() }

@@ -27,6 +27,15 @@ pub fn run_lab_suite(trials: Vec<Trial>) -> ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
+/// The `main` of a suite whose binary is also re-executed as the CLI
+/// ([`cli_process::run_if_cli`]): the CLI when it is that, else the suite.
+pub fn run_cli_or_lab_suite(trials: impl FnOnce() -> Vec<Trial>) -> ExitCode {
+    match cli_process::run_if_cli() {
+        Some(code) => code,
+        None => run_lab_suite(trials()),
+    }
+}
+
 /// A multi-threaded tokio runtime (one worker per core) for a test body that talks to the
 /// daemon or the bus.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failed> {
