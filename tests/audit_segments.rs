@@ -16,9 +16,9 @@ use std::process::ExitCode;
 use cardgate_audit::{AuditLog, TailItem, sealed_segments, tail};
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
 use cardgate_e2e::cli_process::run_cli;
-use cardgate_e2e::daemon_harness::{RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::daemon_harness::{RunningDaemon, fail, wait_for};
 use cardgate_e2e::{async_lab_trial, check, run_cli_or_lab_suite};
-use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_lab::Lab;
 use libtest_mimic::Failed;
 
 /// Enough decisions (a few hundred bytes each) to fill several 64 KiB segments.
@@ -102,12 +102,7 @@ async fn anchored_at_the_endpoint(lab: &mut Lab) -> Result<(), Failed> {
     let mut audit = PathBuf::new();
     let running = RunningDaemon::start(|config| audit = config.paths.audit.clone()).await?;
     let anchors = running.world.dir().join("audit-anchors.jsonl");
-    let card = running
-        .world
-        .card(PHARMACIST)
-        .map_err(|e| fail("card", e))?;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist(lab).await?;
     running
         .agent
         .login(DEMO_PASSCODE, false)

@@ -846,8 +846,7 @@ async fn refusing_card_reset(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
     let mut card = running.world.card(PHARMACIST).or_fail("card")?;
     card.quirks.refuses_pin_logout = true;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist_card(lab, card).await?;
     running
         .agent
         .login(DEMO_PASSCODE, false)

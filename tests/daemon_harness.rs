@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cardgate_demo::{DemoWorld, PrivateBus};
+use cardgate_demo::{DemoWorld, PHARMACIST, PrivateBus};
 use cardgate_ipc::AgentProxy;
 use cardgate_lab::{Lab, ReaderSlot};
 use cardgate_reader::PcscBackend;
@@ -94,8 +94,26 @@ pub async fn insert_and_read(
     agent: &AgentProxy<'static>,
     holder_uuid: &str,
 ) -> Result<InsertedCard, Failed> {
+    reinsert_and_read(
+        lab,
+        slot,
+        Box::new(PivApplet::new(card)),
+        agent,
+        holder_uuid,
+    )
+    .await
+}
+
+/// As [`insert_and_read`] with a card already made (one taken out earlier, its state kept).
+pub async fn reinsert_and_read(
+    lab: &Lab,
+    slot: ReaderSlot,
+    card: Box<dyn cardgate_vcard::Card>,
+    agent: &AgentProxy<'static>,
+    holder_uuid: &str,
+) -> Result<InsertedCard, Failed> {
     let inserted = lab
-        .insert(slot, Box::new(PivApplet::new(card)))
+        .insert(slot, card)
         .map_err(|e| fail("inserting the card", e))?;
     wait_for("the card to be read", || {
         let agent = agent.clone();
@@ -122,6 +140,22 @@ pub struct RunningDaemon {
 }
 
 impl RunningDaemon {
+    /// Puts the pharmacist's card, as the world made it, in the lab's first reader and waits
+    /// for the agent to read it.
+    pub async fn insert_pharmacist(&self, lab: &Lab) -> Result<InsertedCard, Failed> {
+        let card = self.world.card(PHARMACIST).or_fail("card")?;
+        self.insert_pharmacist_card(lab, card).await
+    }
+
+    /// As [`RunningDaemon::insert_pharmacist`] with `card`, a variant of the pharmacist's.
+    pub async fn insert_pharmacist_card(
+        &self,
+        lab: &Lab,
+        card: CardFile,
+    ) -> Result<InsertedCard, Failed> {
+        insert_and_read(lab, ReaderSlot::First, card, &self.agent, PHARMACIST.1).await
+    }
+
     /// Starts the world, the bus and the daemon (with `configure` applied to the demo
     /// configuration), and returns once the daemon owns its bus name.
     pub async fn start(configure: impl FnOnce(&mut Config)) -> Result<RunningDaemon, Failed> {
@@ -154,11 +188,7 @@ impl RunningDaemon {
             },
         ));
 
-        let connection = zbus::connection::Builder::address(address.as_str())
-            .map_err(|e| fail("bus address", e))?
-            .build()
-            .await
-            .map_err(|e| fail("connecting to the private bus", e))?;
+        let (connection, agent) = connect_uncached(&address).await?;
         let dbus = zbus::fdo::DBusProxy::new(&connection)
             .await
             .map_err(|e| fail("bus proxy", e))?;
@@ -180,11 +210,6 @@ impl RunningDaemon {
             };
             Failed::from(format!("{}{early}", e.message().unwrap_or("")))
         })?;
-        let agent = AgentProxy::builder(&connection)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .map_err(|e| fail("agent proxy", e))?;
         Ok(RunningDaemon {
             world,
             address,

@@ -217,6 +217,24 @@ impl RunningDemo {
     }
 }
 
+/// Swaps the demo card `name` (holder `uuid`) into the first reader and waits until the agent
+/// has read it.
+async fn swap_in(
+    demo: &DemoProxy<'_>,
+    agent: &AgentProxy<'static>,
+    name: &str,
+    uuid: &str,
+) -> Result<(), Failed> {
+    demo.swap_card(name)
+        .await
+        .map_err(|e| fail("SwapCard", e))?;
+    wait_for(&format!("the {name}'s card to be read"), || {
+        let agent = agent.clone();
+        async move { agent.holder_uuid().await.unwrap_or_default() == uuid }
+    })
+    .await
+}
+
 async fn every_signal() -> Result<(), Failed> {
     let running = RunningDemo::start().await?;
     let signals = listen(&running.connection).await?;
@@ -280,16 +298,8 @@ async fn every_signal() -> Result<(), Failed> {
         .wait("CardInserted", &cards["pharmacist"], 0)
         .await?;
     wait_state(agent, "card-present").await?;
-    demo.swap_card("dispenser")
-        .await
-        .map_err(|e| fail("SwapCard", e))?;
+    swap_in(demo, agent, "dispenser", &cards["dispenser"]).await?;
     signals.wait("CardInserted", &cards["dispenser"], 0).await?;
-    wait_for("the dispenser's card to be read", || {
-        let agent = agent.clone();
-        let want = cards["dispenser"].clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == want }
-    })
-    .await?;
     agent
         .login(DEMO_PASSCODE, false)
         .await
@@ -299,16 +309,8 @@ async fn every_signal() -> Result<(), Failed> {
     signals.wait("SessionEnded", "logged-out", 0).await?;
 
     // The card due for renewal: the warning at insertion, the renewal's progress.
-    demo.swap_card("expiring")
-        .await
-        .map_err(|e| fail("SwapCard", e))?;
+    swap_in(demo, agent, "expiring", &cards["expiring"]).await?;
     signals.wait("CertificateExpiring", "20 days", 0).await?;
-    wait_for("the expiring card to be read", || {
-        let agent = agent.clone();
-        let want = cards["expiring"].clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == want }
-    })
-    .await?;
     agent
         .login(DEMO_PASSCODE, false)
         .await
@@ -398,6 +400,15 @@ async fn key_on_pad(demo: &DemoProxy<'_>, values: &[&str]) -> Result<(), Failed>
     Ok(())
 }
 
+/// `result` is an `InvalidArgument` that names `method`, the one to call instead.
+fn refused_naming(result: zbus::Result<()>, method: &str) -> Result<(), Failed> {
+    let (name, text) = agent_error(result);
+    check(
+        name == "org.cardgate.Agent1.Error.InvalidArgument" && text.contains(method),
+        || format!("typed at a pad reader, answered {name}: {text} (want {method} named)"),
+    )
+}
+
 async fn tries_left(agent: &AgentProxy<'_>) -> i32 {
     agent.passcode_tries_left().await.unwrap_or(-1)
 }
@@ -424,26 +435,14 @@ async fn on_the_pin_pad() -> Result<(), Failed> {
         .map_err(|e| fail("staff proxy", e))?;
 
     // Typed on the keyboard at a pad reader: refused before anything reaches the card.
-    let (name, text) = agent_error(
-        agent
-            .change_passcode(DEMO_PASSCODE, "n3wpad77", false)
-            .await,
-    );
-    check(
-        name == "org.cardgate.Agent1.Error.InvalidArgument"
-            && text.contains("ChangePasscodeWithPinPad"),
-        || format!("ChangePasscode at a pad reader answered {name}: {text}"),
-    )?;
-    let (name, text) = agent_error(
-        staff
-            .unlock_with_code(pharmacist.unlock_code, "n3wpad77", false)
-            .await,
-    );
-    check(
-        name == "org.cardgate.Agent1.Error.InvalidArgument"
-            && text.contains("UnlockWithCodeOnPinPad"),
-        || format!("UnlockWithCode at a pad reader answered {name}: {text}"),
-    )?;
+    let typed = agent
+        .change_passcode(DEMO_PASSCODE, "n3wpad77", false)
+        .await;
+    refused_naming(typed, "ChangePasscodeWithPinPad")?;
+    let typed = staff
+        .unlock_with_code(pharmacist.unlock_code, "n3wpad77", false)
+        .await;
+    refused_naming(typed, "UnlockWithCodeOnPinPad")?;
     check(tries_left(agent).await == 3, || {
         "a typed value spent a try".into()
     })?;

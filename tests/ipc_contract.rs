@@ -18,10 +18,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardgate_demo::{DEMO_ODS, DEMO_PASSCODE, PHARMACIST};
-use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, insert_and_read, wait_for};
+use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, wait_for};
 use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::{AGENT1_XML, BUS_NAME, INTERFACE, OBJECT_PATH, WORKSTATION1_XML, property};
-use cardgate_lab::{Lab, ReaderSlot};
+use cardgate_lab::Lab;
 use cardgate_vcard::provision::{CardSpec, Validity};
 use futures_lite::StreamExt as _;
 use libtest_mimic::Failed;
@@ -225,9 +225,7 @@ where
 
 async fn replies_match_their_introspection(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running.world.card(PHARMACIST).or_fail("card")?;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist(lab).await?;
     let connection = client(&running).await?;
     let declared = declared_replies()?;
     let agent = INTERFACE;
@@ -281,26 +279,11 @@ async fn replies_match_their_introspection(lab: &mut Lab) -> Result<(), Failed> 
         "Workstation1.UnregisterSession",
         call(&connection, workstation, "UnregisterSession", &("c1",)).await,
     );
-    expect(
-        "Agent1.ChangePasscode",
-        call(
-            &connection,
-            agent,
-            "ChangePasscode",
-            &(DEMO_PASSCODE, "m1357q", false),
-        )
-        .await,
-    );
-    expect(
-        "Agent1.ChangePasscode",
-        call(
-            &connection,
-            agent,
-            "ChangePasscode",
-            &("m1357q", DEMO_PASSCODE, false),
-        )
-        .await,
-    );
+    // Changed and changed back.
+    for (current, new) in [(DEMO_PASSCODE, "m1357q"), ("m1357q", DEMO_PASSCODE)] {
+        let changed = call(&connection, agent, "ChangePasscode", &(current, new, false)).await;
+        expect("Agent1.ChangePasscode", changed);
+    }
     expect(
         "Agent1.Logout",
         call(&connection, agent, "Logout", &()).await,
@@ -421,9 +404,7 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
     let mut stream = zbus::MessageStream::from(&connection);
     let settle = Duration::from_millis(1500);
 
-    let card = running.world.card(PHARMACIST).or_fail("card")?;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist(lab).await?;
     let _ = collect(&mut stream, settle, None).await?;
     let generation = running
         .agent
@@ -523,9 +504,7 @@ async fn one_signal_per_change(lab: &mut Lab) -> Result<(), Failed> {
 
 async fn tries_left_before_the_answer(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running.world.card(PHARMACIST).or_fail("card")?;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist(lab).await?;
     let agent = &running.agent;
     for (wrong, left) in [("0000aa", 2), ("0000bb", 1)] {
         let answer = agent.login(wrong, false).await;
@@ -594,8 +573,7 @@ async fn one_day_count(lab: &mut Lab) -> Result<(), Failed> {
                 .validity(Validity::ExpiresInDays(29)),
         )
         .or_fail("card")?;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist_card(lab, card).await?;
     let signal = tokio::time::timeout(Duration::from_secs(10), expiring.next())
         .await
         .map_err(|_| Failed::from("no CertificateExpiring within 10 s"))?
@@ -621,9 +599,7 @@ async fn one_day_count(lab: &mut Lab) -> Result<(), Failed> {
 
 async fn wrong_types(lab: &mut Lab) -> Result<(), Failed> {
     let running = RunningDaemon::start(|_| {}).await?;
-    let card = running.world.card(PHARMACIST).or_fail("card")?;
-    let _inserted =
-        insert_and_read(lab, ReaderSlot::First, card, &running.agent, PHARMACIST.1).await?;
+    let _inserted = running.insert_pharmacist(lab).await?;
     let connection = client(&running).await?;
     // A passcode sent as a number, an ODS code as a boolean: refused by the bus library
     // before the agent sees them (so no try can be spent), with zbus's error name.

@@ -19,7 +19,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use cardgate_demo::{DEMO_PASSCODE, DISPENSER, PHARMACIST};
-use cardgate_e2e::daemon_harness::{OrFail as _, RunningDaemon, fail, wait_for};
+use cardgate_e2e::daemon_harness::{
+    OrFail as _, RunningDaemon, fail, insert_and_read, reinsert_and_read, wait_for,
+};
 use cardgate_e2e::memory_image::{Secret, scan_image};
 use cardgate_e2e::{async_lab_trial, check, run_lab_suite};
 use cardgate_ipc::WorkstationProxy;
@@ -133,6 +135,18 @@ async fn pamtester(
     })
     .await
     .or_fail("pamtester task")?
+}
+
+/// `pamtester SERVICE USER authenticate` with the demo passcode typed.
+async fn authenticate(service: &str, user: &str) -> Result<Outcome, Failed> {
+    pamtester(
+        service,
+        user,
+        &["authenticate"],
+        &format!("{DEMO_PASSCODE}\n"),
+        None,
+    )
+    .await
 }
 
 /// `pamtester SERVICE USER authenticate` with `passcode` typed, under gdb, stopped when it
@@ -311,22 +325,9 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     // pharmacist's registered session (a screen unlock with another card).
     let pharmacist_card = inserted.remove().or_fail("removing the card")?;
     let dispenser = world.card(DISPENSER).or_fail("card")?;
-    let dispenser_inserted = lab
-        .insert(ReaderSlot::First, Box::new(PivApplet::new(dispenser)))
-        .or_fail("inserting the card")?;
-    wait_for("the dispenser's card to be read", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == DISPENSER.1 }
-    })
-    .await?;
-    let other = pamtester(
-        svc,
-        "cgpharm",
-        &["authenticate"],
-        &format!("{DEMO_PASSCODE}\n"),
-        None,
-    )
-    .await?;
+    let dispenser_inserted =
+        insert_and_read(lab, ReaderSlot::First, dispenser, agent, DISPENSER.1).await?;
+    let other = authenticate(svc, "cgpharm").await?;
     check(
         !other.ok && other.text.contains("only that card can unlock it"),
         || format!("another card on a registered session: {}", other.text),
@@ -335,22 +336,9 @@ async fn run(lab: &mut Lab) -> Result<(), Failed> {
     // The same card back: its passcode opens the registered session again (what the screen
     // locker's authenticate does after a removal lock).
     let dispenser_card = dispenser_inserted.remove().or_fail("removing the card")?;
-    let back = lab
-        .insert(ReaderSlot::First, pharmacist_card)
-        .or_fail("inserting the card again")?;
-    wait_for("the pharmacist's card to be read again", || {
-        let agent = agent.clone();
-        async move { agent.holder_uuid().await.unwrap_or_default() == PHARMACIST.1 }
-    })
-    .await?;
-    let unlock = pamtester(
-        svc,
-        "cgpharm",
-        &["authenticate"],
-        &format!("{DEMO_PASSCODE}\n"),
-        None,
-    )
-    .await?;
+    let back =
+        reinsert_and_read(lab, ReaderSlot::First, pharmacist_card, agent, PHARMACIST.1).await?;
+    let unlock = authenticate(svc, "cgpharm").await?;
     check(unlock.ok, || {
         format!("the same card again: {}", unlock.text)
     })?;
