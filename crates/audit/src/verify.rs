@@ -59,7 +59,9 @@ impl BreakKind {
 /// The first broken place in a log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainBreak {
-    /// The file of the trail it is in (a sealed segment or the active file), when known.
+    /// The file of the trail it is in (a sealed segment or the active file), when known; not
+    /// part of the `Display` form, which the caller places (`cardgate audit verify` names a
+    /// segment other than the file it was asked about).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// 1-based line number in that file (0 when found outside a line walk, e.g. by `open`'s
@@ -75,9 +77,6 @@ pub struct ChainBreak {
 
 impl std::fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}: ", file.display())?;
-        }
         write!(f, "line {}", self.line)?;
         if let Some(seq) = self.seq {
             write!(f, " (seq {seq})")?;

@@ -259,7 +259,14 @@ fn audit(json: bool, command: AuditCommand) -> Outcome {
                         }
                     }
                     Some(b) => {
-                        println!("{}: DAMAGED at {b}", path.display());
+                        match b.file.as_deref().filter(|f| *f != path.as_path()) {
+                            Some(segment) => println!(
+                                "{}: DAMAGED in segment {}: {b}",
+                                path.display(),
+                                segment.display()
+                            ),
+                            None => println!("{}: DAMAGED at {b}", path.display()),
+                        }
                         println!(
                             "{} entries verified before the break. Keep this file unchanged as evidence and call IT support.",
                             report.verified_entries

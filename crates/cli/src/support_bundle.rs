@@ -138,7 +138,13 @@ fn audit_section(path: &Path, events: usize) -> (Value, Vec<String>) {
     let verify = match cardgate_audit::verify(path) {
         Ok(report) => {
             if let Some(b) = &report.first_break {
-                problems.push(format!("audit trail DAMAGED at {b}"));
+                let place = b
+                    .file
+                    .as_deref()
+                    .filter(|f| *f != path)
+                    .map(|f| format!(" in segment {}", f.display()))
+                    .unwrap_or_default();
+                problems.push(format!("audit trail DAMAGED{place} at {b}"));
             }
             let mut v = serde_json::to_value(&report).unwrap_or_default();
             if let Some(map) = v.as_object_mut() {
