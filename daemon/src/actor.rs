@@ -474,30 +474,16 @@ fn change_passcode_on_pad(
     guard: &Arc<PasscodeGuard>,
     final_try: FinalTry,
 ) -> Result<(), CardError> {
-    let mut connection = backend
-        .connect(reader)
-        .map_err(|e| reader_failure(reader, e))?;
-    let features = connection
-        .features()
-        .map_err(|e| reader_failure(reader, e))?;
-    if !features.pin_pad().can_modify() {
-        return Err(CardError::NoPinPad {
-            reader: reader.clone(),
-        });
-    }
-    let prompts = features.pad_prompts();
-    let transaction = connection
-        .transaction()
-        .map_err(|e| reader_failure(reader, e))?;
-    let mut client = PivClient::new(TransactionChannel::new(transaction), Arc::clone(guard));
-    client
-        .change_passcode_on_reader(final_try, |channel| {
-            channel.modify_on_pin_pad(PivModify::ChangePasscode, prompts)
-        })
-        .map_err(|source| CardError::Card {
-            reader: reader.clone(),
-            source,
-        })
+    crate::staff_jobs::with_pad_client(reader, backend, guard, |client, prompts| {
+        client
+            .change_passcode_on_reader(final_try, |channel| {
+                channel.modify_on_pin_pad(PivModify::ChangePasscode, prompts)
+            })
+            .map_err(|source| CardError::Card {
+                reader: reader.clone(),
+                source,
+            })
+    })?
 }
 
 /// CHANGE REFERENCE DATA in one shared-mode transaction, the PIV client's passcode policy

@@ -105,7 +105,10 @@ where
         .map_err(|_| CardError::StaleInsertion { reader })?
 }
 
-fn with_pad_client<T>(
+/// Connects to `reader`, checks its PIN pad can take a modify (`NoPinPad` otherwise, before
+/// anything is sent), and runs `work` with a PIV client in one transaction and the pad's
+/// prompts: the card actor's passcode change and the staff unlock on the pad share it.
+pub(crate) fn with_pad_client<T>(
     reader: &ReaderName,
     backend: &dyn ReaderBackend,
     guard: &Arc<PasscodeGuard>,
