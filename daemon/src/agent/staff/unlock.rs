@@ -14,6 +14,7 @@ use cardgate_spine::wire::Secret;
 
 use crate::Agent;
 use crate::agent::lock;
+use crate::agent::passcode::entry_path_error;
 use crate::agent::staff::{
     OLD_GENERATION, SponsorSession, TargetCard, holder_argument, invalid, new_passcode_argument,
     outcome_of,
@@ -60,16 +61,8 @@ impl Agent {
             move |client| client.reset_retry_counter(&code, &new_passcode, final_try),
         )
         .await;
-        let result = match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(piv)) => Err(CoreError::Unlock(CardError::Card {
-                reader: target.reader.clone(),
-                source: piv,
-            })),
-            Err(card) => Err(CoreError::Unlock(card)),
-        };
         self.reinspect_now(&actor, target.insertion.clone()).await;
-        result
+        unlock_outcome(target, result)
     }
 
     /// RESET RETRY COUNTER on `target` with the unlock code and the new passcode keyed on the
@@ -87,20 +80,8 @@ impl Agent {
                 })
             })
             .await;
-        let result = match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(piv)) => Err(CoreError::Unlock(CardError::Card {
-                reader: target.reader.clone(),
-                source: piv,
-            })),
-            Err(card @ CardError::NoPinPad { .. }) => Err(CoreError::WrongEntryPath {
-                error: card,
-                instead: "UnlockWithCode",
-            }),
-            Err(card) => Err(CoreError::Unlock(card)),
-        };
         self.reinspect_now(&actor, target.insertion.clone()).await;
-        result
+        unlock_outcome(target, result)
     }
 
     /// `StartSelfServiceUnlock`: the endpoint sends a one-time code to the holder's
@@ -272,21 +253,20 @@ impl Agent {
             } else {
                 FinalTry::NotConfirmed
             };
-            match typed {
-                Some((code, new_passcode)) => self
-                    .reset_with(&target, code, new_passcode, final_try)
-                    .await
-                    .map_err(|e| match e {
-                        CoreError::Unlock(card @ CardError::UsePinPad { .. }) => {
-                            CoreError::WrongEntryPath {
-                                error: card,
-                                instead: "UnlockWithCodeOnPinPad",
-                            }
-                        }
-                        other => other,
-                    }),
+            let reset = match typed {
+                Some((code, new_passcode)) => {
+                    self.reset_with(&target, code, new_passcode, final_try)
+                        .await
+                }
                 None => self.reset_on_pad(&target, final_try).await,
-            }
+            };
+            // The values came the wrong way for this reader: name the method that takes them.
+            reset.map_err(|e| match e {
+                CoreError::Unlock(
+                    card @ (CardError::UsePinPad { .. } | CardError::NoPinPad { .. }),
+                ) => entry_path_error(card, "UnlockWithCodeOnPinPad", "UnlockWithCode"),
+                other => other,
+            })
         };
         self.audit_unlock(
             caller,
@@ -404,5 +384,21 @@ impl Agent {
             .map_err(|e| self.session_call_error(&sponsor.spine, e))?;
         self.reset_with(&target, code, new_passcode, FinalTry::Confirmed)
             .await
+    }
+}
+
+/// A RESET RETRY COUNTER job's outcome for the caller: the card's refusal (a wrong or blocked
+/// unlock code) or the card layer's failure, named as an unlock's.
+fn unlock_outcome(
+    target: &TargetCard,
+    result: Result<Result<(), cardgate_piv::PivError>, CardError>,
+) -> Result<(), CoreError> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(piv)) => Err(CoreError::Unlock(CardError::Card {
+            reader: target.reader.clone(),
+            source: piv,
+        })),
+        Err(card) => Err(CoreError::Unlock(card)),
     }
 }
