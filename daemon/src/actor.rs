@@ -137,13 +137,22 @@ impl CardActor {
         Ok(CardActor { reader, jobs })
     }
 
-    /// Reads and checks the card of `insertion`.
-    pub(crate) async fn inspect(&self, insertion: Insertion) -> Result<CardReport, CardError> {
+    /// Hands the actor the job `make` builds around a reply channel and waits for its answer
+    /// (a gone actor is `actor_gone`, however far the job got).
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CardError>>) -> Job,
+    ) -> Result<T, CardError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Inspect { insertion, reply })
+            .send(make(reply))
             .map_err(|_| actor_gone(&self.reader))?;
         answer.await.map_err(|_| actor_gone(&self.reader))?
+    }
+
+    /// Reads and checks the card of `insertion`.
+    pub(crate) async fn inspect(&self, insertion: Insertion) -> Result<CardReport, CardError> {
+        self.ask(|reply| Job::Inspect { insertion, reply }).await
     }
 
     /// Verifies the passcode on the card of `insertion` (the card layer's policy applies).
@@ -153,16 +162,13 @@ impl CardActor {
         source: PasscodeSource,
         final_try: FinalTry,
     ) -> Result<(), CardError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Verify {
-                insertion,
-                source,
-                final_try,
-                reply,
-            })
-            .map_err(|_| actor_gone(&self.reader))?;
-        answer.await.map_err(|_| actor_gone(&self.reader))?
+        self.ask(|reply| Job::Verify {
+            insertion,
+            source,
+            final_try,
+            reply,
+        })
+        .await
     }
 
     /// Changes the passcode on the card of `insertion` under the PIV client's policy (the
@@ -176,17 +182,14 @@ impl CardActor {
         new: Passcode,
         final_try: FinalTry,
     ) -> Result<(), CardError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::ChangePasscode {
-                insertion,
-                current,
-                new,
-                final_try,
-                reply,
-            })
-            .map_err(|_| actor_gone(&self.reader))?;
-        answer.await.map_err(|_| actor_gone(&self.reader))?
+        self.ask(|reply| Job::ChangePasscode {
+            insertion,
+            current,
+            new,
+            final_try,
+            reply,
+        })
+        .await
     }
 
     /// Changes the passcode on the card of `insertion` with the current and the new one keyed
@@ -197,15 +200,12 @@ impl CardActor {
         insertion: Insertion,
         final_try: FinalTry,
     ) -> Result<(), CardError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::ChangePasscodeOnPad {
-                insertion,
-                final_try,
-                reply,
-            })
-            .map_err(|_| actor_gone(&self.reader))?;
-        answer.await.map_err(|_| actor_gone(&self.reader))?
+        self.ask(|reply| Job::ChangePasscodeOnPad {
+            insertion,
+            final_try,
+            reply,
+        })
+        .await
     }
 
     /// Ends the verified passcode on the card of `insertion` (module docs), after anything
@@ -214,11 +214,8 @@ impl CardActor {
         &self,
         insertion: Insertion,
     ) -> Result<VerificationEnded, CardError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::EndVerification { insertion, reply })
-            .map_err(|_| actor_gone(&self.reader))?;
-        answer.await.map_err(|_| actor_gone(&self.reader))?
+        self.ask(|reply| Job::EndVerification { insertion, reply })
+            .await
     }
 
     /// Queues a staff operation for the card of `insertion` (`staff_jobs::run`).
