@@ -73,7 +73,7 @@ pub struct AuditLog {
     policy: SegmentPolicy,
     /// The active file's first entry (seq, UTC day), `None` while it is empty: the name it is
     /// sealed under and the day it belongs to.
-    active_first: Option<(u64, String)>,
+    active_first: Option<(u64, time::Date)>,
 }
 
 impl AuditLog {
@@ -172,7 +172,7 @@ impl AuditLog {
         if log.len > 0 {
             log.active_first = segments::first_entry(&log.file)
                 .map_err(|e| AuditError::io(&log.path, "read", e))?
-                .map(|(seq, at)| (seq, segments::day_of(&at).to_owned()));
+                .and_then(|(seq, at)| chain::parse_at(&at).ok().map(|at| (seq, utc_day(at))));
         }
         Ok(log)
     }
@@ -251,6 +251,8 @@ impl AuditLog {
         let mut head = self.head;
         let mut bytes = Vec::new();
         let mut receipts = Vec::with_capacity(entries.len());
+        // The batch's first entry (seq, UTC day): the active file's first when it is empty.
+        let mut first = None;
         for (at, event) in entries {
             let (seq, prev) = match head {
                 None => (1, EntryHash::GENESIS),
@@ -270,6 +272,9 @@ impl AuditLog {
                     }
                 },
             };
+            if first.is_none() {
+                first = Some((seq, utc_day(*at)));
+            }
             let at = chain::format_at(*at)?;
             let event_json = serde_json::to_string(event).map_err(AuditError::Encode)?;
             let hash = chain::entry_hash(seq, &at, &prev, &event_json);
@@ -300,11 +305,8 @@ impl AuditLog {
             self.roll_back();
             return Err(AuditError::io(&self.path, op, source));
         }
-        if self.active_first.is_none()
-            && let (Some(first), Some((at, _))) = (receipts.first(), entries.first())
-        {
-            let at = chain::format_at(*at)?;
-            self.active_first = Some((first.seq, segments::day_of(&at).to_owned()));
+        if self.active_first.is_none() {
+            self.active_first = first;
         }
         self.len += bytes.len() as u64;
         self.head = head;
@@ -317,11 +319,11 @@ impl AuditLog {
         if self.poisoned {
             return Ok(());
         }
-        let Some((first_seq, day)) = self.active_first.clone() else {
+        let Some((first_seq, day)) = self.active_first else {
             return Ok(());
         };
         let by_size = self.policy.max_bytes.is_some_and(|max| self.len >= max);
-        let by_day = self.policy.daily && segments::day_of(&chain::format_at(at)?) != day;
+        let by_day = self.policy.daily && utc_day(at) != day;
         if !(by_size || by_day) {
             return Ok(());
         }
@@ -506,6 +508,11 @@ impl AuditLog {
             }),
         }
     }
+}
+
+/// The UTC day of `at`: what daily sealing compares.
+fn utc_day(at: OffsetDateTime) -> time::Date {
+    at.to_offset(time::UtcOffset::UTC).date()
 }
 
 /// `fsync` on the directory holding `path`, so a newly created file survives a crash.

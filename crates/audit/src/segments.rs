@@ -107,11 +107,6 @@ pub(crate) fn first_entry(file: &File) -> io::Result<Option<(u64, String)>> {
         .map(|line| (line.seq, line.at)))
 }
 
-/// The UTC day (`YYYY-MM-DD`) of a canonical timestamp.
-pub(crate) fn day_of(at: &str) -> &str {
-    at.get(..10).unwrap_or(at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
