@@ -27,6 +27,56 @@ pub struct SimConfig {
     /// The cards the RA issued, with their unlock codes.
     #[serde(default)]
     pub cards: Vec<CardConfig>,
+    /// The CIS2-like OpenID Connect provider (protocol version 2 of
+    /// docs/spine-protocol.md); absent: not served.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// The default lifetime of an ID token and an access token, in seconds.
+pub const DEFAULT_TOKEN_LIFETIME: u64 = 600;
+
+/// `[oidc]`: the OpenID Connect provider, on a listener of its own that never asks for a
+/// client certificate (a browser is never offered a certificate picker).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Where the provider listens. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The issuer, which is also the web origin the card's signature is checked against
+    /// (`https://host[:port]`, no path). Absent: `https://localhost:<bound port>`, which the
+    /// service certificate covers.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The provider's ID token signing key: PKCS#8 PEM of an ECDSA P-256 key (ES256). A
+    /// relative path is taken from the configuration file's directory.
+    pub signing_key: PathBuf,
+    /// Seconds an ID token and an access token are valid.
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime: u64,
+    /// The registered relying parties.
+    #[serde(default)]
+    pub clients: Vec<OidcClientConfig>,
+}
+
+fn default_token_lifetime() -> u64 {
+    DEFAULT_TOKEN_LIFETIME
+}
+
+/// `[[oidc.clients]]`: a registered relying party.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcClientConfig {
+    /// The `client_id`.
+    pub client_id: String,
+    /// The name the sign-in page shows ("High Street Pharmacy PMR").
+    pub name: String,
+    /// The redirect URIs, compared exactly (no prefix or wildcard matching).
+    pub redirect_uris: Vec<String>,
+    /// A confidential client's secret (`client_secret_basic` or `client_secret_post`).
+    /// Absent: a public client, which authenticates with PKCE alone. Redacted in `Debug`.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
 }
 
 /// `[server]`.
@@ -150,6 +200,11 @@ impl SimConfig {
             if let Some(p) = server.anchors.as_mut().filter(|p| p.is_relative()) {
                 *p = base.join(&*p);
             }
+            if let Some(oidc) = config.oidc.as_mut()
+                && oidc.signing_key.is_relative()
+            {
+                oidc.signing_key = base.join(&oidc.signing_key);
+            }
         }
         Ok(config)
     }
@@ -196,6 +251,9 @@ impl SimConfig {
                 }
             }
         }
+        if let Some(oidc) = &self.oidc {
+            oidc.check().map_err(invalid)?;
+        }
         let mut serials = BTreeSet::new();
         for card in &self.cards {
             if card.serial.is_empty()
@@ -218,6 +276,48 @@ impl SimConfig {
                     "cards.uid {:?} (card {}) is not one of the users",
                     card.uid, card.serial
                 )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OidcConfig {
+    /// The checks of `[oidc]`: an issuer that is an HTTPS origin, clients unique, redirect
+    /// URIs absolute HTTPS (or loopback HTTP) URLs without fragments.
+    fn check(&self) -> Result<(), String> {
+        if let Some(issuer) = &self.issuer {
+            cardgate_webauth::WebOrigin::parse(issuer, cardgate_webauth::OriginRules::default())
+                .map_err(|e| format!("oidc.issuer: {e}"))?;
+        }
+        if self.token_lifetime == 0 {
+            return Err("oidc.token_lifetime must be at least 1 second".into());
+        }
+        let mut ids = BTreeSet::new();
+        for client in &self.clients {
+            if client.client_id.is_empty() || client.client_id.len() > 128 {
+                return Err("oidc.clients.client_id must be 1 to 128 characters".into());
+            }
+            if !ids.insert(client.client_id.as_str()) {
+                return Err(format!(
+                    "oidc.clients.client_id {:?} appears twice",
+                    client.client_id
+                ));
+            }
+            if client.redirect_uris.is_empty() {
+                return Err(format!(
+                    "oidc.clients.redirect_uris of {:?} is empty",
+                    client.client_id
+                ));
+            }
+            for uri in &client.redirect_uris {
+                let url = url::Url::parse(uri)
+                    .map_err(|e| format!("oidc.clients.redirect_uris {uri:?}: {e}"))?;
+                if url.fragment().is_some() || !matches!(url.scheme(), "https" | "http") {
+                    return Err(format!(
+                        "oidc.clients.redirect_uris {uri:?} must be an http(s) URL without a fragment"
+                    ));
+                }
             }
         }
         Ok(())
@@ -269,6 +369,25 @@ unlock_code = "12345678"
             .replace("outbox = \"outbox.jsonl\"", "outbox = \"o\"\nmax_idle = 5");
         let err = SimConfig::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("max_idle"), "{err}");
+    }
+
+    #[test]
+    fn the_oidc_section_is_checked() {
+        let oidc = "\n[oidc]\nlisten = \"127.0.0.1:0\"\nsigning_key = \"k.pem\"\n[[oidc.clients]]\nclient_id = \"pmr\"\nname = \"PMR\"\nredirect_uris = [\"https://localhost:8443/callback\"]\nclient_secret = \"s3cret-value\"\n";
+        let config = SimConfig::from_toml(&format!("{GOOD}{oidc}")).unwrap();
+        let parsed = config.oidc.as_ref().unwrap();
+        assert_eq!(parsed.token_lifetime, DEFAULT_TOKEN_LIFETIME);
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+        let bad = oidc.replace("https://localhost:8443/callback", "https://x/cb#frag");
+        let err = SimConfig::from_toml(&format!("{GOOD}{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without a fragment"), "{err}");
+        let bad = oidc.replace("[oidc]", "[oidc]\nissuer = \"http://idp.example\"");
+        let err = SimConfig::from_toml(&format!("{GOOD}{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("oidc.issuer"), "{err}");
     }
 
     #[test]

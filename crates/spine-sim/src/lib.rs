@@ -24,6 +24,7 @@ mod cms_verify;
 pub mod config;
 mod error;
 pub mod identity;
+mod oidc;
 mod serve;
 mod state;
 
@@ -40,6 +41,11 @@ use tokio::task::JoinHandle;
 pub use config::SimConfig;
 pub use error::SimError;
 pub use identity::ServiceIdentity;
+pub use oidc::{ACR_SATISFIED, ACR_SMARTCARD, AMR_SMARTCARD, write_signing_key};
+
+/// The OpenID Connect provider's signing key file `spine-sim init` writes beside the service
+/// identity (`[oidc] signing_key` names it).
+pub const OIDC_SIGNING_KEY_FILE: &str = "oidc-signing.key.pem";
 
 use crate::api::AppState;
 use crate::authority::CardAuthority;
@@ -51,10 +57,12 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Writes a new service identity (service CA and server certificate for the loopback
-/// names) into `dir`: what `spine-sim init --dir DIR` does.
+/// names) and the OpenID Connect provider's signing key ([`OIDC_SIGNING_KEY_FILE`]) into
+/// `dir`: what `spine-sim init --dir DIR` does.
 pub fn init_service_dir(dir: &std::path::Path) -> Result<ServiceIdentity, SimError> {
     let identity = ServiceIdentity::generate()?;
     identity.save(dir)?;
+    write_signing_key(&dir.join(OIDC_SIGNING_KEY_FILE))?;
     Ok(identity)
 }
 
@@ -69,6 +77,9 @@ struct Prepared {
 
 fn prepare(config: &SimConfig) -> Result<Prepared, SimError> {
     config.check()?;
+    if let Some(oidc) = &config.oidc {
+        oidc::check_signing_key(oidc)?;
+    }
     let provider = provider();
     let identity = ServiceIdentity::load(&config.server.service_dir)?;
     let authority = Arc::new(CardAuthority::load(
@@ -108,6 +119,10 @@ pub async fn run(
 ) -> Result<(), SimError> {
     let prepared = prepare(&config)?;
     let (tx, rx) = watch::channel(false);
+    let provider = match &config.oidc {
+        Some(oidc) => Some(start_provider(&prepared, oidc, rx.clone()).await?),
+        None => None,
+    };
     let router = api::router(prepared.state.clone());
     let api = tokio::spawn(serve::accept_loop(
         "listen",
@@ -126,7 +141,44 @@ pub async fn run(
     shutdown.await;
     let _ = tx.send(true);
     let _ = tokio::join!(api, mtls);
+    if let Some((_, _, task)) = provider {
+        let _ = task.await;
+    }
     Ok(())
+}
+
+/// Binds the OpenID Connect provider's listener and serves it (server authentication only:
+/// the API's TLS configuration) until `shutdown` changes. Returns its address and issuer.
+async fn start_provider(
+    prepared: &Prepared,
+    config: &config::OidcConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, String, JoinHandle<()>), SimError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SimError::Listen {
+            what: "oidc.listen",
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Listen {
+        what: "oidc.listen",
+        source,
+    })?;
+    let issuer = config
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("https://localhost:{}", addr.port()));
+    let provider = Arc::new(oidc::Provider::new(prepared.state.clone(), config, issuer)?);
+    let issuer = provider.issuer().to_owned();
+    let task = tokio::spawn(serve::accept_loop(
+        "oidc.listen",
+        listener,
+        prepared.api_tls.clone(),
+        oidc::router(provider),
+        shutdown,
+    ));
+    tracing::info!(%addr, %issuer, "OpenID Connect provider serving");
+    Ok((addr, issuer, task))
 }
 
 /// Entry point for starting spine-sim in-process.
@@ -159,8 +211,12 @@ impl SpineSim {
         let addr = local(&listener, "listen")?;
         let mtls_addr = local(&mtls_listener, "listen_mtls")?;
         let (tx, rx) = watch::channel(false);
+        let provider = match &config.oidc {
+            Some(oidc) => Some(start_provider(&prepared, oidc, rx.clone()).await?),
+            None => None,
+        };
         let router = api::router(prepared.state.clone());
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve::accept_loop(
                 "listen",
                 listener,
@@ -176,10 +232,15 @@ impl SpineSim {
                 rx,
             )),
         ];
+        let oidc = provider.map(|(addr, issuer, task)| {
+            tasks.push(task);
+            (addr, issuer)
+        });
         tracing::info!(%addr, %mtls_addr, "spine-sim serving");
         Ok(RunningSim {
             addr,
             mtls_addr,
+            oidc,
             service_ca_pem: prepared.service_ca_pem,
             card_ca_pem: prepared.card_ca_pem,
             clock: prepared.state.clock.clone(),
@@ -194,6 +255,7 @@ impl SpineSim {
 pub struct RunningSim {
     addr: SocketAddr,
     mtls_addr: SocketAddr,
+    oidc: Option<(SocketAddr, String)>,
     service_ca_pem: String,
     card_ca_pem: String,
     clock: Arc<Clock>,
@@ -220,6 +282,18 @@ impl RunningSim {
     /// `https://<mtls_addr>`, for clients.
     pub fn mtls_url(&self) -> String {
         format!("https://{}", self.mtls_addr)
+    }
+
+    /// The OpenID Connect provider's listener, if `[oidc]` is configured.
+    pub fn oidc_addr(&self) -> Option<SocketAddr> {
+        self.oidc.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The OpenID Connect provider's issuer (`https://localhost:<port>` unless configured):
+    /// discovery is at `<issuer>/.well-known/openid-configuration`, and it is the web origin
+    /// the card's sign-in signature is checked against.
+    pub fn oidc_issuer(&self) -> Option<&str> {
+        self.oidc.as_ref().map(|(_, issuer)| issuer.as_str())
     }
 
     /// The service CA (PEM) that agents pin.

@@ -42,7 +42,7 @@ impl AppState {
     }
 
     /// A fresh random id with `prefix`.
-    pub(super) fn random_id(&self, prefix: &str) -> Result<String, ApiError> {
+    pub(crate) fn random_id(&self, prefix: &str) -> Result<String, ApiError> {
         random_id(&self.rng, prefix).ok_or_else(|| ApiError::internal("random generator"))
     }
 

@@ -31,6 +31,11 @@ impl ApiError {
         self.code
     }
 
+    /// The sentence for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// A failure of the service itself (logged; the client is told to try again).
     pub(super) fn internal(what: &str) -> ApiError {
         tracing::error!("internal error: {what}");

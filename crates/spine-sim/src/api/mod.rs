@@ -30,6 +30,7 @@ pub(crate) use error::ApiError;
 pub(crate) use extract::PeerCertificate;
 use extract::refuse_large_bodies;
 use renewal::{crl, renew};
+pub(crate) use session::check_card;
 use session::{
     audit_anchor, auth_activate, auth_validate, introspect, logout, mtls_login, read_session,
     select_role,

@@ -61,7 +61,18 @@ pub(super) async fn auth_validate(
 
 /// The card checks and the session, shared by both login modes.
 fn login_with_certificate(state: &AppState, certificate: Vec<u8>) -> AppResult<Session> {
-    let uid_hint = x509_parser::parse_x509_certificate(&certificate)
+    let checked = check_card(state, &certificate)?;
+    state.open_session(&checked.uid, certificate, checked.not_after)
+}
+
+/// The card checks every log-in makes (chain to the card CA, validity, the current CRL, key
+/// usage, the holder's UUID; the directory's card serial for the old-generation rule), shared
+/// by both login modes and the OpenID Connect provider's sign-in.
+pub(crate) fn check_card(
+    state: &AppState,
+    certificate: &[u8],
+) -> AppResult<crate::authority::CheckedCard> {
+    let uid_hint = x509_parser::parse_x509_certificate(certificate)
         .ok()
         .and_then(|(_, c)| {
             c.subject()
@@ -73,15 +84,14 @@ fn login_with_certificate(state: &AppState, certificate: Vec<u8>) -> AppResult<S
         .as_deref()
         .and_then(|uid| state.directory.card_of(uid))
         .map(|c| c.serial.clone());
-    let checked = state
+    state
         .authority
         .check(
-            &certificate,
+            certificate,
             serial.as_deref(),
             time::OffsetDateTime::now_utc(),
         )
-        .inspect_err(|e| tracing::info!(code = %e.code, uid = ?uid_hint, "card refused"))?;
-    state.open_session(&checked.uid, certificate, checked.not_after)
+        .inspect_err(|e| tracing::info!(code = %e.code, uid = ?uid_hint, "card refused"))
 }
 
 pub(super) async fn mtls_login(
