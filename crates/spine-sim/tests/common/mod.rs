@@ -70,15 +70,21 @@ impl Lab {
     /// Makes the CA, the service identity, the team's cards (Chloe's revoked) and starts
     /// the sim with `max_idle_time`.
     pub async fn start_with_idle(max_idle_time: u64) -> Lab {
-        Lab::start_with(max_idle_time, false).await
+        Lab::start_with(max_idle_time, false, "").await
     }
 
     /// A lab in which Asha's card has RSA-2048 keys (PKCS#1 v1.5 CMS, RSA-PSS in TLS 1.3).
     pub async fn start_rsa() -> Lab {
-        Lab::start_with(900, true).await
+        Lab::start_with(900, true, "").await
     }
 
-    async fn start_with(max_idle_time: u64, rsa_asha: bool) -> Lab {
+    /// The team's lab with `extra` appended to the configuration (an `[oidc]` table).
+    #[allow(dead_code)]
+    pub async fn start_with_extra(extra: &str) -> Lab {
+        Lab::start_with(900, false, extra).await
+    }
+
+    async fn start_with(max_idle_time: u64, rsa_asha: bool, extra: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let ca_dir = dir.path().join("card-ca");
         let service_dir = dir.path().join("service");
@@ -134,6 +140,10 @@ impl Lab {
             &outbox,
             &cards,
             max_idle_time,
+        );
+        let text = format!(
+            "{text}\n{}",
+            extra.replace("@DIR@", &dir.path().display().to_string())
         );
         let config = SimConfig::from_toml(&text).unwrap();
         let sim = SpineSim::start(config).await.unwrap();
