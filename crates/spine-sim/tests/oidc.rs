@@ -375,3 +375,34 @@ async fn refusals_are_oauth_errors_that_name_the_problem() {
     .await;
     assert_eq!(answer.status, 413);
 }
+
+#[tokio::test]
+async fn a_stale_challenge_ends_the_sign_in() {
+    let lab = lab().await;
+    let page = send(
+        &lab,
+        "GET",
+        &authorize_path(&format!(
+            "&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        )),
+        "text/plain",
+        "",
+    )
+    .await;
+    let (id, nonce) = page_data(&page.body);
+    lab.sim.advance_clock(std::time::Duration::from_secs(
+        cardgate_webauth::NONCE_LIFETIME_SECS + 1,
+    ));
+    let issuer = lab.sim.oidc_issuer().unwrap().to_owned();
+    let t = token(&lab, "asha", &issuer, &nonce);
+    let body = serde_json::json!({"token": serde_json::to_value(&t).unwrap()}).to_string();
+    let answer = send(
+        &lab,
+        "POST",
+        &format!("/signin/{id}"),
+        "application/json",
+        &body,
+    )
+    .await;
+    assert_error(&answer, "access_denied", "stale");
+}
