@@ -26,8 +26,8 @@
 //! has its own file: `state` (what is held under the one lock), `cards` (insertion, reading,
 //! removal), `snapshot` (properties and `Status`), `gate` (`Authorise`), `session` (log-in,
 //! resume, role, log-out, tickets), `passcode` (passcode change), `timers` (idle limits),
-//! `errors` (the card layer's failures as named errors) and `staff` (the staff tasks, one
-//! file per task).
+//! `errors` (the card layer's failures as named errors), `web` (the browser sign-in: origins,
+//! nonces, the card-signed token) and `staff` (the staff tasks, one file per task).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -150,6 +150,8 @@ struct Shared {
     removal_hook: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RemovedCard>>>,
     /// Renewals a card was pulled out of (`crate::pending_renewals`).
     renewals: PendingRenewals,
+    /// The web sign-in's challenge nonces already seen (`agent/web.rs`).
+    nonces: Mutex<web::SeenNonces>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,6 +226,7 @@ impl Agent {
                 session_changes: tokio::sync::Mutex::new(()),
                 removal_hook: Mutex::new(None),
                 timers_changed: tokio::sync::Notify::new(),
+                nonces: Mutex::new(web::SeenNonces::default()),
             }),
         })
     }
@@ -371,11 +374,13 @@ mod snapshot;
 mod staff;
 mod state;
 mod timers;
+mod web;
 
 pub use snapshot::{PASSCODE_WARN_DAYS, Snapshot};
 #[cfg(test)]
 use state::Session;
 use state::{IdleLimits, State};
+pub use web::APP_VERSION;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -665,6 +670,68 @@ mod tests {
         tokio::time::advance(Duration::from_secs(600)).await;
         agent.check_timers();
         assert!(drain(&mut events).is_empty(), "signalled twice");
+    }
+
+    #[tokio::test]
+    async fn web_requests_are_refused_by_origin_and_nonce_before_anything_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = agent(dir.path(), |_| {});
+        let e = off.web_origin("https://pmr.example.nhs.uk").unwrap_err();
+        assert!(
+            matches!(&e, CoreError::OriginNotAllowed(m) if m.contains("off")),
+            "{e:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let on = agent(dir.path(), |c| {
+            c.web.allowed_origins = vec!["https://pmr.example.nhs.uk".into()];
+        });
+        assert_eq!(
+            on.web_origin("https://PMR.example.nhs.uk/")
+                .unwrap()
+                .as_str(),
+            "https://pmr.example.nhs.uk"
+        );
+        let e = on.web_origin("https://evil.example").unwrap_err();
+        assert!(matches!(e, CoreError::OriginNotAllowed(_)), "{e:?}");
+        let e = on.web_origin("http://pmr.example.nhs.uk").unwrap_err();
+        assert!(matches!(e, CoreError::OriginNotHttps(_)), "{e:?}");
+        let e = on.web_origin("http://localhost:8080").unwrap_err();
+        assert!(matches!(e, CoreError::OriginNotHttps(_)), "{e:?}");
+        let e = on
+            .web_origin("https://pmr.example.nhs.uk/login")
+            .unwrap_err();
+        assert!(matches!(e, CoreError::OriginNotAllowed(_)), "{e:?}");
+
+        let e = on.take_nonce("c2hvcnQ=").unwrap_err();
+        assert!(matches!(e, CoreError::NonceMalformed(_)), "{e:?}");
+        let nonce = cardgate_webauth::ChallengeNonce::generate().unwrap();
+        on.take_nonce(nonce.as_str()).unwrap();
+        let e = on.take_nonce(nonce.as_str()).unwrap_err();
+        assert!(matches!(e, CoreError::NonceReplayed(_)), "{e:?}");
+
+        // No card: refused before anything is sent; a bad shape before the card is looked for.
+        let origin = on.web_origin("https://pmr.example.nhs.uk").unwrap();
+        let e = on
+            .web_sign_in(&caller(), &origin, &nonce, Some("12"), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CoreError::InvalidArgument(_)), "{e:?}");
+        let e = on
+            .web_sign_in(&caller(), &origin, &nonce, Some("1234"), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CoreError::NoCard(_)), "{e:?}");
+        on.audit_web_sign_in(&caller(), origin.as_str(), e.short_name())
+            .await
+            .unwrap();
+        let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        assert!(
+            audit.contains(r#""kind":"web_sign_in""#)
+                && audit.contains(r#""origin":"https://pmr.example.nhs.uk""#)
+                && audit.contains(r#""outcome":"NoCard""#)
+                && !audit.contains("1234"),
+            "{audit}"
+        );
     }
 
     #[tokio::test]

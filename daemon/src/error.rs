@@ -120,6 +120,19 @@ pub enum CoreError {
     /// A bug or an environment problem.
     #[error("{0}")]
     Internal(String),
+    /// A web page's origin that may not use the card (not on `[web] allowed_origins`, web
+    /// sign-in off, or not an origin at all). Nothing was asked or sent.
+    #[error("{0}")]
+    OriginNotAllowed(String),
+    /// A web page's origin that is not HTTPS. Nothing was asked or sent.
+    #[error("{0}")]
+    OriginNotHttps(String),
+    /// A challenge nonce of the wrong shape. Nothing was asked or sent.
+    #[error("{0}")]
+    NonceMalformed(String),
+    /// A challenge nonce seen before. Nothing was asked or sent.
+    #[error("{0}")]
+    NonceReplayed(String),
 }
 
 impl CoreError {
@@ -139,6 +152,10 @@ impl CoreError {
             CoreError::AuditUnavailable(_) => "AuditUnavailable",
             CoreError::NotEligible(_) => "NotEligible",
             CoreError::Internal(_) => "Internal",
+            CoreError::OriginNotAllowed(_) => "OriginNotAllowed",
+            CoreError::OriginNotHttps(_) => "OriginNotHttps",
+            CoreError::NonceMalformed(_) => "NonceMalformed",
+            CoreError::NonceReplayed(_) => "NonceReplayed",
         }
     }
 }
@@ -175,6 +192,10 @@ impl From<CoreError> for AgentError {
             CoreError::AuditUnavailable(m) => AgentError::AuditUnavailable(m),
             CoreError::NotEligible(m) => AgentError::NotEligible(m),
             CoreError::Internal(m) => AgentError::Internal(m),
+            CoreError::OriginNotAllowed(m) => AgentError::OriginNotAllowed(m),
+            CoreError::OriginNotHttps(m) => AgentError::OriginNotHttps(m),
+            CoreError::NonceMalformed(m) => AgentError::NonceMalformed(m),
+            CoreError::NonceReplayed(m) => AgentError::NonceReplayed(m),
         }
     }
 }
@@ -251,6 +272,10 @@ mod tests {
                 CoreError::AuditUnavailable("a".into()),
                 CoreError::NotEligible("a".into()),
                 CoreError::Internal("a".into()),
+                CoreError::OriginNotAllowed("a".into()),
+                CoreError::OriginNotHttps("a".into()),
+                CoreError::NonceMalformed("a".into()),
+                CoreError::NonceReplayed("a".into()),
             ]
         };
         for (e, named) in errors().into_iter().zip(errors()) {

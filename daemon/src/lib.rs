@@ -33,6 +33,7 @@ mod pending_renewals;
 pub mod process;
 mod prompts;
 mod staff_jobs;
+mod web;
 mod workstation;
 
 use std::future::Future;
@@ -285,6 +286,8 @@ pub async fn serve(
     for register in extra.registrations {
         builder = register(&agent, builder)?;
     }
+    // One broker for the passcode dialogs: a log-in and a web sign-in never wait at once.
+    let broker = Arc::new(prompts::Broker::default());
     let connection = builder
         .serve_at(
             cardgate_ipc::OBJECT_PATH,
@@ -292,7 +295,11 @@ pub async fn serve(
         )?
         .serve_at(
             cardgate_ipc::OBJECT_PATH,
-            prompts::LoginInterface::new(agent.clone()),
+            prompts::LoginInterface::new(agent.clone(), Arc::clone(&broker)),
+        )?
+        .serve_at(
+            cardgate_ipc::OBJECT_PATH,
+            web::WebInterface::new(agent.clone(), broker),
         )?
         .serve_at(
             cardgate_ipc::OBJECT_PATH,

@@ -18,14 +18,22 @@
 //! leaving the reader (`NoCard`, and the dialog is closed so it never sends the passcode to a
 //! card that is gone), the asking program leaving, or [`ANSWER_WITHIN`]. A wrong passcode is
 //! answered to the dialog, which shows the tries left and may ask again; the request goes on.
+//!
+//! The same broker serves the browser sign-in (`org.cardgate.Web1.Authenticate`, `web.rs`):
+//! a request of [`Purpose::Web`] opens the dialog with `Prompt1.BeginWebSignIn` ("Sign in to
+//! ORIGIN"), and the dialog's `AnswerLogin` has the card sign the page's challenge
+//! (`Agent::web_sign_in`) instead of logging in; the dialog gets no role profiles back (the
+//! role is chosen at the identity provider), the web request the token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cardgate_audit::CallerIdentity;
 use cardgate_ipc::{
     AgentError, END_CARD_REMOVED, END_REQUESTER_GONE, END_TIMED_OUT, PromptProxy, RoleProfileInfo,
 };
+use cardgate_webauth::{ChallengeNonce, WebOrigin};
 use futures_lite::StreamExt as _;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio::sync::oneshot;
@@ -51,15 +59,38 @@ const LOGIND_SESSION: &str = "org.freedesktop.login1.Session";
 
 /// A registered passcode dialog.
 #[derive(Debug, Clone)]
-struct Registered {
+pub(crate) struct Registered {
     /// The dialog program's unique bus name.
     owner: String,
     /// Where it serves `org.cardgate.Prompt1`.
     path: OwnedObjectPath,
 }
 
-/// What a request is answered with: the role profiles or the named error.
-type Answer = Result<Vec<RoleProfileInfo>, AgentError>;
+/// What the holder's passcode is asked for.
+#[derive(Debug, Clone)]
+pub(crate) enum Purpose {
+    /// A log-in (`Login1.RequestLogin`).
+    Login,
+    /// A web page's sign-in (`Web1.Authenticate`): the card signs for `origin` over `nonce`,
+    /// both already checked; `requester` is the program that relayed it (the web bridge).
+    Web {
+        origin: WebOrigin,
+        nonce: ChallengeNonce,
+        requester: CallerIdentity,
+    },
+}
+
+/// What a request is granted.
+#[derive(Debug)]
+pub(crate) enum Granted {
+    /// A log-in: the role profiles.
+    Profiles(Vec<RoleProfileInfo>),
+    /// A web sign-in: the card-signed token (JSON).
+    Token(String),
+}
+
+/// What a request is answered with: what it was granted, or the named error.
+type Answer = Result<Granted, AgentError>;
 
 /// The request being answered.
 #[derive(Debug)]
@@ -67,13 +98,16 @@ struct Pending {
     cookie: String,
     /// The dialog that may answer it.
     prompt_owner: String,
+    /// What the passcode is for.
+    purpose: Purpose,
     /// Where the answer goes; taken by the first answer.
     done: Option<oneshot::Sender<Answer>>,
 }
 
-/// Dialogs by logind session id, and the one request in flight.
+/// Dialogs by logind session id, and the one request in flight: shared by `Login1` and
+/// `Web1`, so a log-in and a web sign-in never wait on the dialog at once.
 #[derive(Debug, Default)]
-struct Broker {
+pub(crate) struct Broker {
     prompts: Mutex<HashMap<String, Registered>>,
     pending: Mutex<Option<Pending>>,
 }
@@ -88,7 +122,11 @@ impl Broker {
     }
 
     /// Starts a request for the dialog `prompt_owner`, or refuses while one is in flight.
-    fn begin(&self, prompt_owner: &str) -> Result<(String, oneshot::Receiver<Answer>), AgentError> {
+    fn begin(
+        &self,
+        prompt_owner: &str,
+        purpose: Purpose,
+    ) -> Result<(String, oneshot::Receiver<Answer>), AgentError> {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.is_some() {
             return Err(AgentError::LoginInProgress(
@@ -102,16 +140,18 @@ impl Broker {
         *pending = Some(Pending {
             cookie: cookie.clone(),
             prompt_owner: prompt_owner.to_owned(),
+            purpose,
             done: Some(tx),
         });
         Ok((cookie, rx))
     }
 
-    /// Whether `sender` is the dialog that may answer the request `cookie`.
-    fn check_answerer(&self, cookie: &str, sender: &str) -> Result<(), AgentError> {
+    /// Whether `sender` is the dialog that may answer the request `cookie`; what the
+    /// request is for.
+    fn check_answerer(&self, cookie: &str, sender: &str) -> Result<Purpose, AgentError> {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         match pending.as_ref() {
-            Some(p) if p.cookie == cookie && p.prompt_owner == sender => Ok(()),
+            Some(p) if p.cookie == cookie && p.prompt_owner == sender => Ok(p.purpose.clone()),
             _ => Err(AgentError::NotPermitted(
                 "no log-in request with this cookie is waiting for an answer from this dialog"
                     .into(),
@@ -135,6 +175,156 @@ impl Broker {
         if pending.as_ref().is_some_and(|p| p.cookie == cookie) {
             *pending = None;
         }
+    }
+}
+
+/// How the dialog is opened for a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Opening<'a> {
+    /// `Prompt1.BeginLogin`: the asking program in words and its reason.
+    Login { requester: &'a str, reason: &'a str },
+    /// `Prompt1.BeginWebSignIn`: the page's origin and the relaying program in words.
+    Web { origin: &'a str, requester: &'a str },
+}
+
+impl Broker {
+    /// The passcode dialog registered for the logind session of `who`, which must be the
+    /// active session of its seat and `who`'s own; `method` names the call in refusals.
+    pub(crate) async fn dialog_of(
+        &self,
+        connection: &Connection,
+        who: &CallerIdentity,
+        method: &str,
+    ) -> Result<Registered, AgentError> {
+        let session = logind_session(connection, who.pid).await?;
+        if session.uid != who.uid || !session.active {
+            return Err(AgentError::NotPermitted(format!(
+                "{method} is for programs of the active desktop session at this \
+                 workstation; the caller's session {} is not it",
+                session.id
+            )));
+        }
+        let Some(prompt) = self.prompt_for(&session.id) else {
+            return Err(AgentError::NoPrompt(format!(
+                "No passcode dialog is running in desktop session {}: start cardgate-desktop \
+                 (it starts by itself at a graphical login). Nothing was sent to the card.",
+                session.id
+            )));
+        };
+        if !on_bus(connection, &prompt.owner).await {
+            return Err(AgentError::NoPrompt(format!(
+                "The passcode dialog of desktop session {} has ended: start cardgate-desktop \
+                 again. Nothing was sent to the card.",
+                session.id
+            )));
+        }
+        Ok(prompt)
+    }
+
+    /// Asks the holder through `prompt` for `purpose` and waits for the first of: the
+    /// dialog's right answer, its cancellation, the dialog program or the asking program
+    /// (`requester`, a unique bus name) leaving the bus, the card leaving the reader, or
+    /// [`ANSWER_WITHIN`].
+    pub(crate) async fn ask_holder(
+        &self,
+        agent: &Agent,
+        connection: &Connection,
+        prompt: &Registered,
+        requester: &str,
+        purpose: Purpose,
+        opening: Opening<'_>,
+    ) -> Answer {
+        let (cookie, answer) = self.begin(&prompt.owner, purpose)?;
+        // Subscribed before the dialog opens: a removal from now on is seen.
+        let mut events = agent.subscribe();
+        let dialog = zbus::names::BusName::try_from(prompt.owner.clone())
+            .map_err(zbus::Error::from)
+            .and_then(|name| PromptProxy::builder(connection).destination(name))
+            .and_then(|b| b.path(prompt.path.clone()))
+            .map_err(|e| AgentError::Internal(format!("dialog proxy: {e}")));
+        let dialog = match dialog {
+            Ok(builder) => builder
+                .build()
+                .await
+                .map_err(|e| AgentError::Internal(format!("dialog proxy: {e}"))),
+            Err(e) => Err(e),
+        };
+        let dialog = match dialog {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                self.clear(&cookie);
+                return Err(e);
+            }
+        };
+        tracing::info!(?opening, "asking the passcode dialog");
+        let begun = match opening {
+            Opening::Login { requester, reason } => {
+                tokio::time::timeout(BEGIN_WITHIN, dialog.begin_login(&cookie, requester, reason))
+                    .await
+            }
+            Opening::Web { origin, requester } => {
+                tokio::time::timeout(
+                    BEGIN_WITHIN,
+                    dialog.begin_web_sign_in(&cookie, origin, requester),
+                )
+                .await
+            }
+        };
+        if let Err(problem) = match begun {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", BEGIN_WITHIN.as_secs())),
+        } {
+            self.clear(&cookie);
+            if !on_bus(connection, &prompt.owner).await {
+                // It was there a moment ago: the program ended while opening the dialog.
+                return Err(AgentError::Cancelled(
+                    "The passcode dialog program ended without an answer. Nothing was sent \
+                     to the card."
+                        .into(),
+                ));
+            }
+            return Err(AgentError::NoPrompt(format!(
+                "The passcode dialog did not open ({problem}). Nothing was sent to the card."
+            )));
+        }
+
+        let removed = async {
+            loop {
+                match events.recv().await {
+                    Ok(AgentEvent::CardRemoved { .. }) => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            answer = answer => answer.unwrap_or_else(|_| Err(AgentError::Cancelled(
+                "The passcode dialog closed without an answer.".into()))),
+            () = removed => {
+                let _ = dialog.end_login(&cookie, END_CARD_REMOVED).await;
+                Err(AgentError::NoCard(
+                    "The card was taken out while the passcode dialog was open; nothing more \
+                     was sent to it. Insert it to log in.".into()))
+            }
+            () = left_bus(connection, &prompt.owner) => Err(AgentError::Cancelled(
+                "The passcode dialog program ended without an answer. Nothing more was sent \
+                 to the card.".into())),
+            () = left_bus(connection, requester) => {
+                let _ = dialog.end_login(&cookie, END_REQUESTER_GONE).await;
+                Err(AgentError::Cancelled("The program that asked has gone.".into()))
+            }
+            () = tokio::time::sleep(ANSWER_WITHIN) => {
+                let _ = dialog.end_login(&cookie, END_TIMED_OUT).await;
+                Err(AgentError::Cancelled(format!(
+                    "Nobody answered the passcode dialog within {} minutes.",
+                    ANSWER_WITHIN.as_secs() / 60)))
+            }
+        };
+        self.clear(&cookie);
+        outcome
     }
 }
 
@@ -221,7 +411,7 @@ async fn left_bus(connection: &Connection, name: &str) {
 }
 
 /// The asking program in words for the dialog: its process name and executable.
-fn requester_in_words(pid: u32, executable: Option<&str>) -> String {
+pub(crate) fn requester_in_words(pid: u32, executable: Option<&str>) -> String {
     let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -257,12 +447,12 @@ pub(crate) struct LoginInterface {
 }
 
 impl LoginInterface {
-    /// Serves prompted log-ins for `agent`.
-    pub(crate) fn new(agent: Agent) -> LoginInterface {
+    /// Serves prompted log-ins for `agent`, through `broker` (shared with `Web1`).
+    pub(crate) fn new(agent: Agent, broker: Arc<Broker>) -> LoginInterface {
         LoginInterface {
             agent,
             callers: CallerCache::default(),
-            broker: Arc::default(),
+            broker,
         }
     }
 
@@ -288,24 +478,44 @@ impl LoginInterface {
         header: &Header<'_>,
     ) -> Result<Vec<RoleProfileInfo>, AgentError> {
         let sender = sender(header)?;
-        self.broker.check_answerer(cookie, &sender)?;
+        let purpose = self.broker.check_answerer(cookie, &sender)?;
         let who = self.callers.identify(connection, header).await?;
-        let result = self
-            .agent
-            .login(&who, passcode, confirm_final_try)
-            .await
-            .map_err(AgentError::from);
-        self.announce(connection).await;
-        if let Ok(profiles) = &result {
-            self.broker.finish(cookie, Ok(profiles.clone()));
+        let result = match purpose {
+            Purpose::Login => self
+                .agent
+                .login(&who, passcode, confirm_final_try)
+                .await
+                .map(Granted::Profiles),
+            Purpose::Web {
+                origin,
+                nonce,
+                requester,
+            } => self
+                .agent
+                .web_sign_in(&requester, &origin, &nonce, passcode, confirm_final_try)
+                .await
+                .map(Granted::Token),
         }
+        .map_err(AgentError::from);
+        self.announce(connection).await;
         // A wrong passcode goes back to the dialog, which shows the tries left; the request
-        // keeps waiting.
-        result
+        // keeps waiting. A web sign-in answers the dialog with no profiles: no role picker.
+        match result {
+            Ok(Granted::Profiles(profiles)) => {
+                self.broker
+                    .finish(cookie, Ok(Granted::Profiles(profiles.clone())));
+                Ok(profiles)
+            }
+            Ok(token @ Granted::Token(_)) => {
+                self.broker.finish(cookie, Ok(token));
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
-fn sender(header: &Header<'_>) -> Result<String, AgentError> {
+pub(crate) fn sender(header: &Header<'_>) -> Result<String, AgentError> {
     header
         .sender()
         .map(|s| s.to_string())
@@ -326,28 +536,10 @@ impl LoginInterface {
         check_reason(&reason)?;
         let requester = sender(&header)?;
         let who = self.callers.identify(connection, &header).await?;
-        let session = logind_session(connection, who.pid).await?;
-        if session.uid != who.uid || !session.active {
-            return Err(AgentError::NotPermitted(format!(
-                "RequestLogin is for programs of the active desktop session at this \
-                 workstation; the caller's session {} is not it",
-                session.id
-            )));
-        }
-        let Some(prompt) = self.broker.prompt_for(&session.id) else {
-            return Err(AgentError::NoPrompt(format!(
-                "No passcode dialog is running in desktop session {}: start cardgate-desktop \
-                 (it starts by itself at a graphical login). Nothing was sent to the card.",
-                session.id
-            )));
-        };
-        if !on_bus(connection, &prompt.owner).await {
-            return Err(AgentError::NoPrompt(format!(
-                "The passcode dialog of desktop session {} has ended: start cardgate-desktop \
-                 again. Nothing was sent to the card.",
-                session.id
-            )));
-        }
+        let prompt = self
+            .broker
+            .dialog_of(connection, &who, "RequestLogin")
+            .await?;
         if let Some(profiles) = self.agent.live_role_profiles() {
             tracing::info!(
                 uid = who.uid,
@@ -361,99 +553,35 @@ impl LoginInterface {
                 "Insert your smartcard to log in.".into(),
             ));
         }
-
-        let (cookie, answer) = self.broker.begin(&prompt.owner)?;
-        // Subscribed before the dialog opens: a removal from now on is seen.
-        let mut events = self.agent.subscribe();
-        let dialog = zbus::names::BusName::try_from(prompt.owner.clone())
-            .map_err(zbus::Error::from)
-            .and_then(|name| PromptProxy::builder(connection).destination(name))
-            .and_then(|b| b.path(prompt.path.clone()))
-            .map_err(|e| AgentError::Internal(format!("dialog proxy: {e}")));
-        let dialog = match dialog {
-            Ok(builder) => builder
-                .build()
-                .await
-                .map_err(|e| AgentError::Internal(format!("dialog proxy: {e}"))),
-            Err(e) => Err(e),
-        };
-        let dialog = match dialog {
-            Ok(dialog) => dialog,
-            Err(e) => {
-                self.broker.clear(&cookie);
-                return Err(e);
-            }
-        };
         let in_words = requester_in_words(who.pid, who.executable.as_deref());
-        tracing::info!(uid = who.uid, pid = who.pid, requester = %in_words, session = %session.id, "RequestLogin: asking the passcode dialog");
-        let begun = tokio::time::timeout(
-            BEGIN_WITHIN,
-            dialog.begin_login(&cookie, &in_words, &reason),
-        )
-        .await;
-        if let Err(problem) = match begun {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} s", BEGIN_WITHIN.as_secs())),
-        } {
-            self.broker.clear(&cookie);
-            if !on_bus(connection, &prompt.owner).await {
-                // It was there a moment ago: the program ended while opening the dialog.
-                return Err(AgentError::Cancelled(
-                    "The passcode dialog program ended without an answer. Nothing was sent \
-                     to the card."
-                        .into(),
-                ));
-            }
-            return Err(AgentError::NoPrompt(format!(
-                "The passcode dialog did not open ({problem}). Nothing was sent to the card."
-            )));
-        }
-
-        let removed = async {
-            loop {
-                match events.recv().await {
-                    Ok(AgentEvent::CardRemoved { .. }) => return,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
-        let outcome = tokio::select! {
-            answer = answer => answer.unwrap_or_else(|_| Err(AgentError::Cancelled(
-                "The passcode dialog closed without an answer.".into()))),
-            () = removed => {
-                let _ = dialog.end_login(&cookie, END_CARD_REMOVED).await;
-                Err(AgentError::NoCard(
-                    "The card was taken out while the passcode dialog was open; nothing more \
-                     was sent to it. Insert it to log in.".into()))
-            }
-            () = left_bus(connection, &prompt.owner) => Err(AgentError::Cancelled(
-                "The passcode dialog program ended without an answer. Nothing more was sent \
-                 to the card.".into())),
-            () = left_bus(connection, &requester) => {
-                let _ = dialog.end_login(&cookie, END_REQUESTER_GONE).await;
-                Err(AgentError::Cancelled("The program that asked has gone.".into()))
-            }
-            () = tokio::time::sleep(ANSWER_WITHIN) => {
-                let _ = dialog.end_login(&cookie, END_TIMED_OUT).await;
-                Err(AgentError::Cancelled(format!(
-                    "Nobody answered the passcode dialog within {} minutes.",
-                    ANSWER_WITHIN.as_secs() / 60)))
-            }
-        };
-        self.broker.clear(&cookie);
+        let granted = self
+            .broker
+            .ask_holder(
+                &self.agent,
+                connection,
+                &prompt,
+                &requester,
+                Purpose::Login,
+                Opening::Login {
+                    requester: &in_words,
+                    reason: &reason,
+                },
+            )
+            .await;
         tracing::info!(
             uid = who.uid,
             pid = who.pid,
-            outcome = outcome
+            outcome = granted
                 .as_ref()
                 .map_or_else(|e| e.short_name(), |_| "logged-in"),
             "RequestLogin answered"
         );
-        outcome
+        match granted? {
+            Granted::Profiles(profiles) => Ok(profiles),
+            Granted::Token(_) => Err(AgentError::Internal(
+                "a log-in request was answered with a web token".into(),
+            )),
+        }
     }
 
     /// Registers the caller's `org.cardgate.Prompt1` object at `path` as the passcode dialog
@@ -580,9 +708,9 @@ mod tests {
     #[test]
     fn one_request_at_a_time_and_only_its_dialog_answers() {
         let broker = Broker::default();
-        let (cookie, mut rx) = broker.begin(":1.7").unwrap();
+        let (cookie, mut rx) = broker.begin(":1.7", Purpose::Login).unwrap();
         assert!(matches!(
-            broker.begin(":1.8"),
+            broker.begin(":1.8", Purpose::Login),
             Err(AgentError::LoginInProgress(_))
         ));
         assert!(broker.check_answerer(&cookie, ":1.9").is_err());
@@ -591,7 +719,7 @@ mod tests {
         broker.finish(&cookie, Err(AgentError::Cancelled("x".into())));
         assert!(matches!(rx.try_recv(), Ok(Err(AgentError::Cancelled(_)))));
         broker.clear(&cookie);
-        assert!(broker.begin(":1.8").is_ok());
+        assert!(broker.begin(":1.8", Purpose::Login).is_ok());
     }
 
     #[test]

@@ -151,6 +151,26 @@ pub enum AuditEvent {
         reason_code: String,
         /// The session generation the decision was taken under.
         session_generation: Option<u64>,
+        /// The web page's origin when the question came from a browser through the web
+        /// bridge (`org.cardgate.Web1`, docs/web.md); absent for a desktop PMR.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+    },
+
+    /// A web page asked for a card-signed sign-in token (`org.cardgate.Web1.Authenticate`,
+    /// docs/web.md): recorded for every request, refused or not, with the origin the browser
+    /// reported and the process that relayed it. Never the passcode, nor the nonce.
+    WebSignIn {
+        /// The process that relayed the request (the web bridge), from the bus.
+        caller: CallerIdentity,
+        /// The page's origin as the browser reported it (`https://pmr.example.nhs.uk`).
+        origin: String,
+        /// The holder whose card signed or was asked (`None`: no card was read).
+        #[serde(with = "ids::opt")]
+        holder: Option<HolderUuid>,
+        /// The outcome: `signed`, or the refusal's name (`OriginNotAllowed`,
+        /// `NonceReplayed`, `Cancelled`, `WrongPasscode`, ...).
+        outcome: String,
     },
 
     /// An unlock of a locked card was requested.
@@ -349,6 +369,7 @@ impl AuditEvent {
             | AuditEvent::PasscodeAttempt { holder, .. }
             | AuditEvent::Lockout { holder, .. }
             | AuditEvent::AuthorisationDecision { holder, .. }
+            | AuditEvent::WebSignIn { holder, .. }
             | AuditEvent::UnlockRequested { holder, .. }
             | AuditEvent::UnlockCompleted { holder, .. }
             | AuditEvent::Renewal { holder, .. }
@@ -378,6 +399,7 @@ impl AuditEvent {
             AuditEvent::SessionEnded { .. } => "session_ended",
             AuditEvent::RoleSelected { .. } => "role_selected",
             AuditEvent::AuthorisationDecision { .. } => "authorisation_decision",
+            AuditEvent::WebSignIn { .. } => "web_sign_in",
             AuditEvent::UnlockRequested { .. } => "unlock_requested",
             AuditEvent::UnlockCompleted { .. } => "unlock_completed",
             AuditEvent::Renewal { .. } => "renewal",
@@ -691,6 +713,17 @@ pub(crate) mod tests {
                 allowed: true,
                 reason_code: "allowed".into(),
                 session_generation: Some(7),
+                origin: Some("https://pmr.example.nhs.uk".into()),
+            },
+            AuditEvent::WebSignIn {
+                caller: CallerIdentity {
+                    uid: 1000,
+                    pid: 4243,
+                    executable: Some("/usr/bin/cardgate-web-bridge".into()),
+                },
+                origin: "https://pmr.example.nhs.uk".into(),
+                holder: h(),
+                outcome: "signed".into(),
             },
             AuditEvent::UnlockRequested {
                 caller: c(),
@@ -792,9 +825,10 @@ pub(crate) mod tests {
             AuditEvent::Fault { .. } => 17,
             AuditEvent::Note { .. } => 18,
             AuditEvent::SegmentsRemoved { .. } => 19,
+            AuditEvent::WebSignIn { .. } => 20,
         }
     }
-    const VARIANTS: usize = 20;
+    const VARIANTS: usize = 21;
 
     /// Keys that look like they could carry a secret typed by the holder.
     fn secret_looking(key: &str) -> bool {

@@ -42,6 +42,7 @@ fn event(i: u64) -> AuditEvent {
             allowed: i % 3 == 0,
             reason_code: "no_session".into(),
             session_generation: Some(i),
+            origin: None,
         },
         2 => AuditEvent::Note {
             holder: None,

@@ -68,6 +68,54 @@ pub struct Config {
     /// `[workstation]`: what the removal of a logged-in workstation session's card does.
     #[serde(default)]
     pub workstation: WorkstationConfig,
+    /// `[web]`: which web pages may sign in with the card through the browser bridge
+    /// (`org.cardgate.Web1`, docs/web.md); absent or an empty list: web sign-in is off.
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// `[web]`: the browser sign-in's origin rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The origins (`https://pmr.example.nhs.uk`, scheme, host and port only) whose pages may
+    /// ask for a card-signed sign-in, the gate and role selection. Empty: web sign-in off.
+    pub allowed_origins: Vec<String>,
+    /// Also accept `http://localhost`, `http://127.0.0.1` and `http://[::1]` origins: a
+    /// developer's machine only; never in a pharmacy. Off by default.
+    pub allow_http_loopback: bool,
+}
+
+impl WebConfig {
+    /// The rules an origin must meet before the allow-list is consulted.
+    pub fn rules(&self) -> cardgate_webauth::OriginRules {
+        cardgate_webauth::OriginRules {
+            allow_http_loopback: self.allow_http_loopback,
+        }
+    }
+
+    /// The allow-list, each entry in its serialised form (what a browser reports). Entries
+    /// that do not parse were refused when the file was read, so none is lost here.
+    pub fn allowed(&self) -> Vec<cardgate_webauth::WebOrigin> {
+        self.allowed_origins
+            .iter()
+            .filter_map(|o| cardgate_webauth::WebOrigin::parse(o, self.rules()).ok())
+            .collect()
+    }
+
+    /// Every allowed origin must be an origin under the rules (an `http://` entry needs
+    /// `allow_http_loopback`, and is for loopback only).
+    fn check(&self) -> Result<(), ConfigError> {
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            if let Err(e) = cardgate_webauth::WebOrigin::parse(origin, self.rules()) {
+                return Err(ConfigError::value(
+                    "web.allowed_origins",
+                    format!("entry {} is not an allowed origin: {e}", i + 1),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the removal of the card that opened a workstation login session does to that session
@@ -309,7 +357,8 @@ impl Config {
         self.card.check()?;
         self.session.check()?;
         self.audit.check()?;
-        self.ipc.check()
+        self.ipc.check()?;
+        self.web.check()
     }
 
     /// The session idle limit as a duration.
@@ -407,6 +456,36 @@ mod tests {
     use super::*;
 
     const DOCUMENTED: &str = include_str!("../../../config/cardgated.toml");
+
+    #[test]
+    fn web_sign_in_is_off_by_default_and_its_origins_are_checked() {
+        let c = Config::from_toml(DOCUMENTED).unwrap();
+        assert!(c.web.allowed_origins.is_empty() && !c.web.allow_http_loopback);
+        let before_web = &DOCUMENTED[..DOCUMENTED.find("\n[web]").unwrap()];
+        let with = |web: &str| before_web.to_owned() + "\n[web]\n" + web;
+        let c = Config::from_toml(&with(
+            "allowed_origins = [\"https://PMR.example.nhs.uk:443\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(c.web.allowed()[0].as_str(), "https://pmr.example.nhs.uk");
+        let e = Config::from_toml(&with("allowed_origins = [\"http://localhost:8080\"]\n"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("web.allowed_origins: entry 1")
+                && e.to_string().contains("HTTPS"),
+            "{e}"
+        );
+        let c = Config::from_toml(&with(
+            "allowed_origins = [\"http://localhost:8080\"]\nallow_http_loopback = true\n",
+        ))
+        .unwrap();
+        assert_eq!(c.web.allowed()[0].as_str(), "http://localhost:8080");
+        let e = Config::from_toml(&with("allowed_origins = [\"https://a.example/login\"]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("path"), "{e}");
+        let e = Config::from_toml(&with("allowed_origin = []\n")).unwrap_err();
+        assert!(e.to_string().contains("allowed_origin"), "{e}");
+    }
 
     #[test]
     fn the_documented_default_and_the_demo_parse() {

@@ -91,6 +91,9 @@ pub enum ToUi {
         reason: String,
         /// The card and its holder.
         holder: HolderView,
+        /// A web page's sign-in (`Prompt1.BeginWebSignIn`): its origin, as the browser
+        /// reported it. The dialog says "Sign in to ORIGIN" and opens no role picker.
+        web_origin: Option<String>,
     },
     /// Close the dialog of `cookie` (`why` is one of `cardgate_ipc::END_*`).
     End {
@@ -311,6 +314,29 @@ impl Prompt {
                 requester: (!ours).then_some(requester),
                 reason,
                 holder,
+                web_origin: None,
+            })
+            .await;
+    }
+
+    /// Opens the dialog for a web page's sign-in at `origin`, relayed by `requester` (the
+    /// web bridge); answered with `AnswerLogin` as a log-in is.
+    async fn begin_web_sign_in(&self, cookie: String, origin: String, requester: String) {
+        let holder = match self.agent.status().await {
+            Ok(map) => HolderView::from_status(&map),
+            Err(e) => {
+                tracing::warn!(error = %e, "Status for the dialog");
+                HolderView::default()
+            }
+        };
+        let _ = self
+            .to_ui
+            .send(ToUi::Begin {
+                cookie,
+                requester: Some(requester),
+                reason: String::new(),
+                holder,
+                web_origin: Some(origin),
             })
             .await;
     }

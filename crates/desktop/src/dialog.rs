@@ -25,6 +25,21 @@ use crate::status::StatusWindow;
 /// The dialog's title, which is also its accessible name.
 pub const TITLE: &str = "Smartcard log-in";
 
+/// The web sign-in dialog's title, which is also its accessible name: the page's origin, as
+/// the browser reported it, is what the holder signs in to.
+pub fn web_title(origin: &str) -> String {
+    format!("Sign in to {origin}")
+}
+
+/// What the web sign-in dialog says of the request: who asks, and that the passcode is
+/// asked at every sign-in.
+pub fn web_asking(origin: &str) -> String {
+    format!(
+        "The web page {origin} asks you to sign in with your smartcard. Type your passcode \
+         only if you opened this page yourself; it is asked at every sign-in."
+    )
+}
+
 /// What a holder of a blocked card can do, in the order to try them.
 pub const UNLOCK_PATHS: &str = "Your card is locked after three wrong passcodes. To unlock it: \
 1. yourself, with a one-time code sent to the email or mobile you registered (the first \
@@ -45,6 +60,9 @@ struct Open {
     log_in: gtk::Button,
     entry_label: gtk::Label,
     unlock: Rc<UnlockForm>,
+    /// A web page's sign-in: no role picker after it (the role is chosen at the identity
+    /// provider).
+    web: bool,
     /// Set once the request is over (answered, ended by the agent): closing then cancels
     /// nothing.
     over: Rc<Cell<bool>>,
@@ -294,7 +312,14 @@ impl Dialogs {
                 requester,
                 reason,
                 holder,
-            } => self.begin(cookie, requester.as_deref(), &reason, &holder),
+                web_origin,
+            } => self.begin(
+                cookie,
+                requester.as_deref(),
+                &reason,
+                &holder,
+                web_origin.as_deref(),
+            ),
             ToUi::End { cookie, why } => {
                 tracing::info!(why, "the agent closed the dialog");
                 self.close(&cookie);
@@ -404,6 +429,7 @@ impl Dialogs {
         requester: Option<&str>,
         reason: &str,
         holder: &HolderView,
+        web_origin: Option<&str>,
     ) -> Result<(), DesktopError> {
         // A new request replaces a stale window (the agent has already ended the old one).
         if let Some(old) = self.open.borrow_mut().take() {
@@ -429,10 +455,18 @@ impl Dialogs {
         let use_pad: gtk::Button = object(&builder, "use_pad")?;
         let log_in: gtk::Button = object(&builder, "log_in")?;
 
-        asking.set_text(&match requester {
-            Some(program) => format!("{program} asks you to log in with your smartcard: {reason}"),
-            None => reason.to_owned(),
+        asking.set_text(&match (web_origin, requester) {
+            (Some(origin), _) => web_asking(origin),
+            (None, Some(program)) => {
+                format!("{program} asks you to log in with your smartcard: {reason}")
+            }
+            (None, None) => reason.to_owned(),
         });
+        if let Some(origin) = web_origin {
+            // The origin in the window's title, its accessible name.
+            window.set_title(Some(&web_title(origin)));
+            log_in.set_label("Sign in");
+        }
         name.set_text(if holder.name.is_empty() {
             "Smartcard"
         } else {
@@ -606,6 +640,7 @@ impl Dialogs {
             log_in,
             entry_label,
             unlock,
+            web: web_origin.is_some(),
             over,
         };
         if holder.tries_left == 0 {
@@ -625,8 +660,13 @@ impl Dialogs {
         match result {
             Ok(profiles) => {
                 tracing::info!(profiles = profiles.len(), "logged in");
+                let web = self
+                    .open
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|o| o.cookie == cookie && o.web);
                 self.close(cookie);
-                if profiles.len() > 1 {
+                if !web && profiles.len() > 1 {
                     self.open_picker(holder_uuid, &profiles)?;
                 }
                 Ok(())
@@ -729,6 +769,16 @@ mod tests {
         assert!(tries_text(1).contains("locks the card"));
         assert_eq!(tries_text(0), "The card is locked.");
         assert_eq!(tries_text(-1), "");
+    }
+
+    #[test]
+    fn the_web_sign_in_names_the_origin() {
+        assert_eq!(
+            web_title("https://pmr.example.nhs.uk"),
+            "Sign in to https://pmr.example.nhs.uk"
+        );
+        assert!(web_asking("https://pmr.example.nhs.uk").contains("https://pmr.example.nhs.uk"));
+        assert!(web_asking("https://x.example").contains("every sign-in"));
     }
 
     #[test]

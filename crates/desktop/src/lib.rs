@@ -23,7 +23,7 @@ mod status;
 mod tray;
 
 pub use bridge::CARD_INSERTED_REASON;
-pub use dialog::{TITLE, UNLOCK_PATHS};
+pub use dialog::{TITLE, UNLOCK_PATHS, web_asking, web_title};
 pub use notify::RENEW_ACTION;
 pub use picker::{PICKER_TITLE, RENEWAL_TITLE};
 pub use status::STATUS_TITLE;

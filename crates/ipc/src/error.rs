@@ -56,6 +56,20 @@ pub enum AgentError {
     /// `RequestLogin`: another program's log-in request is being answered; ask again when it
     /// is done.
     LoginInProgress(String),
+    /// `org.cardgate.Web1`: the page's origin is not on the workstation's allow-list
+    /// (`[web] allowed_origins`; empty: web sign-in is off), or is not a web origin at all.
+    /// Nothing was asked of the holder or sent to the card.
+    OriginNotAllowed(String),
+    /// `org.cardgate.Web1`: the page's origin is not HTTPS (plain `http://` is accepted only
+    /// for loopback, and only with `[web] allow_http_loopback`). Nothing was sent.
+    OriginNotHttps(String),
+    /// `Web1.Authenticate`: the challenge nonce is not at least 256 bits in base64.
+    /// Nothing was sent.
+    NonceMalformed(String),
+    /// `Web1.Authenticate`: the agent has seen this nonce before (each is taken once, whatever
+    /// became of the first request); the page must ask its identity provider for a fresh
+    /// challenge. Nothing was sent.
+    NonceReplayed(String),
 }
 
 impl AgentError {
@@ -80,6 +94,10 @@ impl AgentError {
             AgentError::Cancelled(_) => "Cancelled",
             AgentError::NoPrompt(_) => "NoPrompt",
             AgentError::LoginInProgress(_) => "LoginInProgress",
+            AgentError::OriginNotAllowed(_) => "OriginNotAllowed",
+            AgentError::OriginNotHttps(_) => "OriginNotHttps",
+            AgentError::NonceMalformed(_) => "NonceMalformed",
+            AgentError::NonceReplayed(_) => "NonceReplayed",
         }
     }
 }

@@ -25,6 +25,7 @@ mod login;
 mod proxy;
 mod staff;
 mod types;
+mod web;
 mod workstation;
 
 pub use demo::{DEMO_OBJECT_PATH, DEMO1_XML, DemoProxy};
@@ -36,6 +37,7 @@ pub use types::{
     AgentState, AuthoriseAnswer, ReaderInfo, RoleProfileInfo, SelectedRoleProfile,
     SessionEndReason, Ticket, property,
 };
+pub use web::*;
 pub use workstation::*;
 
 /// The actions `Authorise` knows, from the policy crate, which defines them once:

@@ -71,6 +71,11 @@ pub trait Prompt {
     /// words, `reason` what it says it needs the log-in for.
     fn begin_login(&self, cookie: &str, requester: &str, reason: &str) -> zbus::Result<()>;
 
+    /// Show the passcode dialog for a web page's sign-in (`org.cardgate.Web1.Authenticate`):
+    /// "Sign in to `origin`"; `requester` is the relaying program (the web bridge) in words.
+    /// Answered with `AnswerLogin` as for `BeginLogin`; no role picker follows.
+    fn begin_web_sign_in(&self, cookie: &str, origin: &str, requester: &str) -> zbus::Result<()>;
+
     /// Close the dialog of `cookie` without an answer; `why` is one of the `END_*` codes.
     fn end_login(&self, cookie: &str, why: &str) -> zbus::Result<()>;
 }

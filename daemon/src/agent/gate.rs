@@ -39,7 +39,7 @@ impl Agent {
         action: &str,
         ods_code: &str,
     ) -> Result<AuthoriseAnswer, CoreError> {
-        let (decision, entry) = self.decide(caller, action, ods_code)?;
+        let (decision, entry) = self.decide(caller, action, ods_code, None)?;
         self.audit(&entry)?;
         Ok(self.answer(&decision))
     }
@@ -52,18 +52,33 @@ impl Agent {
         action: &str,
         ods_code: &str,
     ) -> Result<AuthoriseAnswer, CoreError> {
-        let (decision, entry) = self.decide(caller, action, ods_code)?;
+        let (decision, entry) = self.decide(caller, action, ods_code, None)?;
         self.audit_async(entry).await?;
         Ok(self.answer(&decision))
     }
 
-    /// The policy's decision and the audit entry that records it; arguments are checked
-    /// first.
+    /// `Web1.Authorise`: the same decision as [`Agent::authorise_async`] for a web page whose
+    /// origin was checked, the audit entry carrying it.
+    pub async fn authorise_for_origin(
+        &self,
+        caller: &CallerIdentity,
+        origin: &cardgate_webauth::WebOrigin,
+        action: &str,
+        ods_code: &str,
+    ) -> Result<AuthoriseAnswer, CoreError> {
+        let (decision, entry) = self.decide(caller, action, ods_code, Some(origin.as_str()))?;
+        self.audit_async(entry).await?;
+        Ok(self.answer(&decision))
+    }
+
+    /// The policy's decision and the audit entry that records it (with the web page's
+    /// `origin` when a browser asked); arguments are checked first.
     pub(super) fn decide(
         &self,
         caller: &CallerIdentity,
         action: &str,
         ods_code: &str,
+        origin: Option<&str>,
     ) -> Result<(Decision, AuditEvent), CoreError> {
         let parsed_action: Action = action.parse().map_err(|_| {
             CoreError::InvalidArgument(format!(
@@ -89,6 +104,7 @@ impl Agent {
             allowed: decision.is_allowed(),
             reason_code: decision.reason().code().to_owned(),
             session_generation: Some(decision.generation().get()),
+            origin: origin.map(str::to_owned),
         };
         Ok((decision, entry))
     }

@@ -20,6 +20,53 @@ use super::state::Session;
 use super::{Agent, AgentEvent, lock, now, printable, staff};
 use crate::error::CoreError;
 
+/// A passcode as it reaches the card (typed on the host, or on the reader's PIN pad), with
+/// the holder's word on the final try; its shape checked before anything else.
+pub(super) struct PasscodeEntry {
+    source: PasscodeSource,
+    method: EntryMethod,
+    final_try: FinalTry,
+}
+
+impl PasscodeEntry {
+    /// `passcode` `None`: the PIN pad. A malformed passcode never costs a try, nor a queue
+    /// slot: refused here (`InvalidArgument`, the value never quoted).
+    pub(super) fn new(passcode: Option<&str>, confirm_final_try: bool) -> Result<Self, CoreError> {
+        let source = match passcode {
+            Some(value) => PasscodeSource::Host(
+                Passcode::new(value.to_owned())
+                    .map_err(|e| CoreError::InvalidArgument(format!("passcode: {e}")))?,
+            ),
+            None => PasscodeSource::PinPad,
+        };
+        let method = match source {
+            PasscodeSource::Host(_) => EntryMethod::HostKeyboard,
+            PasscodeSource::PinPad => EntryMethod::ReaderKeypad,
+        };
+        let final_try = if confirm_final_try {
+            FinalTry::Confirmed
+        } else {
+            FinalTry::NotConfirmed
+        };
+        Ok(PasscodeEntry {
+            source,
+            method,
+            final_try,
+        })
+    }
+}
+
+/// A passcode verified on the card of one insertion: what the session or the signature that
+/// follows needs.
+pub(super) struct Verified {
+    pub(super) reader: ReaderName,
+    pub(super) insertion: Insertion,
+    pub(super) report: CardReport,
+    /// The generation when the card was looked at.
+    pub(super) generation: u64,
+    pub(super) actor: crate::actor::CardActor,
+}
+
 /// How long the card may take to sign during a login before the login gives up.
 pub(super) const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,31 +89,33 @@ impl Agent {
         passcode: Option<&str>,
         confirm_final_try: bool,
     ) -> Result<Vec<RoleProfileInfo>, CoreError> {
-        // The shape first: a malformed passcode never costs a try, nor a queue slot.
-        let source = match passcode {
-            Some(value) => PasscodeSource::Host(
-                Passcode::new(value.to_owned())
-                    .map_err(|e| CoreError::InvalidArgument(format!("passcode: {e}")))?,
-            ),
-            None => PasscodeSource::PinPad,
-        };
-        let method = match source {
-            PasscodeSource::Host(_) => EntryMethod::HostKeyboard,
-            PasscodeSource::PinPad => EntryMethod::ReaderKeypad,
-        };
-        let final_try = if confirm_final_try {
-            FinalTry::Confirmed
-        } else {
-            FinalTry::NotConfirmed
-        };
+        let entry = PasscodeEntry::new(passcode, confirm_final_try)?;
         tracing::info!(
             uid = caller.uid,
             pid = caller.pid,
-            ?method,
+            method = ?entry.method,
             "log-in requested"
         );
         let _one_at_a_time = self.shared.session_changes.lock().await;
+        let verified = self.verify_holder(caller, entry, true).await?;
+        self.open_session(caller, &verified).await
+    }
 
+    /// Verifies the holder's passcode on the card the agent acts on, under the card layer's
+    /// policy, audited as a passcode attempt. With `refuse_open_session`, a card whose
+    /// session is already open is refused before anything is sent (`Login`); a web sign-in
+    /// asks the passcode again in an open session. The caller holds `session_changes`.
+    pub(super) async fn verify_holder(
+        &self,
+        caller: &CallerIdentity,
+        entry: PasscodeEntry,
+        refuse_open_session: bool,
+    ) -> Result<Verified, CoreError> {
+        let PasscodeEntry {
+            source,
+            method,
+            final_try,
+        } = entry;
         let (reader, insertion, report, generation) = {
             let state = lock(&self.shared.state);
             let Some((reader, card)) = state.active_card() else {
@@ -78,7 +127,7 @@ impl Agent {
                     None => "The card is still being read; try again in a moment.".into(),
                 }));
             };
-            if state.live_session().is_some_and(|s| s.detached.is_none()) {
+            if refuse_open_session && state.live_session().is_some_and(|s| s.detached.is_none()) {
                 return Err(CoreError::InvalidArgument(
                     "Login: a session is already open for this card; log out first".into(),
                 ));
@@ -119,8 +168,33 @@ impl Agent {
             return Err(staff::with_unlock_paths(e, &report));
         }
         self.note_attempt(&insertion, &Ok(()));
+        Ok(Verified {
+            reader,
+            insertion,
+            report,
+            generation,
+            actor,
+        })
+    }
 
-        if let Some(resumed) = self.resume(&reader, &insertion, &report, caller).await? {
+    /// After the passcode was verified: resumes the detached session of this card, or logs
+    /// in at the endpoint with the card signing and binds the new session to this insertion.
+    /// The caller holds `session_changes`.
+    pub(super) async fn open_session(
+        &self,
+        caller: &CallerIdentity,
+        verified: &Verified,
+    ) -> Result<Vec<RoleProfileInfo>, CoreError> {
+        let Verified {
+            reader,
+            insertion,
+            report,
+            generation,
+            actor,
+        } = verified;
+        let (reader, insertion, report, generation) = (reader, insertion, report, *generation);
+        let identity = &report.identity;
+        if let Some(resumed) = self.resume(reader, insertion, report, caller).await? {
             self.emit(AgentEvent::PropertiesChanged);
             return Ok(resumed);
         }
@@ -159,7 +233,7 @@ impl Agent {
                 .readers
                 .get(&reader)
                 .and_then(|slot| slot.card.as_ref())
-                .is_some_and(|card| card.insertion == insertion);
+                .is_some_and(|card| &card.insertion == insertion);
             if still_here && self.shared.inspector.is_current(&insertion) {
                 state.generation += 1;
                 let max_idle =
