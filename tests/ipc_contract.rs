@@ -146,6 +146,7 @@ async fn introspection_is_the_shipped_xml(_lab: &mut Lab) -> Result<(), Failed> 
         cardgate_ipc::LOGIN1_XML,
         "org.cardgate.Login1.xml",
     )?);
+    shipped.extend(interfaces(cardgate_ipc::WEB1_XML, "org.cardgate.Web1.xml")?);
 
     let ours: BTreeSet<&String> = live
         .keys()

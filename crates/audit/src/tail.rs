@@ -14,7 +14,7 @@ use crate::segments;
 #[non_exhaustive]
 pub enum TailItem {
     /// An entry that parses and matches its own hash (its links are `verify`'s business).
-    Entry(AuditEntry),
+    Entry(Box<AuditEntry>),
     /// A line that is not a sound entry, shown as text so support still sees it.
     Unreadable {
         /// The line, decoded lossily as UTF-8.
@@ -66,7 +66,7 @@ fn lines_of(path: &Path, n: usize) -> Result<(Vec<TailItem>, Vec<u8>), AuditErro
             };
             match chain::parse_line(line) {
                 Ok(parsed) => match parsed.decode() {
-                    Ok(entry) => TailItem::Entry(entry),
+                    Ok(entry) => TailItem::Entry(Box::new(entry)),
                     Err(why) => unreadable(why),
                 },
                 Err(LineProblem::Malformed(why)) => unreadable(why),

@@ -213,11 +213,11 @@ impl Agent {
             }
             // No session: the passcode verified above must not stay verified on the card.
             Err(SpineError::KeyDoesNotMatchCertificate) => {
-                let _ = self.forget_verification(&reader, &insertion);
+                let _ = self.forget_verification(reader, insertion);
                 return Err(self.key_does_not_match(&identity.card_serial));
             }
             Err(e) => {
-                let _ = self.forget_verification(&reader, &insertion);
+                let _ = self.forget_verification(reader, insertion);
                 return Err(self.endpoint_error(e));
             }
         };
@@ -231,10 +231,10 @@ impl Agent {
             let mut state = lock(&self.shared.state);
             let still_here = state
                 .readers
-                .get(&reader)
+                .get(reader)
                 .and_then(|slot| slot.card.as_ref())
                 .is_some_and(|card| &card.insertion == insertion);
-            if still_here && self.shared.inspector.is_current(&insertion) {
+            if still_here && self.shared.inspector.is_current(insertion) {
                 state.generation += 1;
                 let max_idle =
                     Duration::from_secs(spine.max_idle_time.max(1)).min(state.limits.max_idle);
