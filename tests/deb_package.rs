@@ -8,8 +8,13 @@
 //! the `cardgate` group and account exist; the PAM profile is shipped but not enabled; the
 //! bus policy and the activation file load in a real `dbus-daemon` (system type) that lists
 //! `org.cardgate.Agent` as activatable; `systemd-analyze verify` accepts the unit; the desktop
-//! program's autostart and application entries pass `desktop-file-validate`. After
+//! program's autostart and application entries pass `desktop-file-validate`; the manual
+//! pages render with `man`; `dpkg --verify` finds every file as its md5sums say. After
 //! purging: the files, the configuration and the state directory are gone.
+//!
+//! Before installing, Debian's `lintian` (run as an unprivileged user, as it asks) must print
+//! nothing at all about either package: no error, no warning, and no override without its
+//! reason beside it (packaging/cardgate.lintian-overrides).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -63,6 +68,9 @@ fn shipped_desktop() -> Vec<PathBuf> {
         "/usr/bin/cardgate-desktop",
         "/etc/xdg/autostart/cardgate-desktop.desktop",
         "/usr/share/applications/cardgate-desktop.desktop",
+        "/usr/share/doc/cardgate-desktop/copyright",
+        "/usr/share/doc/cardgate-desktop/changelog.gz",
+        "/usr/share/man/man1/cardgate-desktop.1.gz",
     ]
     .into_iter()
     .map(PathBuf::from)
@@ -87,6 +95,11 @@ fn shipped(multiarch: &str) -> Vec<PathBuf> {
         "/usr/share/pam-configs/cardgate".to_owned(),
         "/etc/cardgate/cardgated.toml".to_owned(),
         "/etc/cardgate/pam-users".to_owned(),
+        "/usr/share/doc/cardgate/copyright".to_owned(),
+        "/usr/share/doc/cardgate/changelog.gz".to_owned(),
+        "/usr/share/man/man1/cardgate.1.gz".to_owned(),
+        "/usr/share/man/man8/cardgated.8.gz".to_owned(),
+        "/usr/share/lintian/overrides/cardgate".to_owned(),
     ]
     .into_iter()
     .map(PathBuf::from)
@@ -150,6 +163,7 @@ fn deb_package() -> Result<(), Failed> {
             format!("the package holds {equipment}:\n{contents}")
         })?;
     }
+    lintian(out.path(), &[&deb, &desktop_deb])?;
     let multiarch = run("dpkg-architecture", &["-qDEB_HOST_MULTIARCH"])?
         .trim()
         .to_owned();
@@ -181,6 +195,34 @@ fn deb_package() -> Result<(), Failed> {
     })?;
     eprintln!("deb_package: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `lintian` over the built packages, as the unprivileged `nobody` (as root it warns about
+/// being root, and a package checker has no business running as root): any line it prints,
+/// on either stream, is a failure. Overridden tags are silent only with the override file the
+/// package ships, whose every override carries its reason.
+fn lintian(dir: &Path, debs: &[&str]) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Failed::from(format!("making {} readable: {e}", dir.display())))?;
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args(["env", "HOME=/nonexistent", "lintian"])
+        .args(debs)
+        .output()
+        .map_err(|e| {
+            Failed::from(format!(
+                "lintian: {e} (scripts/setup installs lintian; run it first)"
+            ))
+        })?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(out.status.success() && said.trim().is_empty(), || {
+        format!("lintian ({}) on {}:\n{said}", out.status, debs.join(" "))
+    })
 }
 
 fn installed_checks(multiarch: &str) -> Result<(), Failed> {
@@ -273,6 +315,45 @@ fn installed_checks(multiarch: &str) -> Result<(), Failed> {
     check(!help.contains("--demo"), || {
         format!("the shipped cardgated offers a demo:\n{help}")
     })?;
+
+    // The manual pages, as `man` shows them: each names its program and its options.
+    for (page, program, option) in [
+        ("/usr/share/man/man1/cardgate.1.gz", "cardgate", "--json"),
+        (
+            "/usr/share/man/man8/cardgated.8.gz",
+            "cardgated",
+            "--check-config",
+        ),
+        (
+            "/usr/share/man/man1/cardgate-desktop.1.gz",
+            "cardgate-desktop",
+            "--no-open-on-insert",
+        ),
+    ] {
+        let out = Command::new("man")
+            .args(["-l", page])
+            .env("MANWIDTH", "100")
+            .env("MAN_KEEP_FORMATTING", "")
+            .output()
+            .map_err(|e| Failed::from(format!("man -l {page}: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // man justifies lines; words, not spaces, are what the page says.
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        check(
+            out.status.success()
+                && words.contains(&format!("NAME {program} - "))
+                && words.contains(option),
+            || {
+                format!(
+                    "man -l {page} ({}):\n{text}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            },
+        )?;
+    }
+    // Every shipped file as the package's md5sums say (debsums' and dpkg's own check).
+    run("dpkg", &["--verify", "cardgate", "cardgate-desktop"])?;
 
     // The bus policy and the activation file in a real dbus-daemon of the system type.
     let dir = tempfile::tempdir().map_err(|e| Failed::from(e.to_string()))?;

@@ -13,7 +13,19 @@ use clap::Parser;
 
 /// The cardgate smartcard agent.
 #[derive(Debug, Parser)]
-#[command(name = "cardgated", version, about)]
+#[command(
+    name = "cardgated",
+    version,
+    about = "the cardgate smartcard agent",
+    long_about = "cardgated is the smartcard agent of a pharmacy workstation. It watches the \
+smartcard readers through pcscd, verifies the holder's passcode on the card (never spending a \
+try on its own), logs the holder in to the national endpoint with the card signing, and answers \
+over D-Bus (org.cardgate.Agent on the system bus) whether this workstation may do an EPS action \
+now; the answer turns to no the moment the card leaves the reader.\n\n\
+It runs as the systemd service cardgated.service under the cardgate account, reads \
+/etc/cardgate/cardgated.toml, keeps its audit trail and passcode ledger in /var/lib/cardgate \
+and logs to the journal. The cardgate(1) command is its user interface."
+)]
 struct Args {
     /// The configuration file.
     #[arg(long, default_value = "/etc/cardgate/cardgated.toml")]
@@ -24,12 +36,37 @@ struct Args {
     /// Serve on this D-Bus address instead of the configured bus.
     #[arg(long, value_name = "ADDRESS")]
     bus: Option<String>,
+    /// Print this manual page (roff, section 8) and exit; the package's cardgated(8) is made
+    /// with it when the package is built.
+    #[arg(long)]
+    man: bool,
+}
+
+/// `cardgated`'s manual page (section 8, a system daemon) in roff, from the same definition
+/// as its command line, so the two cannot drift.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory as _;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .section("8")
+        .render(&mut page)?;
+    Ok(page)
 }
 
 /// `cardgated`'s `main`, from its command line: hardens the process, sets up logging, reads
 /// and checks the configuration, and serves on pcscd until SIGTERM or Ctrl-C.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args = Args::parse_from(args);
+    if args.man {
+        use std::io::Write as _;
+        return match man_page().and_then(|page| std::io::stdout().write_all(&page)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cardgated: writing the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(code) = harden("cardgated") {
         return code;
     }

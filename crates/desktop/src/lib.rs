@@ -55,6 +55,20 @@ pub struct Args {
     /// out). With the program already running in this session, that copy shows it.
     #[arg(long)]
     status: bool,
+
+    /// Print this manual page (roff, section 1) and exit; the package's cardgate-desktop(1) is
+    /// made with it when the package is built.
+    #[arg(long)]
+    man: bool,
+}
+
+/// `cardgate-desktop`'s manual page (section 1) in roff, from the same definition as its
+/// command line.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory as _;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command()).render(&mut page)?;
+    Ok(page)
 }
 
 /// Runs the program with `args` (the program name first, as `std::env::args_os`); returns
@@ -75,6 +89,16 @@ where
             };
         }
     };
+    if args.man {
+        use std::io::Write as _;
+        return match man_page().and_then(|page| std::io::stdout().write_all(&page)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cardgate-desktop: writing the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Before any passcode is typed: no core dump may hold one.
     if let Err(e) = cardgate_secmem::forbid_core_dumps() {
         eprintln!("cardgate-desktop: {e}");
