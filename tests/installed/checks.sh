@@ -233,9 +233,17 @@ pam_authenticate() {
 open_session() {
   c systemd-run --quiet --unit="$1" -p PAMName=cardgate-login -p User=asha \
     -p Environment=XDG_SESSION_TYPE=tty sleep 600 || { bad "systemd-run PAMName=cardgate-login failed"; return 1; }
-  local id=""
+  # The session of that service's own process (systemd 257 also gives asha's user manager a
+  # session of its own, so "asha's session" alone is ambiguous).
+  local id="" pid path
   for _ in $(seq 1 40); do
-    id="$(c loginctl list-sessions --no-legend 2>/dev/null | awk '$3 == "asha" {print $1}' | tail -1)"
+    pid="$(c systemctl show -P MainPID "$1")"
+    if [ "${pid:-0}" -gt 0 ]; then
+      path="$(c busctl --system call org.freedesktop.login1 /org/freedesktop/login1 \
+        org.freedesktop.login1.Manager GetSessionByPID u "$pid" 2>/dev/null | awk '{print $2}' | tr -d '"')"
+      [ -n "$path" ] && id="$(c busctl --system get-property org.freedesktop.login1 "$path" \
+        org.freedesktop.login1.Session Id 2>/dev/null | awk '{print $2}' | tr -d '"')"
+    fi
     [ -n "$id" ] && break
     sleep 0.25
   done
