@@ -11,7 +11,8 @@
 # pcscd restarts), the administrator's configuration (tests/installed/cardgated.toml).
 
 CHECKS=(install start_notify sandbox pcscd_through_polkit pcscd_refused_without_rule
-        bus_policy pcscd_restart dbus_restart journal remove_purge)
+        bus_policy pam_logind_lock pam_logind_terminate pcscd_restart dbus_restart journal
+        remove_purge)
 
 UUID=555000111222
 # Distinctive passcodes, so that finding one in the journal cannot be a coincidence.
@@ -51,10 +52,37 @@ check_install() {
   # The administrator's part: the card CA, its CRL, the configuration; the card itself.
   c "$VCARD" ca init --dir "$T/ca" >/dev/null
   c "$VCARD" provision --ca "$T/ca" --out "$T/asha.json" --name "Asha Patel" --uuid "$UUID" \
-    --pin "$PASSCODE" >/dev/null
+    --serial 6516779193 --pin "$PASSCODE" >/dev/null
+  # The endpoint: spine-sim on the container's loopback, knowing the card and its holder.
+  c /usr/local/libexec/cardgate-test/spine-sim init --dir "$T/spine" >/dev/null
+  c sh -c "cat > $T/spine.toml" <<SPINE
+[server]
+listen = "127.0.0.1:8443"
+listen_mtls = "127.0.0.1:8444"
+service_dir = "spine"
+card_ca_dir = "ca"
+outbox = "outbox.jsonl"
+max_idle_time = 900
+
+[[users]]
+uid = "$UUID"
+name = "Asha Patel"
+[[users.role_profiles]]
+id = "RP-1001"
+job_role = "Pharmacist"
+ods_code = "FA123"
+organisation_name = "High Street Pharmacy"
+activities = ["eps.download", "eps.dispense-notify", "eps.claim"]
+
+[[cards]]
+serial = "6516779193"
+uid = "$UUID"
+unlock_code = "12345678"
+SPINE
+  c systemd-run --quiet --unit=spine-sim /usr/local/libexec/cardgate-test/spine-sim --config "$T/spine.toml"
   c "$VCARD" ca crl --dir "$T/ca" --out /etc/cardgate/card.crl >/dev/null
   c install -m 0644 "$T/ca/ca.crt.pem" /etc/cardgate/card-ca.pem
-  c install -m 0644 "$T/ca/ca.crt.pem" /etc/cardgate/service-ca.pem
+  c install -m 0644 "$T/spine/service-ca.crt.pem" /etc/cardgate/service-ca.pem
   c install -m 0644 "$T/cardgated.toml" /etc/cardgate/cardgated.toml
   c cardgated --check-config /etc/cardgate/cardgated.toml >/dev/null || bad "the configuration is refused"
   c sh -c "cat > /etc/systemd/system/vcard@.service" <<'UNIT'
@@ -113,19 +141,30 @@ check_pcscd_through_polkit() {
     c cardgate status >&2; c journalctl -u pcscd -u cardgated --no-pager -n 20 >&2
     bad "the agent does not see the card's holder $UUID"; return 1; }
   # The rule, not luck: pcscd asked polkit and was told yes for the agent's account.
-  if c journalctl -u pcscd --no-pager | grep -q 'Rejected unauthorized'; then
-    bad "pcscd rejected a client: $(c journalctl -u pcscd --no-pager | grep 'Rejected unauthorized' | tail -1)"
+  if c journalctl -u pcscd --no-pager | grep -q 'Rejected unauthorized\|NOT authorized'; then
+    bad "pcscd rejected a client: $(c journalctl -u pcscd --no-pager | grep 'Rejected unauthorized\|NOT authorized' | tail -1)"
   fi
 }
 
+# How many releases refused the agent pcscd without the rule (scripts/installed fails the run
+# when none did: the rule must have been tested where it decides).
+POLKIT_REFUSALS_SHOWN=0
+
 check_pcscd_refused_without_rule() {
   local rule=/usr/share/polkit-1/rules.d/50-cardgate.rules rc=0
+  if ! c pcscd -v | grep -q '^Enabled features:.*polkit'; then
+    # Debian 12's pcscd (1.9.9) is built without polkit and serves every local account; the
+    # rule cannot decide anything there. Said, and held to: should bookworm's pcscd ever ask
+    # polkit, this branch is no longer taken and the refusal below is tested here too.
+    echo "    $release: pcscd is built without polkit ($(c pcscd -v | grep '^Enabled features' | cut -c1-60)...): the refusal is tested on a release whose pcscd asks polkit"
+    return 0
+  fi
   c mv "$rule" "$T/rule.off"
   c systemctl restart polkit.service
   c systemctl restart cardgated.service
   # Without the rule pcscd refuses the agent's account: no reader, no holder.
   if wait_until 5 holder_seen; then bad "the agent saw the card without the polkit rule"; rc=1; fi
-  c journalctl -u pcscd --no-pager | grep -q 'Rejected unauthorized' \
+  c journalctl -u pcscd --no-pager | grep -q 'Rejected unauthorized\|NOT authorized' \
     || { bad "pcscd did not log a rejection"; rc=1; }
   # The doctor, run as the agent's account, names the polkit refusal.
   c runuser -u cardgate -- cardgate doctor >"$work/doctor.out" 2>&1 || true
@@ -134,6 +173,7 @@ check_pcscd_refused_without_rule() {
   c systemctl restart polkit.service
   c systemctl restart cardgated.service
   wait_until 20 holder_seen || { bad "with the rule back the agent does not see the card"; rc=1; }
+  [ "$rc" -eq 0 ] && POLKIT_REFUSALS_SHOWN=$((POLKIT_REFUSALS_SHOWN + 1))
   return $rc
 }
 
@@ -160,6 +200,96 @@ check_bus_policy() {
   return $rc
 }
 
+# The PAM stack of a login program with the shipped module: the card and passcode
+# authenticate (a log-in at the endpoint simulator), pam_systemd registers
+# the session with logind, pam_cardgate's session part registers it with the agent.
+pam_setup() {
+  c id asha >/dev/null 2>&1 || c useradd --create-home --groups cardgate asha
+  c sh -c "echo '$UUID asha' > /etc/cardgate/pam-users"
+  c sh -c "cat > /etc/pam.d/cardgate-login" <<'PAM'
+auth     required  pam_cardgate.so
+account  required  pam_cardgate.so
+session  required  pam_systemd.so
+session  optional  pam_cardgate.so
+PAM
+}
+
+# `removal_action ACTION`: the administrator's choice, and the agent restarted to read it.
+removal_action() {
+  c sed -i "s/^removal_action = .*/removal_action = \"$1\"/" /etc/cardgate/cardgated.toml
+  c systemctl restart cardgated.service
+  wait_until 20 holder_seen || bad "the agent does not see the card after restarting with removal_action = $1"
+}
+
+# `pam_authenticate`: pamtester through the real libpam with the passcode typed.
+pam_authenticate() {
+  printf '%s\n' "$PASSCODE" | c pamtester -v cardgate-login asha authenticate acct_mgmt >"$work/pam.out" 2>&1 \
+    || { cat "$work/pam.out" >&2; bad "pamtester authenticate as asha failed"; return 1; }
+}
+
+# `open_session UNIT`: a login session for asha through the same PAM stack, opened by systemd
+# for a service (PAMName=, as machinectl shell does), kept open by its process; prints the
+# logind session id.
+open_session() {
+  c systemd-run --quiet --unit="$1" -p PAMName=cardgate-login -p User=asha \
+    -p Environment=XDG_SESSION_TYPE=tty sleep 600 || { bad "systemd-run PAMName=cardgate-login failed"; return 1; }
+  # The session of that service's own process (systemd 257 also gives asha's user manager a
+  # session of its own, so "asha's session" alone is ambiguous).
+  local id="" pid path
+  for _ in $(seq 1 40); do
+    pid="$(c systemctl show -P MainPID "$1")"
+    if [ "${pid:-0}" -gt 0 ]; then
+      path="$(c busctl --system call org.freedesktop.login1 /org/freedesktop/login1 \
+        org.freedesktop.login1.Manager GetSessionByPID u "$pid" 2>/dev/null | awk '{print $2}' | tr -d '"')"
+      [ -n "$path" ] && id="$(c busctl --system get-property org.freedesktop.login1 "$path" \
+        org.freedesktop.login1.Session Id 2>/dev/null | awk '{print $2}' | tr -d '"')"
+    fi
+    [ -n "$id" ] && break
+    sleep 0.25
+  done
+  [ -n "$id" ] || { c journalctl --no-pager -n 20 >&2; bad "no logind session for asha"; return 1; }
+  echo "$id"
+}
+
+registered() { c busctl --system call org.cardgate.Agent /org/cardgate/Agent org.cardgate.Workstation1 Sessions | grep -q "\"$1\""; }
+
+check_pam_logind_lock() {
+  pam_setup
+  removal_action lock || return 1
+  pam_authenticate || return 1
+  local id; id="$(open_session asha-session-1)" || return 1
+  wait_until 10 registered "$id" || { c journalctl -u cardgated --no-pager -n 20 >&2; bad "session $id not registered with the agent"; return 1; }
+  local path; path="$(c busctl --system call org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager GetSession s "$id" | awk '{print $2}' | tr -d '"')"
+  # Watch the real logind's Lock signal on that session's object while the card is pulled.
+  c sh -c "timeout 20 busctl --system monitor --match \"type='signal',sender='org.freedesktop.login1',interface='org.freedesktop.login1.Session',member='Lock',path='$path'\" > $T/lock.monitor 2>&1 &"
+  sleep 1
+  c systemctl stop vcard@asha.service
+  wait_until 10 c grep -q "Member=Lock" "$T/lock.monitor" \
+    || { c cat "$T/lock.monitor" >&2; c journalctl -u cardgated -u systemd-logind --no-pager -n 20 >&2; bad "logind sent no Lock for session $id after the card was pulled"; }
+  # The session goes on, locked (the screen locker's business from here).
+  [ "$(c loginctl show-session "$id" -P State 2>/dev/null)" != "" ] || bad "session $id is gone; lock should keep it"
+  # The same card and passcode authenticate again.
+  c systemctl start vcard@asha.service
+  wait_until 20 holder_seen || bad "the card is not seen after it went back in"
+  pam_authenticate
+  c systemctl stop asha-session-1.service
+}
+
+check_pam_logind_terminate() {
+  removal_action terminate || return 1
+  pam_authenticate || return 1
+  local id; id="$(open_session asha-session-2)" || return 1
+  wait_until 10 registered "$id" || { bad "session $id not registered with the agent"; return 1; }
+  c systemctl stop vcard@asha.service
+  session_gone() { ! c loginctl show-session "$1" -P State 2>/dev/null | grep -q -e active -e online; }
+  wait_until 10 session_gone "$id" \
+    || { c loginctl show-session "$id" >&2; c journalctl -u cardgated --no-pager -n 20 >&2; bad "logind session $id was not ended after the card was pulled"; }
+  c systemctl start vcard@asha.service
+  wait_until 20 holder_seen || bad "the card is not seen after it went back in"
+  pam_authenticate
+  removal_action lock
+}
+
 check_pcscd_restart() {
   local pid; pid="$(prop cardgated.service MainPID)"
   c systemctl restart pcscd.service
@@ -182,8 +312,7 @@ check_dbus_restart() {
 }
 
 check_journal() {
-  # A wrong and a right passcode through the agent (the endpoint is unreachable here, so the
-  # right one verifies on the card and the log-in then fails at the endpoint).
+  # A wrong and a right passcode through the agent.
   printf '%s\n' "$WRONG" | c cardgate login --passcode-stdin >/dev/null 2>&1 || true
   printf '%s\n' "$PASSCODE" | c cardgate login --passcode-stdin >/dev/null 2>&1 || true
   c journalctl --sync 2>/dev/null || true

@@ -122,6 +122,19 @@ impl ReaderError {
         matches!(self, ReaderError::ServiceUnavailable { .. })
     }
 
+    /// Whether pcscd refused this program outright: pcsc-lite 2.x answers
+    /// `SCardEstablishContext` with `SCARD_W_SECURITY_VIOLATION` when polkit says no (1.9.x,
+    /// where built with polkit, closes the connection instead, which reads as a lost service).
+    pub fn is_access_denied(&self) -> bool {
+        matches!(
+            self,
+            ReaderError::Pcsc {
+                source: pcsc::Error::SecurityViolation,
+                ..
+            }
+        )
+    }
+
     /// Whether this error means the card (and with it any verified PIN) is gone.
     pub fn is_card_gone(&self) -> bool {
         matches!(
@@ -137,6 +150,19 @@ impl ReaderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_security_violation_at_establish_context_is_a_refusal_not_a_lost_service() {
+        let e = ReaderError::from_pcsc(
+            "SCardEstablishContext",
+            None,
+            pcsc::Error::SecurityViolation,
+        );
+        assert!(e.is_access_denied());
+        assert!(!e.is_service_lost());
+        let lost = ReaderError::from_pcsc("SCardEstablishContext", None, pcsc::Error::NoService);
+        assert!(!lost.is_access_denied());
+    }
 
     #[test]
     fn pcsc_errors_map_to_what_a_caller_acts_on() {

@@ -104,13 +104,17 @@ fn pcsc() -> (PcscFacts, Option<CardCertificate>) {
         Ok(names) => names,
         Err(e) => {
             let lost = e.is_service_lost();
-            let problem = if lost && pcscd_process_runs() && socket.exists() {
-                PcscdProblem::Refused
-            } else if lost {
-                PcscdProblem::NotReachable
-            } else {
-                PcscdProblem::Error
-            };
+            // Refused: pcsc-lite 2.x says so (a security violation, trixie's pcscd refusing
+            // through polkit, found by scripts/installed); 1.9.x closes the socket on us
+            // while pcscd runs and its socket is there.
+            let problem =
+                if e.is_access_denied() || (lost && pcscd_process_runs() && socket.exists()) {
+                    PcscdProblem::Refused
+                } else if lost {
+                    PcscdProblem::NotReachable
+                } else {
+                    PcscdProblem::Error
+                };
             // The PC/SC call and its answer, without the wrapper's own sentence.
             let error = match &e {
                 ReaderError::ServiceUnavailable { call, source } => format!("{call}: {source}"),

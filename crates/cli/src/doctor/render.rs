@@ -140,7 +140,7 @@ fn pcsc_lines(pcsc: &PcscFacts) -> Vec<CheckLine> {
             let (summary, next) = match problem {
                 PcscdProblem::Refused => (
                     format!(
-                        "pcscd is running but refused this program ({e}); Debian's pcscd asks polkit, which refuses service accounts and users outside the active desktop session (pcscd logs \"Rejected unauthorized PC/SC client\")"
+                        "pcscd is running but refused this program ({e}); Debian's pcscd asks polkit, which refuses service accounts and users outside the active desktop session (pcscd logs \"Rejected unauthorized PC/SC client\" or \"is NOT authorized for action\")"
                     ),
                     "install the cardgate polkit rule for pcscd (shipped in the package: /usr/share/polkit-1/rules.d/), or run doctor from the logged-in desktop session; check `journalctl -u pcscd --since \"10 min ago\"`",
                 ),
