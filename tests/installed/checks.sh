@@ -141,10 +141,15 @@ check_pcscd_through_polkit() {
     c cardgate status >&2; c journalctl -u pcscd -u cardgated --no-pager -n 20 >&2
     bad "the agent does not see the card's holder $UUID"; return 1; }
   # The rule, not luck: pcscd asked polkit and was told yes for the agent's account.
-  if c journalctl -u pcscd --no-pager | grep -q 'Rejected unauthorized\|NOT authorized'; then
-    bad "pcscd rejected a client: $(c journalctl -u pcscd --no-pager | grep 'Rejected unauthorized\|NOT authorized' | tail -1)"
+  local refusal; refusal="$(c journalctl -u pcscd --no-pager | grep "$PCSCD_REFUSAL" | tail -1 || true)"
+  if [ -n "$refusal" ]; then
+    bad "pcscd rejected a client: $refusal"
   fi
 }
+
+# What pcscd logs when it refuses a client: 1.9.x "Rejected unauthorized PC/SC client",
+# 2.x (polkit said no) "... is NOT authorized for action".
+PCSCD_REFUSAL='Rejected unauthorized\|NOT authorized'
 
 # How many releases refused the agent pcscd without the rule (scripts/installed fails the run
 # when none did: the rule must have been tested where it decides).
@@ -164,7 +169,7 @@ check_pcscd_refused_without_rule() {
   c systemctl restart cardgated.service
   # Without the rule pcscd refuses the agent's account: no reader, no holder.
   if wait_until 5 holder_seen; then bad "the agent saw the card without the polkit rule"; rc=1; fi
-  c journalctl -u pcscd --no-pager | grep -q 'Rejected unauthorized\|NOT authorized' \
+  c journalctl -u pcscd --no-pager | grep -q "$PCSCD_REFUSAL" \
     || { bad "pcscd did not log a rejection"; rc=1; }
   # The doctor, run as the agent's account, names the polkit refusal.
   c runuser -u cardgate -- cardgate doctor >"$work/doctor.out" 2>&1 || true
